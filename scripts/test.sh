@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Runs every test of mosquitto-ha on a fresh Debian 12 machine.
+# Installs what the tests need (real Mosquitto, HAProxy, keepalived, iproute2) when it is missing,
+# then runs the Go tests. Usage: scripts/test.sh [extra go test flags]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v mosquitto >/dev/null || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
+command -v haproxy >/dev/null || need+=(haproxy)
+command -v keepalived >/dev/null || need+=(keepalived)
+command -v ip >/dev/null || need+=(iproute2)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "scripts/test.sh: missing ${need[*]}; run as root or: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
+    exit 1
+  fi
+  echo "scripts/test.sh: installing ${need[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+command -v go >/dev/null || { echo "scripts/test.sh: Go 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
+
+go vet ./...
+go test -count=1 -timeout 20m "$@" ./...
