@@ -1,0 +1,708 @@
+package bridge
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"mosquitto-ha/sysparse"
+)
+
+// ErrNoLog means the local broker does not publish the log lines the agent needs.
+var ErrNoLog = errors.New("bridge: broker does not publish the needed $SYS/broker/log lines")
+
+// PeerAddr names a peer broker.
+type PeerAddr struct {
+	Name    string
+	Address string // host:port
+}
+
+// Options configure an Agent. Zero values take the defaults of the cluster file.
+type Options struct {
+	Cluster string
+	Node    string
+	// Local is this node's broker, host:port.
+	Local string
+	Peers []PeerAddr
+	// Username and Password authenticate every agent connection (optional).
+	Username, Password string
+	ForwardPrefix      string
+	// IgnoreClients never count as interest (health checkers); agent connections never do.
+	IgnoreClients []string
+	// StatePath is where the local interest is kept across restarts; "" keeps none.
+	StatePath        string
+	BufferMessages   int
+	BufferBytes      int
+	MaxInflight      int
+	Keepalive        time.Duration
+	SnapshotInterval time.Duration
+	// ProbeTimeout bounds the wait for the probe's own log lines.
+	ProbeTimeout time.Duration
+	// Limits bound what a peer's interest messages may carry.
+	Limits Limits
+	Logger *slog.Logger
+}
+
+func (o *Options) setDefaults() {
+	if o.ForwardPrefix == "" {
+		o.ForwardPrefix = "$forward/"
+	}
+	if o.BufferMessages <= 0 {
+		o.BufferMessages = 100000
+	}
+	if o.BufferBytes <= 0 {
+		o.BufferBytes = 64 << 20
+	}
+	if o.MaxInflight <= 0 {
+		o.MaxInflight = 16
+	}
+	if o.Keepalive <= 0 {
+		o.Keepalive = 10 * time.Second
+	}
+	if o.SnapshotInterval <= 0 {
+		o.SnapshotInterval = time.Second
+	}
+	if o.ProbeTimeout <= 0 {
+		o.ProbeTimeout = 5 * time.Second
+	}
+	if o.Limits.MaxFilters <= 0 {
+		o.Limits.MaxFilters = 1 << 20
+	}
+	if o.Limits.MaxFilterBytes <= 0 {
+		o.Limits.MaxFilterBytes = maxFilterBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// maxInbox bounds the local messages waiting for the dispatcher; past it QoS 0 publishes are
+// dropped (as Mosquitto itself drops for a slow subscriber). QoS 1/2 are bounded by the broker's
+// in-flight window, since the agent acknowledges them only once relayed.
+const maxInbox = 200000
+
+// Agent is the sidecar of one broker. Create it with New and run it with Run.
+type Agent struct {
+	opts    Options
+	log     *slog.Logger
+	topics  Topics
+	localID string
+	peers   []*peer
+
+	local  mqtt.Client
+	parser *sysparse.Parser
+	model  *localInterest
+	epoch  uint64
+
+	inbox inbox
+
+	// Owned by the dispatch goroutine.
+	seq           uint64
+	wantAll       bool
+	wantAllReason string
+	snapshotDirty bool
+	lastSnapshot  time.Time
+	snapshotEvery time.Duration
+	stateDirty    bool
+	lastState     time.Time
+	brokerStart   time.Time
+	lastTotal     int // last $SYS/broker/clients/total since the local (re)connection, -1 none
+	// sysRounds counts $SYS/broker/uptime messages since the local (re)connection. The first is
+	// the retained value, possibly sys_interval old; the count of clients is trusted only after
+	// two fresh rounds, when every $SYS value published since the subscription has arrived.
+	sysRounds int
+
+	// Counters and status for Stats.
+	statsMu     sync.Mutex
+	status      Status
+	republished atomic.Uint64
+	relayedIn   atomic.Uint64
+
+	closeOnce sync.Once
+}
+
+// New checks the options and prepares an agent; it opens no connection.
+func New(opts Options) (*Agent, error) {
+	opts.setDefaults()
+	if opts.Cluster == "" || opts.Node == "" || opts.Local == "" {
+		return nil, errors.New("bridge: Cluster, Node and Local are required")
+	}
+	var seed [8]byte
+	_, _ = rand.Read(seed[:])
+	a := &Agent{
+		opts:          opts,
+		log:           opts.Logger.With("node", opts.Node),
+		topics:        NewTopics(opts.Cluster, opts.ForwardPrefix),
+		parser:        sysparse.NewParser(),
+		epoch:         binary.LittleEndian.Uint64(seed[:]) >> 1,
+		lastTotal:     -1,
+		snapshotEvery: opts.SnapshotInterval,
+	}
+	a.localID = a.topics.ClientPrefix() + opts.Node + "-local"
+	ignore := map[string]bool{}
+	for _, id := range opts.IgnoreClients {
+		ignore[id] = true
+	}
+	prefix := a.topics.ClientPrefix()
+	a.model = newLocalInterest(func(id string) bool { return ignore[id] || strings.HasPrefix(id, prefix) })
+	a.inbox.notify = make(chan struct{}, 1)
+	for _, p := range opts.Peers {
+		a.peers = append(a.peers, newPeer(p.Name, p.Address, a))
+	}
+	return a, nil
+}
+
+// Run connects, relays and announces until ctx ends, then disconnects cleanly. It returns an
+// error only when the agent cannot work at all (for example ErrNoLog).
+func (a *Agent) Run(ctx context.Context) error {
+	if a.opts.StatePath != "" {
+		restored, err := a.model.restore(a.opts.StatePath, a.opts.Node)
+		switch {
+		case err != nil:
+			a.log.Warn("state file unusable, starting empty", "err", err)
+		case restored:
+			a.log.Info("interest restored from state file", "path", a.opts.StatePath, "filters", a.model.tree.Len())
+		}
+		a.model.Drain()
+		for id, c := range a.model.clients {
+			if c.Connected {
+				a.parser.Remember(id) // lets the parser split lines of clients with spaces in ids
+			}
+		}
+	}
+	// The agent's own connections log lines too; their connect lines may predate the log
+	// subscription, so the parser is told their ids to split those lines.
+	for _, id := range a.ownIDs() {
+		a.parser.Remember(id)
+	}
+	a.setWantAll("fresh start: clients that connected before the agent are unknown until $SYS/broker/clients/total is accounted for")
+
+	// The probe proves the broker publishes the log lines before anything depends on them.
+	for {
+		res, err := Probe(ctx, a.probeOptions())
+		if err == nil && len(res.Missing) > 0 {
+			return fmt.Errorf("%w: missing %s", ErrNoLog, strings.Join(res.Missing, ", "))
+		}
+		if err == nil {
+			if res.AnonymousForward {
+				a.log.Warn("SECURITY: an anonymous client can publish to the forward prefix; apply the ACL printed by `mosquitto-ha mosquitto`", "prefix", a.opts.ForwardPrefix)
+			}
+			break
+		}
+		a.log.Warn("local broker not ready, retrying", "addr", a.opts.Local, "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(jitter(time.Second)):
+		}
+	}
+
+	var wg sync.WaitGroup
+	a.local = mqtt.NewClient(a.localClientOptions())
+	a.local.Connect() // ConnectRetry: keeps trying in the background until Disconnect
+	for _, p := range a.peers {
+		p.client = mqtt.NewClient(a.peerClientOptions(p))
+		p.client.Connect()
+		wg.Add(1)
+		go func(p *peer) {
+			defer wg.Done()
+			p.send(ctx, &wg)
+		}(p)
+	}
+	localAcks := make(chan localPending, a.opts.MaxInflight)
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.ackRepublished(ctx, localAcks)
+	}()
+	a.log.Info("agent started", "local", a.opts.Local, "peers", len(a.peers), "epoch", a.epoch)
+
+	a.dispatch(ctx, localAcks)
+
+	wg.Wait()
+	a.Close()
+	if a.opts.StatePath != "" {
+		if err := a.model.save(a.opts.StatePath, a.opts.Node); err != nil {
+			a.log.Warn("state file not saved", "err", err)
+		}
+	}
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// Close disconnects every connection. Safe to call twice.
+func (a *Agent) Close() {
+	a.closeOnce.Do(func() {
+		for _, p := range a.peers {
+			if p.client != nil {
+				p.client.Disconnect(250)
+			}
+		}
+		if a.local != nil {
+			a.local.Disconnect(250)
+		}
+	})
+}
+
+func (a *Agent) probeOptions() ProbeOptions {
+	return ProbeOptions{Address: a.opts.Local, ClientID: a.topics.ClientPrefix() + a.opts.Node + "-probe",
+		Username: a.opts.Username, Password: a.opts.Password, Timeout: a.opts.ProbeTimeout,
+		Topics: a.topics}
+}
+
+func (a *Agent) baseOptions(addr, clientID string) *mqtt.ClientOptions {
+	o := mqtt.NewClientOptions()
+	o.AddBroker("tcp://" + addr)
+	o.SetClientID(clientID)
+	if a.opts.Username != "" {
+		o.SetUsername(a.opts.Username)
+		o.SetPassword(a.opts.Password)
+	}
+	o.SetKeepAlive(a.opts.Keepalive)
+	o.SetPingTimeout(a.opts.Keepalive / 2)
+	o.SetConnectTimeout(3 * time.Second)
+	o.SetAutoReconnect(true)
+	o.SetConnectRetry(true)
+	o.SetConnectRetryInterval(500 * time.Millisecond)
+	o.SetMaxReconnectInterval(5 * time.Second)
+	o.SetWriteTimeout(10 * time.Second)
+	o.SetOrderMatters(true)
+	// Go's net package sets TCP_NODELAY on every TCP connection: no Nagle delay on relays.
+	o.SetDialer(&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second})
+	return o
+}
+
+func (a *Agent) localClientOptions() *mqtt.ClientOptions {
+	o := a.baseOptions(a.opts.Local, a.localID)
+	o.SetProtocolVersion(0x84) // MQTT 3.1.1 + bridge bit: no-local and retain-as-published
+	o.SetCleanSession(false)   // the broker keeps queueing for the agent while it restarts
+	o.SetAutoAckDisabled(true) // acknowledged once relayed, see ackGroup
+	o.SetResumeSubs(true)
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { a.inbox.put(m) })
+	o.SetOnConnectHandler(func(c mqtt.Client) {
+		// The marker goes ahead of every message of the new subscriptions, so the dispatcher
+		// widens the interest before it sees the new $SYS/broker/clients/total.
+		a.inbox.put(reconnected{})
+		subs := map[string]byte{
+			"$SYS/broker/log/#":         0,
+			"$SYS/broker/clients/total": 0,
+			"$SYS/broker/uptime":        0,
+			"#":                         2,
+		}
+		if strings.HasPrefix(a.opts.ForwardPrefix, "$") {
+			for _, f := range a.topics.ForwardFilters() {
+				subs[f] = 2
+			}
+		}
+		tok := c.SubscribeMultiple(subs, nil)
+		if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
+			a.log.Info("local broker connected", "addr", a.opts.Local)
+		} else {
+			a.log.Warn("local subscribe failed", "err", tok.Error())
+		}
+	})
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		a.log.Warn("local broker connection lost", "err", err)
+	})
+	return o
+}
+
+func (a *Agent) peerClientOptions(p *peer) *mqtt.ClientOptions {
+	o := a.baseOptions(p.addr, a.topics.ClientPrefix()+a.opts.Node+"-to-"+p.name)
+	o.SetProtocolVersion(4)
+	o.SetCleanSession(true) // relays are retried from our own queue
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { a.peerMessage(p, m) })
+	o.SetOnConnectHandler(func(c mqtt.Client) {
+		tok := c.Subscribe(a.topics.InterestFilter(p.name), 1, nil)
+		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			p.log.Warn("peer subscribe failed", "err", tok.Error())
+		}
+		p.setUp()
+		p.log.Info("peer connected", "addr", p.addr)
+		go a.pullRetained(p)
+	})
+	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
+		p.setDown()
+		p.log.Warn("peer lost", "addr", p.addr, "err", err, "buffered", p.queue.Len())
+	})
+	return o
+}
+
+// peerMessage applies an interest message from a peer's broker.
+func (a *Agent) peerMessage(p *peer, m mqtt.Message) {
+	msg, err := decodeInterest(m.Payload(), a.opts.Limits)
+	if err != nil {
+		p.refused.Add(1)
+		p.log.Warn("interest message refused", "topic", m.Topic(), "bytes", len(m.Payload()), "err", err)
+		return
+	}
+	wantSnapshot := m.Topic() == a.topics.Interest(p.name)
+	if msg.Snapshot != wantSnapshot {
+		p.refused.Add(1)
+		p.log.Warn("interest message on the wrong topic refused", "topic", m.Topic())
+		return
+	}
+	if !p.interest.apply(msg) {
+		p.log.Info("interest gap: relaying everything to this peer until its next snapshot", "epoch", msg.Epoch, "seq", msg.Seq)
+	}
+}
+
+// pullRetained copies a peer broker's retained messages to the local broker when the link to
+// it comes up, so a subscriber here gets values published while this node was away (agent or
+// broker down, link cut, late join). A non-bridge client sees stored retained messages with the
+// retain flag and live ones without; its own marker publish, which follows every retained
+// message queued by its subscription, ends the copy. Where the same topic changed on both sides
+// during a partition, the value pulled last wins.
+func (a *Agent) pullRetained(p *peer) {
+	marker := a.topics.Control() + a.opts.Node + "/sync/" + p.name
+	done := make(chan struct{})
+	var once sync.Once
+	var n atomic.Int64
+	o := a.baseOptions(p.addr, a.syncID(p))
+	o.SetAutoReconnect(false)
+	o.SetConnectRetry(false)
+	o.SetCleanSession(true)
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		switch {
+		case m.Topic() == marker:
+			once.Do(func() { close(done) })
+		case m.Retained() && !a.topics.IsReserved(m.Topic()):
+			n.Add(1)
+			a.republished.Add(1)
+			a.local.Publish(m.Topic(), m.Qos(), true, m.Payload())
+		}
+	})
+	c := mqtt.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		p.log.Warn("retained pull: peer broker unreachable", "err", tok.Error())
+		return
+	}
+	defer c.Disconnect(100)
+	if tok := c.SubscribeMultiple(map[string]byte{"#": 1, marker: 1}, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		p.log.Warn("retained pull: subscribe failed", "err", tok.Error())
+		return
+	}
+	c.Publish(marker, 1, false, []byte{})
+	select {
+	case <-done:
+		p.log.Info("retained messages pulled from peer", "messages", n.Load())
+	case <-time.After(30 * time.Second):
+		p.log.Warn("retained pull: no end marker", "messages", n.Load())
+	}
+}
+
+type localPending struct {
+	tok mqtt.Token
+	m   mqtt.Message
+}
+
+// ackRepublished acknowledges each relayed publish once its local republish is acknowledged.
+// Without that acknowledgement the broker redelivers the relay after a reconnect.
+func (a *Agent) ackRepublished(ctx context.Context, pend <-chan localPending) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case lp := <-pend:
+			select {
+			case <-lp.tok.Done():
+			case <-ctx.Done():
+				return
+			}
+			if lp.tok.Error() == nil {
+				lp.m.Ack()
+			}
+		}
+	}
+}
+
+// dispatch handles local messages in arrival order until ctx ends.
+func (a *Agent) dispatch(ctx context.Context, localAcks chan<- localPending) {
+	var batch []mqtt.Message
+	for {
+		wait := 100 * time.Millisecond
+		if a.snapshotDirty {
+			if d := time.Until(a.lastSnapshot.Add(a.snapshotEvery)); d < wait {
+				wait = max(d, time.Millisecond)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.inbox.notify:
+		case <-time.After(wait):
+		}
+		batch = a.inbox.take(batch[:0])
+		for _, m := range batch {
+			a.handleLocal(ctx, m, localAcks)
+		}
+		clear(batch)
+		a.afterBatch()
+	}
+}
+
+func (a *Agent) handleLocal(ctx context.Context, m mqtt.Message, localAcks chan<- localPending) {
+	if _, ok := m.(reconnected); ok {
+		// The broker may have lost our retained snapshot, and log lines were missed.
+		a.lastTotal, a.sysRounds = -1, 0
+		a.setWantAll("local broker connection (re)established: log lines may have been missed")
+		a.publishSnapshot()
+		return
+	}
+	topic := m.Topic()
+	switch {
+	case strings.HasPrefix(topic, "$SYS/"):
+		a.handleSys(topic, m.Payload())
+		m.Ack()
+	default:
+		if orig, retained, ok := a.topics.Unforward(topic); ok {
+			a.relayedIn.Add(1)
+			tok := a.local.Publish(orig, m.Qos(), retained, m.Payload())
+			a.republished.Add(1)
+			if m.Qos() == 0 {
+				m.Ack()
+				return
+			}
+			select {
+			case localAcks <- localPending{tok: tok, m: m}:
+			case <-ctx.Done():
+			}
+			return
+		}
+		if a.topics.IsReserved(topic) {
+			m.Ack()
+			return
+		}
+		a.relayLocal(m, topic)
+	}
+}
+
+// relayLocal sends a local publish to each peer that wants it; retained ones go to every peer.
+func (a *Agent) relayLocal(m mqtt.Message, topic string) {
+	retained := m.Retained()
+	var dests [16]*peer
+	to := dests[:0]
+	for _, p := range a.peers {
+		if retained || p.interest.Wants(topic) {
+			to = append(to, p)
+		}
+	}
+	if len(to) == 0 {
+		m.Ack()
+		return
+	}
+	var g *ackGroup
+	if m.Qos() > 0 {
+		g = &ackGroup{msg: m}
+		g.left.Store(int32(len(to)))
+	} else {
+		m.Ack()
+	}
+	ftopic := a.topics.Forward(topic, retained)
+	payload := m.Payload()
+	for _, p := range to {
+		p.enqueue(&relay{topic: ftopic, payload: payload, qos: m.Qos(), group: g})
+	}
+}
+
+func (a *Agent) handleSys(topic string, payload []byte) {
+	switch {
+	case topic == "$SYS/broker/clients/total":
+		if n, err := strconv.Atoi(strings.TrimSpace(string(payload))); err == nil {
+			a.lastTotal = n
+		}
+		return
+	case topic == "$SYS/broker/uptime":
+		// "<n> seconds": a broker that started again lost every clean session.
+		secs, err := strconv.Atoi(strings.TrimSuffix(string(payload), " seconds"))
+		if err != nil {
+			return
+		}
+		a.sysRounds++
+		start := time.Now().Add(-time.Duration(secs) * time.Second)
+		if !a.brokerStart.IsZero() && start.Sub(a.brokerStart) > 5*time.Second {
+			a.log.Info("local broker restarted: dropping clean sessions")
+			a.model.brokerRestarted()
+			a.stateDirty = true
+		}
+		a.brokerStart = start
+		return
+	case !strings.HasPrefix(topic, "$SYS/broker/log/"):
+		return
+	}
+	ev, err := a.parser.Parse(topic, payload)
+	if err != nil {
+		if strings.HasSuffix(topic, "/subscribe") {
+			a.model.MalformedSubscribe()
+			a.log.Warn("unparsable subscribe line: relaying everything here from now on", "line", string(payload), "err", err)
+		} else {
+			a.log.Warn("unparsable log line", "topic", topic, "line", string(payload), "err", err)
+		}
+		a.stateDirty = true
+		return
+	}
+	if ev.Kind == sysparse.Ignored {
+		return
+	}
+	if len(ev.Readings) > 1 {
+		a.log.Warn("ambiguous log line: taking every reading", "line", string(payload), "readings", len(ev.Readings))
+	}
+	if ev.Truncated {
+		a.log.Warn("truncated log line: widening", "line_bytes", len(payload), "widened", ev.Widened)
+	}
+	a.model.Apply(ev)
+	a.stateDirty = true
+}
+
+// checkAccounted ends the "want everything" state once every client the broker counts is one
+// the agent knows: its model, its own connection, and its peers' connections to this broker.
+func (a *Agent) checkAccounted(total int) {
+	if !a.wantAll || total < 0 || a.sysRounds < 3 {
+		return
+	}
+	known := a.model.KnownClients()
+	for _, id := range a.linkIDs() {
+		if _, ok := a.model.clients[id]; !ok {
+			known++
+		}
+	}
+	if total <= known {
+		a.log.Info("every client of the broker is accounted for: advertising exact interest", "clients", total, "filters", a.model.tree.Len())
+		a.wantAll = false
+		a.wantAllReason = ""
+		a.snapshotDirty = true
+		a.seq++
+		a.publishDelta(nil)
+	}
+}
+
+// linkIDs are the long-lived connections of the cluster to this broker, which the broker counts
+// in $SYS/broker/clients/total even when their connect lines came before the agent's.
+func (a *Agent) linkIDs() []string {
+	ids := []string{a.localID}
+	for _, p := range a.peers {
+		ids = append(ids, a.topics.ClientPrefix()+p.name+"-to-"+a.opts.Node)
+	}
+	return ids
+}
+
+// ownIDs are the ids of every cluster connection to this broker connections of the cluster to this broker: the agent's own and
+// each peer agent's link.
+func (a *Agent) ownIDs() []string {
+	ids := []string{a.localID}
+	for _, p := range a.peers {
+		ids = append(ids, a.topics.ClientPrefix()+p.name+"-pull-"+a.opts.Node)
+	}
+	return ids
+}
+
+// syncID is the client id this agent's retained pull uses on peer p's broker.
+func (a *Agent) syncID(p *peer) string {
+	return a.topics.ClientPrefix() + a.opts.Node + "-pull-" + p.name
+}
+
+func (a *Agent) setWantAll(reason string) {
+	if !a.wantAll {
+		a.log.Info("advertising interest in everything", "reason", reason)
+	}
+	a.wantAll = true
+	a.wantAllReason = reason
+}
+
+// afterBatch announces the batch's interest changes as one delta, refreshes the snapshot when
+// due, and keeps the state file current.
+func (a *Agent) afterBatch() {
+	a.checkAccounted(a.lastTotal)
+	if changes := a.model.Drain(); len(changes) > 0 {
+		a.seq++
+		a.publishDelta(changes)
+	}
+	if a.snapshotDirty && time.Since(a.lastSnapshot) >= a.snapshotEvery {
+		a.publishSnapshot()
+	}
+	if a.stateDirty && a.opts.StatePath != "" && time.Since(a.lastState) >= 100*time.Millisecond {
+		if err := a.model.save(a.opts.StatePath, a.opts.Node); err != nil {
+			a.log.Warn("state file not saved", "err", err)
+		}
+		a.stateDirty = false
+		a.lastState = time.Now()
+	}
+	a.updateStatus()
+}
+
+func (a *Agent) publishDelta(changes []Change) {
+	a.snapshotDirty = true
+	if a.local == nil || !a.local.IsConnectionOpen() {
+		return // peers will see the gap and wait for the snapshot sent on reconnect
+	}
+	a.local.Publish(a.topics.InterestDelta(a.opts.Node), 1, false, encodeDelta(a.epoch, a.seq, a.wantAll, changes))
+}
+
+func (a *Agent) publishSnapshot() {
+	if a.local == nil || !a.local.IsConnectionOpen() {
+		return
+	}
+	p := encodeSnapshot(a.epoch, a.seq, a.wantAll, a.model.tree.Filters())
+	a.local.Publish(a.topics.Interest(a.opts.Node), 1, true, p)
+	a.snapshotDirty = false
+	a.lastSnapshot = time.Now()
+	// Large interest sets are resent less often: at most about 1 MiB/s of snapshots.
+	a.snapshotEvery = max(a.opts.SnapshotInterval, time.Duration(len(p))*time.Second/(1<<20))
+}
+
+// reconnected marks, in the inbox, where a new local connection begins.
+type reconnected struct{ mqtt.Message }
+
+func (reconnected) Qos() byte { return 1 }
+
+// inbox holds local messages between paho's handler, which must never block, and the dispatcher.
+type inbox struct {
+	mu      sync.Mutex
+	msgs    []mqtt.Message
+	notify  chan struct{}
+	dropped atomic.Uint64
+}
+
+func (b *inbox) put(m mqtt.Message) {
+	b.mu.Lock()
+	if len(b.msgs) >= maxInbox && m.Qos() == 0 {
+		b.mu.Unlock()
+		b.dropped.Add(1)
+		return
+	}
+	b.msgs = append(b.msgs, m)
+	b.mu.Unlock()
+	b.wake()
+}
+
+func (b *inbox) wake() {
+	select {
+	case b.notify <- struct{}{}:
+	default:
+	}
+}
+
+// take swaps the waiting messages into buf.
+func (b *inbox) take(buf []mqtt.Message) []mqtt.Message {
+	b.mu.Lock()
+	buf, b.msgs = b.msgs, buf
+	b.mu.Unlock()
+	return buf
+}
+
+func jitter(d time.Duration) time.Duration {
+	var b [2]byte
+	_, _ = rand.Read(b[:])
+	return d/2 + time.Duration(binary.LittleEndian.Uint16(b[:]))*d/65536
+}

@@ -1,0 +1,65 @@
+// Package bridge is the relay engine of mosquitto-ha: one Agent runs beside each unmodified
+// Mosquitto broker, learns what the broker's clients subscribe to from its `$SYS/broker/log`
+// lines, tells its peers, and relays to each peer only the publishes that peer's clients want.
+//
+// # Connections
+//
+// Each agent holds one connection to its own broker and one to every peer broker (full mesh).
+//
+//   - Local connection, client id "mha-<cluster>-<node>-local", MQTT 3.1.1 with the bridge bit
+//     (protocol 0x84), persistent session. Mosquitto then applies no-local (the agent never
+//     receives its own publishes) and retain-as-published. It subscribes to
+//     `$SYS/broker/log/#`, `$SYS/broker/clients/total`, `#` (every local publish, QoS 2) and the
+//     forward topics (below). A relayed publish is republished on this same connection, so
+//     no-local keeps it from being relayed again: exactly one hop.
+//   - Peer connection to broker P, client id "mha-<cluster>-<node>-to-<P>", clean session. It
+//     subscribes to P's interest topics and publishes relays to P's forward topics.
+//
+// Messages from the local broker are acknowledged only once every peer that needed them has
+// acknowledged the relay (or it waits in a bounded buffer for a peer that is down), so a crash of
+// the agent loses nothing the broker accepted: the broker redelivers to the persistent session.
+//
+// # Control topics (version 1)
+//
+// All control traffic lives under `$HA/<cluster>/`; MQTT wildcards at the first level never match
+// `$` topics [MQTT-4.7.2-1], so ordinary `#` subscribers never see it.
+//
+//	$HA/<cluster>/<node>/interest        retained snapshot of <node>'s interest, QoS 1
+//	$HA/<cluster>/<node>/interest/delta  ordered changes since the snapshot, QoS 1
+//
+// Both are published by <node>'s agent on its own broker; a peer that connects or reconnects gets
+// the retained snapshot at once, then follows the deltas. Snapshot and delta share one binary
+// layout (integers are unsigned varints, as encoding/binary.AppendUvarint writes them):
+//
+//	"MHA1"        magic and version
+//	kind    byte  'S' snapshot, 'D' delta
+//	epoch   uvarint  random per agent start: a new epoch invalidates all earlier sequence numbers
+//	seq     uvarint  snapshot: sequence of the last delta it includes; delta: its own sequence
+//	flags   byte     bit 0 "all": the node cannot know its interest (fresh start, lost log
+//	                 lines) and wants every publish
+//	count   uvarint  number of entries
+//	entries          delta: op byte '+' or '-', then filter; snapshot: filter only.
+//	                 filter = uvarint length, then that many bytes of UTF-8
+//
+// A peer applies a delta only when it has the snapshot of the same epoch and the delta's seq is
+// one past the last it applied. On any gap it treats the node as wanting everything (more
+// traffic, never less delivery) until the next snapshot, which the node republishes at most every
+// snapshot interval while its interest changes. Changes are batched: one delta message carries
+// every change the agent made while handling one batch of log lines.
+//
+// # Relayed publishes
+//
+// A local publish on topic T that some peer wants goes to that peer's broker, once, as
+//
+//	<forward_prefix>T      (default "$forward/T")  not retained
+//	<forward_prefix-r>T    (default "$forward-r/T") a retained publish (or a deletion)
+//
+// with the original QoS and payload; the forward publish itself is never retained on the peer
+// broker. The peer's agent strips the prefix and republishes T with the same QoS and retain flag.
+// Retained publishes and deletions go to every peer, whatever its interest, so a later subscriber
+// anywhere gets the current value; this is the documented exception to "only what a peer wants".
+// When a peer link comes up, the agent also pulls the peer broker's stored retained messages
+// (client id "mha-<cluster>-<node>-pull-<peer>", a plain subscription to '#' ended by a marker on
+// `$HA/<cluster>/<node>/sync/<peer>`) and republishes them locally, so a node that was away or
+// joins late catches up.
+package bridge

@@ -1,0 +1,151 @@
+package bridge
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// ackGroup acknowledges a local message to its broker once every peer relay of it is settled:
+// acknowledged by the peer broker, or parked in a buffer for a peer that is down.
+type ackGroup struct {
+	left atomic.Int32
+	msg  mqtt.Message
+}
+
+func (g *ackGroup) settle() {
+	if g != nil && g.left.Add(-1) == 0 {
+		g.msg.Ack()
+	}
+}
+
+// relay is one publish on its way to one peer.
+type relay struct {
+	topic   string // the forward topic
+	payload []byte
+	qos     byte
+	group   *ackGroup // nil when nobody waits for it
+	settled bool      // group already settled (parked while the peer was down)
+}
+
+func (r *relay) settle() {
+	if !r.settled {
+		r.settled = true
+		r.group.settle()
+	}
+}
+
+// relayQueue is a bounded FIFO of relays for one peer. When full it drops the oldest relay,
+// so a dead or slow peer costs bounded memory and never stalls the others.
+type relayQueue struct {
+	mu       sync.Mutex
+	items    []*relay // ring buffer
+	head, n  int
+	bytes    int
+	maxItems int
+	maxBytes int
+	notify   chan struct{} // a token when items were added
+
+	dropped atomic.Uint64
+}
+
+func newRelayQueue(maxItems, maxBytes int) *relayQueue {
+	return &relayQueue{items: make([]*relay, 64), maxItems: maxItems, maxBytes: maxBytes,
+		notify: make(chan struct{}, 1)}
+}
+
+func (q *relayQueue) grow() {
+	items := make([]*relay, len(q.items)*2)
+	for i := 0; i < q.n; i++ {
+		items[i] = q.items[(q.head+i)%len(q.items)]
+	}
+	q.items, q.head = items, 0
+}
+
+// push appends r, dropping the oldest relays while the queue is over its bounds.
+// It returns how many relays it dropped.
+func (q *relayQueue) push(r *relay) (dropped int) {
+	q.mu.Lock()
+	for q.n > 0 && (q.n >= q.maxItems || q.bytes+len(r.payload) > q.maxBytes) {
+		old := q.popLocked()
+		old.settle()
+		dropped++
+	}
+	if q.n == len(q.items) {
+		q.grow()
+	}
+	q.items[(q.head+q.n)%len(q.items)] = r
+	q.n++
+	q.bytes += len(r.payload)
+	q.mu.Unlock()
+	q.dropped.Add(uint64(dropped))
+	q.wake()
+	return dropped
+}
+
+// pushFront puts a relay back at the head to be retried first; it may exceed the bounds by the
+// relays in flight.
+func (q *relayQueue) pushFront(r *relay) {
+	q.mu.Lock()
+	if q.n == len(q.items) {
+		q.grow()
+	}
+	q.head = (q.head - 1 + len(q.items)) % len(q.items)
+	q.items[q.head] = r
+	q.n++
+	q.bytes += len(r.payload)
+	q.mu.Unlock()
+	q.wake()
+}
+
+func (q *relayQueue) wake() {
+	select {
+	case q.notify <- struct{}{}:
+	default:
+	}
+}
+
+func (q *relayQueue) popLocked() *relay {
+	r := q.items[q.head]
+	q.items[q.head] = nil
+	q.head = (q.head + 1) % len(q.items)
+	q.n--
+	q.bytes -= len(r.payload)
+	return r
+}
+
+// pop waits for the next relay or for ctx to end.
+func (q *relayQueue) pop(ctx context.Context) (*relay, bool) {
+	for {
+		q.mu.Lock()
+		if q.n > 0 {
+			r := q.popLocked()
+			q.mu.Unlock()
+			return r, true
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.notify:
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+}
+
+// parkAll settles every queued relay: the peer is down, so the local broker must not wait for it.
+func (q *relayQueue) parkAll() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for i := 0; i < q.n; i++ {
+		q.items[(q.head+i)%len(q.items)].settle()
+	}
+}
+
+// Len is the number of relays waiting.
+func (q *relayQueue) Len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.n
+}

@@ -1,0 +1,105 @@
+package bridge
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"mosquitto-ha/topictree"
+)
+
+// maxPendingDeltas bounds the deltas kept while a peer waits for a snapshot after a gap.
+const maxPendingDeltas = 1024
+
+// remoteInterest is what one peer's clients want, as learned from its snapshot and deltas.
+// Wants is called on the relay hot path from one goroutine while the peer's connection applies
+// updates from another: the tree is swapped atomically and flags are atomic, so readers never
+// wait for a writer.
+type remoteInterest struct {
+	tree    atomic.Pointer[topictree.Tree]
+	all     atomic.Bool // the peer asked for everything
+	unknown atomic.Bool // no usable snapshot yet, or a gap: relay everything until the next one
+
+	mu      sync.Mutex // serialises writers
+	epoch   uint64
+	seq     uint64
+	pending []interestMsg // deltas after a gap, waiting for a snapshot
+}
+
+func newRemoteInterest() *remoteInterest {
+	r := &remoteInterest{}
+	r.tree.Store(topictree.New())
+	r.unknown.Store(true)
+	return r
+}
+
+// Wants reports whether the peer must receive a publish on topic.
+func (r *remoteInterest) Wants(topic string) bool {
+	if r.all.Load() || r.unknown.Load() {
+		return true
+	}
+	return r.tree.Load().Match(topic)
+}
+
+// Known reports whether the interest is exact (a snapshot and every delta since).
+func (r *remoteInterest) Known() bool { return !r.unknown.Load() && !r.all.Load() }
+
+// Len is the number of distinct filters the peer holds.
+func (r *remoteInterest) Len() int { return r.tree.Load().Len() }
+
+// apply takes one decoded message. It returns false when the message exposed a gap.
+func (r *remoteInterest) apply(m interestMsg) (inSync bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m.Snapshot {
+		t := topictree.New()
+		for _, f := range m.Filters {
+			_, _ = t.Add(f) // invalid filters were refused when decoding or can never match
+		}
+		r.tree.Store(t)
+		r.epoch, r.seq = m.Epoch, m.Seq
+		r.all.Store(m.All)
+		// Deltas that arrived after a gap and follow this snapshot can be applied now.
+		pending := r.pending
+		r.pending = nil
+		gap := false
+		for _, d := range pending {
+			if d.Epoch != r.epoch || d.Seq <= r.seq {
+				continue
+			}
+			if d.Seq != r.seq+1 {
+				gap = true
+				r.pending = append(r.pending, d)
+				continue
+			}
+			r.applyDelta(d)
+		}
+		r.unknown.Store(gap)
+		return !gap
+	}
+	switch {
+	case m.Epoch == r.epoch && m.Seq <= r.seq:
+		return !r.unknown.Load() // a duplicate
+	case m.Epoch == r.epoch && m.Seq == r.seq+1 && !r.unknown.Load():
+		r.applyDelta(m)
+		return true
+	}
+	// A gap or a new epoch without its snapshot: relay everything until a snapshot arrives.
+	r.unknown.Store(true)
+	if len(r.pending) < maxPendingDeltas {
+		r.pending = append(r.pending, m)
+	}
+	return false
+}
+
+func (r *remoteInterest) applyDelta(d interestMsg) {
+	t := r.tree.Load()
+	for _, c := range d.Changes {
+		if c.Add {
+			_, _ = t.Add(c.Filter)
+		} else {
+			t.Remove(c.Filter)
+		}
+	}
+	r.seq = d.Seq
+	r.all.Store(d.All)
+}

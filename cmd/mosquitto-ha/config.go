@@ -1,0 +1,348 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"gopkg.in/yaml.v3"
+)
+
+// ErrConfig is returned for any problem with the cluster file.
+var ErrConfig = errors.New("config")
+
+// Config is the one cluster file, identical on every host.
+type Config struct {
+	// Cluster names the cluster; it is part of every control topic and agent client id.
+	Cluster string `yaml:"cluster"`
+	// Nodes are the brokers, each with its own agent.
+	Nodes []Node `yaml:"nodes"`
+	// Agent holds settings shared by every agent.
+	Agent AgentConfig `yaml:"agent"`
+	// LoadBalancer describes the HAProxy + keepalived pair in front of the brokers (optional).
+	LoadBalancer *LoadBalancer `yaml:"load_balancer"`
+}
+
+// Node is one Mosquitto broker and the agent beside it.
+type Node struct {
+	Name string `yaml:"name"`
+	// Address is how peers and HAProxy reach this broker, host:port.
+	Address string `yaml:"address"`
+	// Local is how this node's own agent reaches its broker; default: Address.
+	Local string `yaml:"local"`
+}
+
+// AgentConfig are the agent settings. Every default is set in applyDefaults.
+type AgentConfig struct {
+	Local         string   `yaml:"local"`
+	Username      string   `yaml:"username"`
+	PasswordFile  string   `yaml:"password_file"`
+	ForwardPrefix string   `yaml:"forward_prefix"`
+	IgnoreClients []string `yaml:"ignore_clients"`
+	StateDir      string   `yaml:"state_dir"`
+	// BufferMessages bounds the QoS>=1 relays kept per peer while it is down or slow.
+	BufferMessages int `yaml:"buffer_messages"`
+	// BufferBytes bounds the payload bytes kept per peer.
+	BufferBytes int `yaml:"buffer_bytes"`
+	// MaxInflight bounds unacknowledged QoS>=1 publishes per connection.
+	MaxInflight int `yaml:"max_inflight"`
+	// Keepalive is the MQTT keepalive of agent connections.
+	Keepalive time.Duration `yaml:"keepalive"`
+	// SnapshotInterval is the least time between two retained interest snapshots.
+	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+}
+
+// LoadBalancer is the HAProxy + keepalived front.
+type LoadBalancer struct {
+	VIP             string        `yaml:"vip"`
+	Interface       string        `yaml:"interface"`
+	Listen          string        `yaml:"listen"`
+	CheckInterval   time.Duration `yaml:"check_interval"`
+	ClientKeepalive time.Duration `yaml:"client_keepalive"`
+	AdvertInterval  time.Duration `yaml:"advert_interval"`
+	Preempt         bool          `yaml:"preempt"`
+	RouterID        int           `yaml:"router_id"`
+	StatsSocket     string        `yaml:"stats_socket"`
+	Hosts           []LBHost      `yaml:"hosts"`
+}
+
+// LBHost is one HAProxy + keepalived host.
+type LBHost struct {
+	Name     string `yaml:"name"`
+	Address  string `yaml:"address"`
+	Priority int    `yaml:"priority"`
+}
+
+// applyDefaults fills every unset field. This is the one place defaults live.
+func (c *Config) applyDefaults() {
+	a := &c.Agent
+	if a.ForwardPrefix == "" {
+		a.ForwardPrefix = "$forward/" // a $ topic: '#' subscribers never see relays [MQTT-4.7.2-1]
+	}
+	if a.IgnoreClients == nil {
+		a.IgnoreClients = []string{"haproxy-hc"} // HAProxy's MQTT health check
+	}
+	if a.StateDir == "" {
+		a.StateDir = "/var/lib/mosquitto-ha" // interest survives agent restarts here
+	}
+	if a.BufferMessages == 0 {
+		a.BufferMessages = 100000 // per peer: ~10 s of a busy link
+	}
+	if a.BufferBytes == 0 {
+		a.BufferBytes = 64 << 20 // per peer: 64 MiB of payload
+	}
+	if a.MaxInflight == 0 {
+		a.MaxInflight = 16 // Mosquitto drops publishes past ~20 unfinished QoS 2 (design.md)
+	}
+	if a.Keepalive == 0 {
+		a.Keepalive = 10 * time.Second // a dead peer is noticed within 1.5 x this
+	}
+	if a.SnapshotInterval == 0 {
+		a.SnapshotInterval = time.Second // joiners wait at most this for a fresh snapshot
+	}
+	if lb := c.LoadBalancer; lb != nil {
+		if lb.Listen == "" {
+			lb.Listen = ":1883"
+		}
+		if lb.CheckInterval == 0 {
+			lb.CheckInterval = time.Second // a dead broker is marked down after 2 checks
+		}
+		if lb.ClientKeepalive == 0 {
+			lb.ClientKeepalive = 60 * time.Second // MQTT clients' usual keepalive
+		}
+		if lb.AdvertInterval == 0 {
+			lb.AdvertInterval = 200 * time.Millisecond // VRRPv3: failover in about 3 x this
+		}
+		if lb.Interface == "" {
+			lb.Interface = "eth0"
+		}
+	}
+}
+
+// LoadConfig reads and validates a cluster file. Unknown keys are errors.
+func LoadConfig(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	return ParseConfig(data)
+}
+
+// ParseConfig decodes and validates a cluster file.
+func ParseConfig(data []byte) (*Config, error) {
+	var c Config
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
+	c.applyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
+
+// Validate reports every problem at once, each with key path, value and fix.
+func (c *Config) Validate() error {
+	var errs *multierror.Error
+	add := func(format string, args ...any) {
+		errs = multierror.Append(errs, fmt.Errorf(format, args...))
+	}
+	if !nameRE.MatchString(c.Cluster) {
+		add("cluster %q: want 1-64 letters, digits, '.', '_' or '-'", c.Cluster)
+	}
+	if len(c.Nodes) == 0 {
+		add("nodes: empty (want at least one {name, address})")
+	}
+	names := map[string]int{}
+	addrs := map[string]int{}
+	for i, n := range c.Nodes {
+		if !nameRE.MatchString(n.Name) {
+			add("nodes[%d].name %q: want 1-64 letters, digits, '.', '_' or '-'", i, n.Name)
+		} else if j, dup := names[n.Name]; dup {
+			add("nodes[%d].name %q: already used by nodes[%d] (names must be unique)", i, n.Name, j)
+		} else {
+			names[n.Name] = i
+		}
+		if err := checkHostPort(n.Address); err != nil {
+			add("nodes[%d].address %q: %v", i, n.Address, err)
+		} else if j, dup := addrs[n.Address]; dup {
+			add("nodes[%d].address %q: already used by nodes[%d] (each broker needs its own address)", i, n.Address, j)
+		} else {
+			addrs[n.Address] = i
+		}
+		if n.Local != "" {
+			if err := checkHostPort(n.Local); err != nil {
+				add("nodes[%d].local %q: %v", i, n.Local, err)
+			}
+		}
+	}
+	a := c.Agent
+	if a.Local != "" {
+		if err := checkHostPort(a.Local); err != nil {
+			add("agent.local %q: %v", a.Local, err)
+		}
+	}
+	if strings.ContainsAny(a.ForwardPrefix, "+#\x00") || !strings.HasSuffix(a.ForwardPrefix, "/") {
+		add("agent.forward_prefix %q: want a topic prefix ending in '/' without '+' or '#' (e.g. \"$forward/\")", a.ForwardPrefix)
+	}
+	if strings.HasPrefix(a.ForwardPrefix, "$SYS") {
+		add("agent.forward_prefix %q: Mosquitto refuses publishes to $SYS (use \"$forward/\")", a.ForwardPrefix)
+	}
+	if a.PasswordFile != "" && a.Username == "" {
+		add("agent.password_file %q: set agent.username too", a.PasswordFile)
+	}
+	if a.PasswordFile != "" {
+		if _, err := os.Stat(a.PasswordFile); err != nil {
+			add("agent.password_file %q: %v (create it with the agent account's password on one line)", a.PasswordFile, err)
+		}
+	}
+	positive := func(key string, v int) {
+		if v < 0 {
+			add("agent.%s %d: must be positive", key, v)
+		}
+	}
+	positive("buffer_messages", a.BufferMessages)
+	positive("buffer_bytes", a.BufferBytes)
+	if a.MaxInflight < 0 || a.MaxInflight > 20 {
+		add("agent.max_inflight %d: want 1..20 (Mosquitto drops publishes beyond ~20 unfinished)", a.MaxInflight)
+	}
+	if a.Keepalive < time.Second {
+		add("agent.keepalive %s: want at least 1s", a.Keepalive)
+	}
+	if a.SnapshotInterval < 10*time.Millisecond {
+		add("agent.snapshot_interval %s: want at least 10ms", a.SnapshotInterval)
+	}
+	if lb := c.LoadBalancer; lb != nil {
+		c.validateLB(lb, add)
+	}
+	if errs == nil {
+		return nil
+	}
+	errs.ErrorFormat = listErrors
+	return fmt.Errorf("%w: %w", ErrConfig, errs)
+}
+
+func (c *Config) validateLB(lb *LoadBalancer, add func(string, ...any)) {
+	if _, _, err := net.ParseCIDR(lb.VIP); err != nil {
+		add("load_balancer.vip %q: want an address with prefix length, e.g. \"198.18.0.100/15\"", lb.VIP)
+	}
+	if err := checkHostPortAnyHost(lb.Listen); err != nil {
+		add("load_balancer.listen %q: %v", lb.Listen, err)
+	}
+	if lb.CheckInterval < 50*time.Millisecond {
+		add("load_balancer.check_interval %s: want at least 50ms", lb.CheckInterval)
+	}
+	if lb.AdvertInterval < 10*time.Millisecond || lb.AdvertInterval > 255*time.Second {
+		add("load_balancer.advert_interval %s: want 10ms..255s (VRRPv3 counts centiseconds)", lb.AdvertInterval)
+	}
+	if lb.RouterID < 0 || lb.RouterID > 255 {
+		add("load_balancer.router_id %d: want 1..255 (0 derives one from the cluster name)", lb.RouterID)
+	}
+	if len(lb.Hosts) < 2 {
+		add("load_balancer.hosts: %d hosts (want at least 2 for a floating IP)", len(lb.Hosts))
+	}
+	seen := map[string]int{}
+	for i, h := range lb.Hosts {
+		if !nameRE.MatchString(h.Name) {
+			add("load_balancer.hosts[%d].name %q: want 1-64 letters, digits, '.', '_' or '-'", i, h.Name)
+		} else if j, dup := seen[h.Name]; dup {
+			add("load_balancer.hosts[%d].name %q: already used by hosts[%d]", i, h.Name, j)
+		} else {
+			seen[h.Name] = i
+		}
+		if net.ParseIP(h.Address) == nil {
+			add("load_balancer.hosts[%d].address %q: want an IP address without port", i, h.Address)
+		}
+		if h.Priority < 1 || h.Priority > 254 {
+			add("load_balancer.hosts[%d].priority %d: want 1..254", i, h.Priority)
+		}
+	}
+}
+
+func listErrors(es []error) string {
+	lines := make([]string, len(es))
+	for i, e := range es {
+		lines[i] = "  " + e.Error()
+	}
+	return fmt.Sprintf("%d problem(s):\n%s", len(es), strings.Join(lines, "\n"))
+}
+
+func checkHostPort(s string) error {
+	host, _, err := splitPort(s)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return errors.New("missing host (want host:port)")
+	}
+	return nil
+}
+
+func checkHostPortAnyHost(s string) error {
+	_, _, err := splitPort(s)
+	return err
+}
+
+func splitPort(s string) (string, int, error) {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, errors.New("missing port (want host:port)")
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil || p < 1 || p > 65535 {
+		return "", 0, fmt.Errorf("port %q: want 1..65535", port)
+	}
+	return host, p, nil
+}
+
+// Node returns the node with this name.
+func (c *Config) Node(name string) (Node, error) {
+	for _, n := range c.Nodes {
+		if n.Name == name {
+			return n, nil
+		}
+	}
+	names := make([]string, len(c.Nodes))
+	for i, n := range c.Nodes {
+		names[i] = n.Name
+	}
+	return Node{}, fmt.Errorf("%w: --node %q: not in nodes (have %s)", ErrConfig, name, strings.Join(names, ", "))
+}
+
+// LocalAddress is how the agent of node n reaches its broker.
+func (c *Config) LocalAddress(n Node) string {
+	switch {
+	case n.Local != "":
+		return n.Local
+	case c.Agent.Local != "":
+		return c.Agent.Local
+	}
+	return n.Address
+}
+
+// Password reads the agent password: MOSQUITTO_HA_PASSWORD wins, then password_file.
+func (c *Config) Password() (string, error) {
+	if p, ok := os.LookupEnv("MOSQUITTO_HA_PASSWORD"); ok {
+		return p, nil
+	}
+	if c.Agent.PasswordFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(c.Agent.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("%w: agent.password_file: %v", ErrConfig, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
