@@ -121,7 +121,8 @@ type Agent struct {
 	// sysRounds counts $SYS/broker/uptime messages since the local (re)connection. The first is
 	// the retained value, possibly sys_interval old; the count of clients is trusted only after
 	// two fresh rounds, when every $SYS value published since the subscription has arrived.
-	sysRounds int
+	sysRounds  int
+	lastStatus time.Time
 
 	// Counters and status for Stats.
 	statsMu     sync.Mutex
@@ -244,6 +245,9 @@ func (a *Agent) Run(ctx context.Context) error {
 // Close disconnects every connection. Safe to call twice.
 func (a *Agent) Close() {
 	a.closeOnce.Do(func() {
+		if a.local != nil && a.local.IsConnectionOpen() {
+			a.local.Publish(a.topics.Status(a.opts.Node), 1, true, a.willPayload()).WaitTimeout(time.Second)
+		}
 		for _, p := range a.peers {
 			if p.client != nil {
 				p.client.Disconnect(250)
@@ -289,6 +293,7 @@ func (a *Agent) localClientOptions() *mqtt.ClientOptions {
 	o.SetCleanSession(false)   // the broker keeps queueing for the agent while it restarts
 	o.SetAutoAckDisabled(true) // acknowledged once relayed, see ackGroup
 	o.SetResumeSubs(true)
+	o.SetBinaryWill(a.topics.Status(a.opts.Node), a.willPayload(), 1, true)
 	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { a.inbox.put(m) })
 	o.SetOnConnectHandler(func(c mqtt.Client) {
 		// The marker goes ahead of every message of the new subscriptions, so the dispatcher
@@ -639,6 +644,9 @@ func (a *Agent) afterBatch() {
 		a.lastState = time.Now()
 	}
 	a.updateStatus()
+	if time.Since(a.lastStatus) >= statusInterval {
+		a.publishStatus()
+	}
 }
 
 func (a *Agent) publishDelta(changes []Change) {

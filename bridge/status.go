@@ -1,40 +1,48 @@
 package bridge
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // PeerStatus is the state of one peer link.
 type PeerStatus struct {
-	Name string
-	Up   bool
+	Name string `json:"name"`
+	Up   bool   `json:"up"`
 	// Since is when the link last went up or down.
-	Since time.Time
+	Since time.Time `json:"since"`
 	// InterestKnown is false while the peer's interest is unknown or "everything".
-	InterestKnown bool
-	Filters       int
-	Buffered      int
-	Dropped       uint64
-	Relayed       uint64
-	RelayedBytes  uint64
-	Refused       uint64
-	Retries       uint64
+	InterestKnown bool   `json:"interest_known"`
+	Filters       int    `json:"filters"`
+	Buffered      int    `json:"buffered"`
+	Dropped       uint64 `json:"dropped"`
+	Relayed       uint64 `json:"relayed"`
+	RelayedBytes  uint64 `json:"relayed_bytes"`
+	Refused       uint64 `json:"refused"`
+	Retries       uint64 `json:"retries"`
 }
 
 // Status is a snapshot of an agent's state, for tests, logs and metrics.
 type Status struct {
-	Node string
+	Node string `json:"node"`
+	// AgentUp is false in the will the broker publishes when the agent vanishes.
+	AgentUp bool      `json:"agent_up"`
+	Time    time.Time `json:"time"`
 	// LocalFilters is the number of distinct filters of the local clients.
-	LocalFilters int
-	LocalClients int
+	LocalFilters int `json:"local_filters"`
+	LocalClients int `json:"local_clients"`
 	// WantAll is true while the agent advertises interest in everything, for WantAllReason.
-	WantAll       bool
-	WantAllReason string
+	WantAll       bool   `json:"want_all"`
+	WantAllReason string `json:"want_all_reason,omitempty"`
 	// Lines that widened the interest.
-	Ambiguous, Truncated, Malformed uint64
+	Ambiguous uint64 `json:"ambiguous_lines"`
+	Truncated uint64 `json:"truncated_lines"`
+	Malformed uint64 `json:"malformed_lines"`
 	// Republished counts relays from peers published on the local broker.
-	Republished uint64
+	Republished uint64 `json:"republished"`
 	// InboxDropped counts local QoS 0 publishes dropped because the agent fell behind.
-	InboxDropped uint64
-	Peers        []PeerStatus
+	InboxDropped uint64       `json:"inbox_dropped"`
+	Peers        []PeerStatus `json:"peers"`
 }
 
 // Status returns the agent's current state. Safe for concurrent use.
@@ -43,6 +51,8 @@ func (a *Agent) Status() Status {
 	s := a.status
 	a.statsMu.Unlock()
 	s.Node = a.opts.Node
+	s.AgentUp = true
+	s.Time = time.Now().UTC()
 	s.Republished = a.republished.Load()
 	s.InboxDropped = a.inbox.dropped.Load()
 	s.Peers = make([]PeerStatus, len(a.peers))
@@ -74,4 +84,25 @@ func (a *Agent) updateStatus() {
 	a.status.Ambiguous = a.model.Ambiguous
 	a.status.Truncated = a.model.Truncated
 	a.status.Malformed = a.model.Malformed
+}
+
+// statusInterval is how often the agent refreshes its retained status message.
+const statusInterval = 2 * time.Second
+
+func (a *Agent) publishStatus() {
+	if a.local == nil || !a.local.IsConnectionOpen() {
+		return
+	}
+	b, err := json.Marshal(a.Status())
+	if err != nil {
+		return
+	}
+	a.local.Publish(a.topics.Status(a.opts.Node), 0, true, b)
+	a.lastStatus = time.Now()
+}
+
+// willPayload is the status the broker publishes for an agent that vanished.
+func (a *Agent) willPayload() []byte {
+	b, _ := json.Marshal(Status{Node: a.opts.Node})
+	return b
 }

@@ -214,6 +214,12 @@ func (t Topics) InterestDelta(node string) string { return t.Interest(node) + "/
 // InterestFilter matches both interest topics of node ("a/#" matches "a").
 func (t Topics) InterestFilter(node string) string { return t.Interest(node) + "/#" }
 
+// Status is the retained health message of node's agent.
+func (t Topics) Status(node string) string { return "$HA/" + t.cluster + "/" + node + "/status" }
+
+// StatusFilter matches the status of every agent of the cluster.
+func (t Topics) StatusFilter() string { return "$HA/" + t.cluster + "/+/status" }
+
 // Control is the prefix of every control topic of the cluster.
 func (t Topics) Control() string { return "$HA/" + t.cluster + "/" }
 

@@ -6,6 +6,7 @@
 //	mosquitto-ha mosquitto  --config cluster.yaml --node b1   print b1's mosquitto.conf lines
 //	mosquitto-ha haproxy    --config cluster.yaml             print haproxy.cfg
 //	mosquitto-ha keepalived --config cluster.yaml --lb lb1    print lb1's keepalived.conf
+//	mosquitto-ha status     --config cluster.yaml             the whole cluster at a glance
 package main
 
 import (
@@ -17,7 +18,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -48,6 +48,7 @@ func commands() []command {
 		{"mosquitto", "print the mosquitto.conf lines one node needs", runMosquitto},
 		{"haproxy", "print haproxy.cfg for the load balancer hosts", runHAProxy},
 		{"keepalived", "print keepalived.conf for one load balancer host", runKeepalived},
+		{"status", "show every node's broker, agent, peers and relay counters", runStatus},
 	}
 }
 
@@ -288,13 +289,4 @@ func runKeepalived(_ context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	stdout.Write(out)
 	return exitOK
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -1,0 +1,83 @@
+package main
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Each testdata/config/invalid-<case>.yaml names the messages it must produce in "# want:" lines.
+func TestConfigInvalidFiles(t *testing.T) {
+	files, err := filepath.Glob("../../testdata/config/invalid-*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no invalid config cases found: %v", err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".yaml"), func(t *testing.T) {
+			data, err := os.ReadFile(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wants []string
+			for _, line := range strings.Split(string(data), "\n") {
+				if w, ok := strings.CutPrefix(line, "# want: "); ok {
+					wants = append(wants, w)
+				}
+			}
+			if len(wants) == 0 {
+				t.Fatalf("%s has no '# want:' line", f)
+			}
+			_, err = LoadConfig(f)
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("LoadConfig = %v, want an ErrConfig", err)
+			}
+			for _, w := range wants {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
+}
+
+func TestConfigValidAndDefaults(t *testing.T) {
+	cfg, err := LoadConfig("../../testdata/config/valid-lab.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.Nodes) != 3 || cfg.Nodes[1].Name != "b2" {
+		t.Fatalf("nodes = %+v", cfg.Nodes)
+	}
+	a := cfg.Agent
+	if a.MaxInflight != 16 || a.BufferMessages != 100000 || a.Keepalive != 10*time.Second {
+		t.Errorf("agent defaults not applied: %+v", a)
+	}
+	if lb := cfg.LoadBalancer; lb.CheckInterval != time.Second || lb.AdvertInterval != 200*time.Millisecond {
+		t.Errorf("load balancer defaults not applied: %+v", lb)
+	}
+	if got := cfg.LocalAddress(cfg.Nodes[0]); got != "127.0.0.1:18831" {
+		t.Errorf("LocalAddress defaults to the node address, got %q", got)
+	}
+	if _, err := cfg.Node("b9"); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "have b1, b2, b3") {
+		t.Errorf("unknown node error = %v", err)
+	}
+}
+
+func TestConfigPasswordFromEnvironmentWins(t *testing.T) {
+	dir := t.TempDir()
+	pw := filepath.Join(dir, "pw")
+	if err := os.WriteFile(pw, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := &Config{Agent: AgentConfig{Username: "agent", PasswordFile: pw}}
+	if got, _ := cfg.Password(); got != "from-file" {
+		t.Errorf("password from file = %q", got)
+	}
+	t.Setenv("MOSQUITTO_HA_PASSWORD", "from-env")
+	if got, _ := cfg.Password(); got != "from-env" {
+		t.Errorf("password with MOSQUITTO_HA_PASSWORD set = %q", got)
+	}
+}

@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"mosquitto-ha/sysparse/mosqtest"
+)
+
+// binary is the mosquitto-ha binary built once for the process tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "mosquitto-ha-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "mosquitto-ha")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// writeCluster writes a cluster file for brokers named b1..bN.
+func writeCluster(t *testing.T, brokers []*mosqtest.Broker, extra string) string {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("cluster: it\nnodes:\n")
+	for i, br := range brokers {
+		fmt.Fprintf(&b, "  - {name: b%d, address: %s}\n", i+1, br.Addr)
+	}
+	fmt.Fprintf(&b, "agent:\n  state_dir: %s\n  keepalive: 2s\n  snapshot_interval: 200ms\n%s", t.TempDir(), extra)
+	path := filepath.Join(t.TempDir(), "cluster.yaml")
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func runCmd(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var o, e bytes.Buffer
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// agentProc is an agent running as its own process, stopped by pid.
+type agentProc struct {
+	cmd *exec.Cmd
+	out *lockedBuffer
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func startAgentProc(t *testing.T, config, node string) *agentProc {
+	t.Helper()
+	out := &lockedBuffer{}
+	cmd := exec.Command(binary, "agent", "--config", config, "--node", node, "--log-level", "debug")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &agentProc{cmd: cmd, out: out}
+	t.Cleanup(func() { p.signal(syscall.SIGKILL) })
+	return p
+}
+
+func (p *agentProc) signal(sig syscall.Signal) {
+	if p.cmd.ProcessState != nil {
+		return
+	}
+	_ = p.cmd.Process.Signal(sig)
+	_ = p.cmd.Wait()
+}
+
+func waitLog(t *testing.T, p *agentProc, text string, limit time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if strings.Contains(p.out.String(), text) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatalf("agent did not log %q within %s:\n%s", text, limit, p.out.String())
+}
+
+func TestCheckProbesBroker(t *testing.T) {
+	good := mosqtest.Start(t, mosqtest.Options{})
+	bad := mosqtest.Start(t, mosqtest.Options{NoLogConf: true})
+	cfg := writeCluster(t, []*mosqtest.Broker{good, bad}, "")
+
+	out, errOut, code := runCmd(t, "check", "--config", cfg, "--node", "b1")
+	if code != 0 || !strings.Contains(out, "publishes every log line the agent needs") {
+		t.Errorf("check of a configured broker: exit %d\n%s%s", code, out, errOut)
+	}
+	_, errOut, code = runCmd(t, "check", "--config", cfg, "--node", "b2")
+	if code != 1 {
+		t.Errorf("check of a broker without log_dest topic: exit %d, want 1", code)
+	}
+	for _, want := range []string{"log_dest topic", "log_type subscribe", "log_type unsubscribe", "log_type notice", "log_type error"} {
+		if !strings.Contains(errOut, want+"\n") {
+			t.Errorf("check output lacks the fix line %q:\n%s", want, errOut)
+		}
+	}
+	// The agent runs the same probe and refuses to start blind.
+	_, errOut, code = runCmd(t, "agent", "--config", cfg, "--node", "b2")
+	if code != 1 || !strings.Contains(errOut, "log_dest topic") {
+		t.Errorf("agent next to a broker without log lines: exit %d, want 1 with the fix:\n%s", code, errOut)
+	}
+}
+
+// The printed snippet is what a broker needs: a real mosquitto runs with it and passes check.
+func TestMosquittoSnippetRunsAndPassesCheck(t *testing.T) {
+	port := mosqtest.FreePort(t)
+	cfgPath := filepath.Join(t.TempDir(), "cluster.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("cluster: it\nnodes:\n  - {name: b1, address: 127.0.0.1:%d}\n", port)), 0o600)
+	snippet, errOut, code := runCmd(t, "mosquitto", "--config", cfgPath, "--node", "b1")
+	if code != 0 {
+		t.Fatalf("mosquitto: exit %d: %s", code, errOut)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "mosquitto.conf")
+	os.WriteFile(conf, []byte("user root\nallow_anonymous true\npersistence_location "+dir+"/\n"+snippet), 0o600)
+	cmd := exec.Command(mosqtest.Binary(t), "-c", conf)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	var checkOut string
+	for i := 0; i < 50; i++ {
+		checkOut, errOut, code = runCmd(t, "check", "--config", cfgPath, "--node", "b1")
+		if code == 0 {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("check against a broker running the snippet: exit %d\n%s%s\nmosquitto: %s", code, checkOut, errOut, out.String())
+}
+
+// Contract 8 with a real crash: kill -9 of the agents mid-stream loses no acknowledged QoS 1
+// message, and the restarted agent still draws messages for clients that stayed connected.
+func TestAgentKill9MidStream(t *testing.T) {
+	var brokers []*mosqtest.Broker
+	for i := 0; i < 3; i++ {
+		brokers = append(brokers, mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: "sys_interval 1\n"}))
+	}
+	cfg := writeCluster(t, brokers, "")
+	agents := make([]*agentProc, 3)
+	for i := range agents {
+		agents[i] = startAgentProc(t, cfg, fmt.Sprintf("b%d", i+1))
+	}
+	for _, a := range agents {
+		waitLog(t, a, "advertising exact interest", 15*time.Second)
+	}
+
+	var mu sync.Mutex
+	seen := map[string]int{}
+	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokers[1].Addr).SetClientID("kill9-sub").
+		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+			mu.Lock()
+			seen[string(m.Payload())]++
+			mu.Unlock()
+		}))
+	if tok := sub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer sub.Disconnect(10)
+	if tok := sub.Subscribe("kill9/#", 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	time.Sleep(time.Second) // the subscription reaches every peer
+
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokers[0].Addr).SetClientID("kill9-pub"))
+	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer pub.Disconnect(10)
+	const total = 1500
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for k := 0; k < total; k++ {
+			pub.Publish("kill9/x", 1, false, fmt.Sprint(k)).WaitTimeout(5 * time.Second)
+			time.Sleep(500 * time.Microsecond)
+		}
+	}()
+	time.Sleep(200 * time.Millisecond)
+	agents[1].signal(syscall.SIGKILL) // the subscriber's side
+	agents[1] = startAgentProc(t, cfg, "b2")
+	time.Sleep(200 * time.Millisecond)
+	agents[0].signal(syscall.SIGKILL) // the publisher's side
+	agents[0] = startAgentProc(t, cfg, "b1")
+	<-done
+
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		missing := 0
+		for k := 0; k < total; k++ {
+			if seen[fmt.Sprint(k)] == 0 {
+				missing++
+			}
+		}
+		mu.Unlock()
+		if missing == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged messages never arrived after kill -9 of two agents\nb1: %s\nb2: %s",
+				missing, total, agents[0].out.String(), agents[1].out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(agents[1].out.String(), "interest restored from state file") {
+		t.Errorf("restarted b2 agent did not restore its interest:\n%s", agents[1].out.String())
+	}
+	// SIGTERM ends an agent cleanly.
+	agents[2].signal(syscall.SIGTERM)
+	if !strings.Contains(agents[2].out.String(), "agent stopped") {
+		t.Errorf("SIGTERM did not stop the agent cleanly:\n%s", agents[2].out.String())
+	}
+}

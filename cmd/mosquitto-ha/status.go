@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"mosquitto-ha/bridge"
+)
+
+// nodeHealth is what `status` learned about one node.
+type nodeHealth struct {
+	Node     string         `json:"node"`
+	Address  string         `json:"address"`
+	BrokerUp bool           `json:"broker_up"`
+	Error    string         `json:"error,omitempty"`
+	Agent    *bridge.Status `json:"agent,omitempty"`
+}
+
+// readHealth connects to every broker and reads its agent's retained status message.
+func readHealth(ctx context.Context, cfg *Config, timeout time.Duration) []nodeHealth {
+	topics := bridge.NewTopics(cfg.Cluster, cfg.Agent.ForwardPrefix)
+	pw, _ := cfg.Password()
+	out := make([]nodeHealth, len(cfg.Nodes))
+	done := make(chan struct{}, len(cfg.Nodes))
+	for i, n := range cfg.Nodes {
+		go func(i int, n Node) {
+			defer func() { done <- struct{}{} }()
+			h := nodeHealth{Node: n.Name, Address: n.Address}
+			got := make(chan []byte, 1)
+			o := mqtt.NewClientOptions().AddBroker("tcp://" + n.Address).
+				SetClientID(topics.ClientPrefix() + "status-" + randomSuffix()).
+				SetConnectTimeout(timeout).SetAutoReconnect(false)
+			if cfg.Agent.Username != "" {
+				o.SetUsername(cfg.Agent.Username).SetPassword(pw)
+			}
+			c := mqtt.NewClient(o)
+			tok := c.Connect()
+			if !tok.WaitTimeout(timeout) || tok.Error() != nil {
+				h.Error = fmt.Sprint("unreachable: ", tok.Error())
+				out[i] = h
+				return
+			}
+			defer c.Disconnect(50)
+			h.BrokerUp = true
+			c.Subscribe(topics.Status(n.Name), 0, func(_ mqtt.Client, m mqtt.Message) {
+				select {
+				case got <- m.Payload():
+				default:
+				}
+			})
+			select {
+			case p := <-got:
+				var s bridge.Status
+				if err := json.Unmarshal(p, &s); err != nil {
+					h.Error = "bad status message: " + err.Error()
+				} else {
+					h.Agent = &s
+				}
+			case <-time.After(timeout):
+				h.Error = "no agent status (agent never ran here?)"
+			case <-ctx.Done():
+			}
+			out[i] = h
+		}(i, n)
+	}
+	for range cfg.Nodes {
+		<-done
+	}
+	return out
+}
+
+func randomSuffix() string { return fmt.Sprintf("%x", time.Now().UnixNano()&0xffffffff) }
+
+func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	f := newFlags("status", stderr)
+	asJSON := f.fs.Bool("json", false, "print JSON")
+	cfg, code := f.parse(args, stderr)
+	if cfg == nil {
+		return code
+	}
+	health := readHealth(ctx, cfg, 2*time.Second)
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(health)
+	} else {
+		printHealth(stdout, health)
+	}
+	for _, h := range health {
+		if !h.BrokerUp || h.Agent == nil || !h.Agent.AgentUp {
+			return exitFail
+		}
+	}
+	return exitOK
+}
+
+func printHealth(w io.Writer, health []nodeHealth) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tBROKER\tAGENT\tPEERS UP\tFILTERS\tINTEREST\tRELAYED OUT\tREPUBLISHED\tBUFFERED\tNOTE")
+	for _, h := range health {
+		broker := "down"
+		if h.BrokerUp {
+			broker = "up"
+		}
+		if h.Agent == nil {
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", h.Node, broker, h.Error)
+			continue
+		}
+		s := h.Agent
+		agent := "down"
+		if s.AgentUp {
+			agent = "up " + time.Since(s.Time).Round(time.Second).String() + " ago"
+		}
+		up, relayed, buffered := 0, uint64(0), 0
+		var down []string
+		for _, p := range s.Peers {
+			if p.Up {
+				up++
+			} else {
+				down = append(down, p.Name)
+			}
+			relayed += p.Relayed
+			buffered += p.Buffered
+		}
+		interest := "exact"
+		if s.WantAll {
+			interest = "everything"
+		}
+		note := ""
+		if len(down) > 0 {
+			note = "peers down: " + strings.Join(down, ",")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%s\t%d\t%d\t%d\t%s\n", h.Node, broker, agent, up, len(s.Peers),
+			s.LocalFilters, interest, relayed, s.Republished, buffered, note)
+	}
+	tw.Flush()
+}
