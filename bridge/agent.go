@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -26,15 +28,18 @@ var ErrNoLog = errors.New("bridge: broker does not publish the needed $SYS/broke
 type PeerAddr struct {
 	Name    string
 	Address string // host:port
+	// TLS, when set, makes the connection to this broker use TLS.
+	TLS *tls.Config
 }
 
 // Options configure an Agent. Zero values take the defaults of the cluster file.
 type Options struct {
 	Cluster string
 	Node    string
-	// Local is this node's broker, host:port.
-	Local string
-	Peers []PeerAddr
+	// Local is this node's broker, host:port; LocalTLS, when set, makes it a TLS connection.
+	Local    string
+	LocalTLS *tls.Config
+	Peers    []PeerAddr
 	// Username and Password authenticate every agent connection (optional).
 	Username, Password string
 	ForwardPrefix      string
@@ -49,7 +54,10 @@ type Options struct {
 	SnapshotInterval time.Duration
 	// ProbeTimeout bounds the wait for the probe's own log lines.
 	ProbeTimeout time.Duration
-	// Limits bound what a peer's interest messages may carry.
+	// ClusterSecret, when set, signs every relay and interest message (HMAC-SHA256); messages
+	// without a valid signature are dropped and counted as forged.
+	ClusterSecret []byte
+	// Limits bound what peers may send.
 	Limits Limits
 	Logger *slog.Logger
 }
@@ -82,6 +90,12 @@ func (o *Options) setDefaults() {
 	if o.Limits.MaxFilterBytes <= 0 {
 		o.Limits.MaxFilterBytes = maxFilterBytes
 	}
+	if o.Limits.MaxInterestBytes <= 0 {
+		o.Limits.MaxInterestBytes = 64 << 20
+	}
+	if o.Limits.MaxPayloadBytes <= 0 {
+		o.Limits.MaxPayloadBytes = 268435455 // the MQTT maximum
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -101,6 +115,7 @@ type Agent struct {
 	peers   []*peer
 
 	local  mqtt.Client
+	signer *signer
 	parser *sysparse.Parser
 	model  *localInterest
 	epoch  uint64
@@ -123,12 +138,17 @@ type Agent struct {
 	// two fresh rounds, when every $SYS value published since the subscription has arrived.
 	sysRounds  int
 	lastStatus time.Time
+	// lastSnapshotPayload is the snapshot as last published, to recognise it when it comes back.
+	lastSnapshotPayload []byte
 
 	// Counters and status for Stats.
-	statsMu     sync.Mutex
-	status      Status
-	republished atomic.Uint64
-	relayedIn   atomic.Uint64
+	statsMu        sync.Mutex
+	status         Status
+	republished    atomic.Uint64
+	relayedIn      atomic.Uint64
+	forged         atomic.Uint64 // relays that failed the signature check
+	oversized      atomic.Uint64 // relays over Limits.MaxPayloadBytes
+	forgedInterest atomic.Uint64 // foreign publishes on this node's interest topics
 
 	closeOnce sync.Once
 }
@@ -139,18 +159,18 @@ func New(opts Options) (*Agent, error) {
 	if opts.Cluster == "" || opts.Node == "" || opts.Local == "" {
 		return nil, errors.New("bridge: Cluster, Node and Local are required")
 	}
-	var seed [8]byte
-	_, _ = rand.Read(seed[:])
 	a := &Agent{
-		opts:          opts,
-		log:           opts.Logger.With("node", opts.Node),
-		topics:        NewTopics(opts.Cluster, opts.ForwardPrefix),
-		parser:        sysparse.NewParser(),
-		epoch:         binary.LittleEndian.Uint64(seed[:]) >> 1,
+		opts:   opts,
+		log:    opts.Logger.With("node", opts.Node),
+		topics: NewTopics(opts.Cluster, opts.ForwardPrefix),
+		parser: sysparse.NewParser(),
+		// Epochs grow with each run, so a peer can tell an earlier run's retained delta.
+		epoch:         uint64(time.Now().UnixNano()),
 		lastTotal:     -1,
 		snapshotEvery: opts.SnapshotInterval,
 	}
 	a.localID = a.topics.ClientPrefix() + opts.Node + "-local"
+	a.signer = newSigner(opts.ClusterSecret)
 	ignore := map[string]bool{}
 	for _, id := range opts.IgnoreClients {
 		ignore[id] = true
@@ -159,7 +179,7 @@ func New(opts Options) (*Agent, error) {
 	a.model = newLocalInterest(func(id string) bool { return ignore[id] || strings.HasPrefix(id, prefix) })
 	a.inbox.notify = make(chan struct{}, 1)
 	for _, p := range opts.Peers {
-		a.peers = append(a.peers, newPeer(p.Name, p.Address, a))
+		a.peers = append(a.peers, newPeer(p, a))
 	}
 	return a, nil
 }
@@ -260,14 +280,19 @@ func (a *Agent) Close() {
 }
 
 func (a *Agent) probeOptions() ProbeOptions {
-	return ProbeOptions{Address: a.opts.Local, ClientID: a.topics.ClientPrefix() + a.opts.Node + "-probe",
+	return ProbeOptions{Address: a.opts.Local, TLS: a.opts.LocalTLS, ClientID: a.topics.ClientPrefix() + a.opts.Node + "-probe",
 		Username: a.opts.Username, Password: a.opts.Password, Timeout: a.opts.ProbeTimeout,
 		Topics: a.topics}
 }
 
-func (a *Agent) baseOptions(addr, clientID string) *mqtt.ClientOptions {
+func (a *Agent) baseOptions(addr string, tlsConfig *tls.Config, clientID string) *mqtt.ClientOptions {
 	o := mqtt.NewClientOptions()
-	o.AddBroker("tcp://" + addr)
+	if tlsConfig != nil {
+		o.AddBroker("ssl://" + addr)
+		o.SetTLSConfig(tlsConfig)
+	} else {
+		o.AddBroker("tcp://" + addr)
+	}
 	o.SetClientID(clientID)
 	if a.opts.Username != "" {
 		o.SetUsername(a.opts.Username)
@@ -288,7 +313,7 @@ func (a *Agent) baseOptions(addr, clientID string) *mqtt.ClientOptions {
 }
 
 func (a *Agent) localClientOptions() *mqtt.ClientOptions {
-	o := a.baseOptions(a.opts.Local, a.localID)
+	o := a.baseOptions(a.opts.Local, a.opts.LocalTLS, a.localID)
 	o.SetProtocolVersion(0x84) // MQTT 3.1.1 + bridge bit: no-local and retain-as-published
 	o.SetCleanSession(false)   // the broker keeps queueing for the agent while it restarts
 	o.SetAutoAckDisabled(true) // acknowledged once relayed, see ackGroup
@@ -304,6 +329,8 @@ func (a *Agent) localClientOptions() *mqtt.ClientOptions {
 			"$SYS/broker/clients/total": 0,
 			"$SYS/broker/uptime":        0,
 			"#":                         2,
+			// No-local: whatever arrives here was published by somebody else.
+			a.topics.InterestFilter(a.opts.Node): 0,
 		}
 		if strings.HasPrefix(a.opts.ForwardPrefix, "$") {
 			for _, f := range a.topics.ForwardFilters() {
@@ -324,15 +351,26 @@ func (a *Agent) localClientOptions() *mqtt.ClientOptions {
 }
 
 func (a *Agent) peerClientOptions(p *peer) *mqtt.ClientOptions {
-	o := a.baseOptions(p.addr, a.topics.ClientPrefix()+a.opts.Node+"-to-"+p.name)
+	o := a.baseOptions(p.addr, p.tls, a.topics.ClientPrefix()+a.opts.Node+"-to-"+p.name)
 	o.SetProtocolVersion(4)
 	o.SetCleanSession(true) // relays are retried from our own queue
-	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { a.peerMessage(p, m) })
+	marker := a.topics.Control() + a.opts.Node + "/synced/" + p.name
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		if m.Topic() == marker {
+			// Every retained interest message of the subscription came before the marker.
+			p.interest.setSynced(true)
+			return
+		}
+		a.peerMessage(p, m)
+	})
 	o.SetOnConnectHandler(func(c mqtt.Client) {
-		tok := c.Subscribe(a.topics.InterestFilter(p.name), 1, nil)
+		// Until the marker returns, the retained snapshot may be behind: send everything.
+		p.interest.setSynced(false)
+		tok := c.SubscribeMultiple(map[string]byte{a.topics.InterestFilter(p.name): 1, marker: 1}, nil)
 		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
 			p.log.Warn("peer subscribe failed", "err", tok.Error())
 		}
+		c.Publish(marker, 1, false, []byte{})
 		p.setUp()
 		p.log.Info("peer connected", "addr", p.addr)
 		go a.pullRetained(p)
@@ -346,7 +384,19 @@ func (a *Agent) peerClientOptions(p *peer) *mqtt.ClientOptions {
 
 // peerMessage applies an interest message from a peer's broker.
 func (a *Agent) peerMessage(p *peer, m mqtt.Message) {
-	msg, err := decodeInterest(m.Payload(), a.opts.Limits)
+	if n := len(m.Payload()); n > a.opts.Limits.MaxInterestBytes {
+		p.refused.Add(1)
+		p.log.Warn("interest message over the size limit refused", "bytes", n, "limit", a.opts.Limits.MaxInterestBytes)
+		p.interest.markUnknown()
+		return
+	}
+	payload, err := a.signer.open(m.Topic(), m.Payload())
+	if err != nil {
+		p.forged.Add(1)
+		p.log.Warn("forged interest message dropped", "topic", m.Topic(), "err", err)
+		return
+	}
+	msg, err := decodeInterest(payload, a.opts.Limits)
 	if err != nil {
 		p.refused.Add(1)
 		p.log.Warn("interest message refused", "topic", m.Topic(), "bytes", len(m.Payload()), "err", err)
@@ -358,8 +408,9 @@ func (a *Agent) peerMessage(p *peer, m mqtt.Message) {
 		p.log.Warn("interest message on the wrong topic refused", "topic", m.Topic())
 		return
 	}
-	if !p.interest.apply(msg) {
-		p.log.Info("interest gap: relaying everything to this peer until its next snapshot", "epoch", msg.Epoch, "seq", msg.Seq)
+	if !p.interest.apply(msg, a.opts.Limits.MaxFilters) {
+		p.log.Info("interest gap or over the filter limit: relaying everything to this peer until its next usable snapshot",
+			"epoch", msg.Epoch, "seq", msg.Seq, "filters", p.interest.Len(), "limit", a.opts.Limits.MaxFilters)
 	}
 }
 
@@ -374,7 +425,7 @@ func (a *Agent) pullRetained(p *peer) {
 	done := make(chan struct{})
 	var once sync.Once
 	var n atomic.Int64
-	o := a.baseOptions(p.addr, a.syncID(p))
+	o := a.baseOptions(p.addr, p.tls, a.syncID(p))
 	o.SetAutoReconnect(false)
 	o.SetConnectRetry(false)
 	o.SetCleanSession(true)
@@ -467,13 +518,29 @@ func (a *Agent) handleLocal(ctx context.Context, m mqtt.Message, localAcks chan<
 	}
 	topic := m.Topic()
 	switch {
+	case strings.HasPrefix(topic, a.topics.Interest(a.opts.Node)):
+		a.checkOwnInterest(topic, m.Payload())
+		m.Ack()
 	case strings.HasPrefix(topic, "$SYS/"):
 		a.handleSys(topic, m.Payload())
 		m.Ack()
 	default:
 		if orig, retained, ok := a.topics.Unforward(topic); ok {
+			payload, err := a.signer.open(topic, m.Payload())
+			switch {
+			case err != nil:
+				a.forged.Add(1)
+				a.log.Warn("forged relay dropped", "topic", topic, "bytes", len(m.Payload()))
+				m.Ack()
+				return
+			case len(payload) > a.opts.Limits.MaxPayloadBytes:
+				a.oversized.Add(1)
+				a.log.Warn("relay over the payload limit dropped", "topic", topic, "bytes", len(payload), "limit", a.opts.Limits.MaxPayloadBytes)
+				m.Ack()
+				return
+			}
 			a.relayedIn.Add(1)
-			tok := a.local.Publish(orig, m.Qos(), retained, m.Payload())
+			tok := a.local.Publish(orig, m.Qos(), retained, payload)
 			a.republished.Add(1)
 			if m.Qos() == 0 {
 				m.Ack()
@@ -491,6 +558,26 @@ func (a *Agent) handleLocal(ctx context.Context, m mqtt.Message, localAcks chan<
 		}
 		a.relayLocal(m, topic)
 	}
+}
+
+// checkOwnInterest handles a message on this node's own interest topics. No-local keeps the
+// agent's live publishes away, so it is either the retained snapshot of this or an earlier run of
+// the agent, or somebody else's write: then the snapshot is restored at once.
+func (a *Agent) checkOwnInterest(topic string, payload []byte) {
+	if bytes.Equal(payload, a.lastSnapshotPayload) {
+		return
+	}
+	foreign := true
+	if p, err := a.signer.open(topic, payload); err == nil {
+		if msg, err := decodeInterest(p, a.opts.Limits); err == nil && msg.Epoch != a.epoch {
+			foreign = false // an earlier run's snapshot
+		}
+	}
+	if foreign {
+		a.forgedInterest.Add(1)
+		a.log.Warn("foreign publish on this node's interest topic: restoring the snapshot", "topic", topic, "bytes", len(payload))
+	}
+	a.publishSnapshot()
 }
 
 // relayLocal sends a local publish to each peer that wants it; retained ones go to every peer.
@@ -515,7 +602,7 @@ func (a *Agent) relayLocal(m mqtt.Message, topic string) {
 		m.Ack()
 	}
 	ftopic := a.topics.Forward(topic, retained)
-	payload := m.Payload()
+	payload := a.signer.seal(ftopic, m.Payload())
 	for _, p := range to {
 		p.enqueue(&relay{topic: ftopic, payload: payload, qos: m.Qos(), group: g})
 	}
@@ -560,6 +647,7 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	if ev.Kind == sysparse.Ignored {
 		return
 	}
+	a.log.Debug("log event", "kind", ev.Kind, "client", ev.ClientID, "filter", ev.Filter, "readings", len(ev.Readings))
 	if len(ev.Readings) > 1 {
 		a.log.Warn("ambiguous log line: taking every reading", "line", string(payload), "readings", len(ev.Readings))
 	}
@@ -602,10 +690,10 @@ func (a *Agent) linkIDs() []string {
 	return ids
 }
 
-// ownIDs are the ids of every cluster connection to this broker connections of the cluster to this broker: the agent's own and
-// each peer agent's link.
+// ownIDs are the ids of every cluster connection to this broker: the links, and each peer's
+// retained pull.
 func (a *Agent) ownIDs() []string {
-	ids := []string{a.localID}
+	ids := a.linkIDs()
 	for _, p := range a.peers {
 		ids = append(ids, a.topics.ClientPrefix()+p.name+"-pull-"+a.opts.Node)
 	}
@@ -654,15 +742,19 @@ func (a *Agent) publishDelta(changes []Change) {
 	if a.local == nil || !a.local.IsConnectionOpen() {
 		return // peers will see the gap and wait for the snapshot sent on reconnect
 	}
-	a.local.Publish(a.topics.InterestDelta(a.opts.Node), 1, false, encodeDelta(a.epoch, a.seq, a.wantAll, changes))
+	t := a.topics.InterestDelta(a.opts.Node)
+	// Retained, so a peer that subscribes sees whether the snapshot it gets is behind.
+	a.local.Publish(t, 1, true, a.signer.seal(t, encodeDelta(a.epoch, a.seq, a.wantAll, changes)))
 }
 
 func (a *Agent) publishSnapshot() {
 	if a.local == nil || !a.local.IsConnectionOpen() {
 		return
 	}
-	p := encodeSnapshot(a.epoch, a.seq, a.wantAll, a.model.tree.Filters())
-	a.local.Publish(a.topics.Interest(a.opts.Node), 1, true, p)
+	t := a.topics.Interest(a.opts.Node)
+	p := a.signer.seal(t, encodeSnapshot(a.epoch, a.seq, a.wantAll, a.model.tree.Filters()))
+	a.local.Publish(t, 1, true, p)
+	a.lastSnapshotPayload = p
 	a.snapshotDirty = false
 	a.lastSnapshot = time.Now()
 	// Large interest sets are resent less often: at most about 1 MiB/s of snapshots.

@@ -25,7 +25,8 @@
 // `$` topics [MQTT-4.7.2-1], so ordinary `#` subscribers never see it.
 //
 //	$HA/<cluster>/<node>/interest        retained snapshot of <node>'s interest, QoS 1
-//	$HA/<cluster>/<node>/interest/delta  ordered changes since the snapshot, QoS 1
+//	$HA/<cluster>/<node>/interest/delta  ordered changes since the snapshot, QoS 1; the last
+//	                                     one is retained too
 //
 // Both are published by <node>'s agent on its own broker; a peer that connects or reconnects gets
 // the retained snapshot at once, then follows the deltas. Snapshot and delta share one binary
@@ -33,7 +34,8 @@
 //
 //	"MHA1"        magic and version
 //	kind    byte  'S' snapshot, 'D' delta
-//	epoch   uvarint  random per agent start: a new epoch invalidates all earlier sequence numbers
+//	epoch   uvarint  the agent's start time in Unix nanoseconds: a later run has a larger epoch,
+//	                 which invalidates all earlier sequence numbers
 //	seq     uvarint  snapshot: sequence of the last delta it includes; delta: its own sequence
 //	flags   byte     bit 0 "all": the node cannot know its interest (fresh start, lost log
 //	                 lines) and wants every publish
@@ -44,7 +46,10 @@
 // A peer applies a delta only when it has the snapshot of the same epoch and the delta's seq is
 // one past the last it applied. On any gap it treats the node as wanting everything (more
 // traffic, never less delivery) until the next snapshot, which the node republishes at most every
-// snapshot interval while its interest changes. Changes are batched: one delta message carries
+// snapshot interval while its interest changes. The retained snapshot may lag the deltas by up
+// to that interval; the retained last delta shows a joining peer the gap. A peer trusts what it
+// learned only after its own marker publish on `$HA/<cluster>/<self>/synced/<node>` comes back,
+// which follows every retained message of its subscription. Changes are batched: one delta message carries
 // every change the agent made while handling one batch of log lines.
 //
 // # Relayed publishes

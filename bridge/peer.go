@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"sync"
@@ -15,6 +16,7 @@ import (
 type peer struct {
 	name     string
 	addr     string
+	tls      *tls.Config
 	log      *slog.Logger
 	interest *remoteInterest
 	queue    *relayQueue
@@ -27,15 +29,16 @@ type peer struct {
 	lost  chan struct{} // closed when the current connection is lost
 
 	// Counters, read by Stats.
-	relayed, relayedBytes, refused, retries atomic.Uint64
-	upSince, downSince                      atomic.Int64 // unix nanoseconds
+	relayed, relayedBytes, refused, forged, retries atomic.Uint64
+	upSince, downSince                              atomic.Int64 // unix nanoseconds
 }
 
-func newPeer(name, addr string, a *Agent) *peer {
+func newPeer(pa PeerAddr, a *Agent) *peer {
 	p := &peer{
-		name:     name,
-		addr:     addr,
-		log:      a.log.With("peer", name),
+		name:     pa.Name,
+		addr:     pa.Address,
+		tls:      pa.TLS,
+		log:      a.log.With("peer", pa.Name),
 		interest: newRemoteInterest(),
 		queue:    newRelayQueue(a.opts.BufferMessages, a.opts.BufferBytes),
 		inflight: a.opts.MaxInflight,

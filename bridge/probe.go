@@ -3,6 +3,7 @@ package bridge
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"fmt"
 	"strings"
@@ -14,6 +15,7 @@ import (
 // ProbeOptions say how to reach the broker to probe.
 type ProbeOptions struct {
 	Address            string // host:port
+	TLS                *tls.Config
 	ClientID           string
 	Username, Password string
 	Timeout            time.Duration
@@ -79,7 +81,7 @@ func Probe(ctx context.Context, o ProbeOptions) (ProbeResult, error) {
 	// Could a client without credentials inject a relay?
 	fwd := o.Topics.Forward("$mha-probe/"+nonce, false)
 	_ = wait(ctx, c.Subscribe(fwd, 1, nil), o.Timeout)
-	anon := probeClientOptions(ProbeOptions{Address: o.Address}, "mha-anon-probe-"+nonce)
+	anon := probeClientOptions(ProbeOptions{Address: o.Address, TLS: o.TLS}, "mha-anon-probe-"+nonce)
 	ac := mqtt.NewClient(anon)
 	if err := wait(ctx, ac.Connect(), o.Timeout); err == nil {
 		_ = wait(ctx, ac.Publish(fwd, 1, false, []byte("probe")), o.Timeout)
@@ -130,7 +132,12 @@ func Probe(ctx context.Context, o ProbeOptions) (ProbeResult, error) {
 
 func probeClientOptions(o ProbeOptions, id string) *mqtt.ClientOptions {
 	opts := mqtt.NewClientOptions()
-	opts.AddBroker("tcp://" + o.Address)
+	if o.TLS != nil {
+		opts.AddBroker("ssl://" + o.Address)
+		opts.SetTLSConfig(o.TLS)
+	} else {
+		opts.AddBroker("tcp://" + o.Address)
+	}
 	opts.SetClientID(id)
 	opts.SetProtocolVersion(4)
 	opts.SetCleanSession(true)

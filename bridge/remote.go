@@ -3,6 +3,7 @@ package bridge
 import (
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"mosquitto-ha/topictree"
 )
@@ -16,8 +17,10 @@ const maxPendingDeltas = 1024
 // wait for a writer.
 type remoteInterest struct {
 	tree    atomic.Pointer[topictree.Tree]
-	all     atomic.Bool // the peer asked for everything
-	unknown atomic.Bool // no usable snapshot yet, or a gap: relay everything until the next one
+	all     atomic.Bool  // the peer asked for everything
+	unknown atomic.Bool  // no usable snapshot yet, or a gap: relay everything until the next one
+	synced  atomic.Bool  // every retained message of the current subscription has arrived
+	updated atomic.Int64 // unix nanoseconds of the last applied message
 
 	mu      sync.Mutex // serialises writers
 	epoch   uint64
@@ -34,22 +37,44 @@ func newRemoteInterest() *remoteInterest {
 
 // Wants reports whether the peer must receive a publish on topic.
 func (r *remoteInterest) Wants(topic string) bool {
-	if r.all.Load() || r.unknown.Load() {
+	if r.all.Load() || r.unknown.Load() || !r.synced.Load() {
 		return true
 	}
 	return r.tree.Load().Match(topic)
 }
 
 // Known reports whether the interest is exact (a snapshot and every delta since).
-func (r *remoteInterest) Known() bool { return !r.unknown.Load() && !r.all.Load() }
+func (r *remoteInterest) Known() bool {
+	return !r.unknown.Load() && !r.all.Load() && r.synced.Load()
+}
+
+// setSynced records whether the retained state of the peer's interest topics has fully arrived
+// since the link (re)connected.
+func (r *remoteInterest) setSynced(v bool) { r.synced.Store(v) }
 
 // Len is the number of distinct filters the peer holds.
 func (r *remoteInterest) Len() int { return r.tree.Load().Len() }
 
-// apply takes one decoded message. It returns false when the message exposed a gap.
-func (r *remoteInterest) apply(m interestMsg) (inSync bool) {
+// markUnknown makes the peer receive everything until its next usable snapshot.
+func (r *remoteInterest) markUnknown() { r.unknown.Store(true) }
+
+// apply takes one decoded message. It returns false when the message exposed a gap or left the
+// peer over maxFilters; the peer is then sent everything until a usable snapshot arrives.
+func (r *remoteInterest) apply(m interestMsg, maxFilters int) (inSync bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.updated.Store(time.Now().UnixNano())
+	if !r.applyMsg(m) {
+		return false
+	}
+	if maxFilters > 0 && r.tree.Load().Len() > maxFilters {
+		r.unknown.Store(true)
+		return false
+	}
+	return true
+}
+
+func (r *remoteInterest) applyMsg(m interestMsg) (inSync bool) {
 	if m.Snapshot {
 		t := topictree.New()
 		for _, f := range m.Filters {
@@ -77,8 +102,10 @@ func (r *remoteInterest) apply(m interestMsg) (inSync bool) {
 		return !gap
 	}
 	switch {
+	case m.Epoch < r.epoch:
+		return !r.unknown.Load() // an earlier run's retained delta: already superseded
 	case m.Epoch == r.epoch && m.Seq <= r.seq:
-		return !r.unknown.Load() // a duplicate
+		return !r.unknown.Load() // a duplicate, or the retained delta the snapshot includes
 	case m.Epoch == r.epoch && m.Seq == r.seq+1 && !r.unknown.Load():
 		r.applyDelta(m)
 		return true

@@ -19,7 +19,10 @@ type PeerStatus struct {
 	Relayed       uint64 `json:"relayed"`
 	RelayedBytes  uint64 `json:"relayed_bytes"`
 	Refused       uint64 `json:"refused"`
+	Forged        uint64 `json:"forged"`
 	Retries       uint64 `json:"retries"`
+	// InterestUpdated is when the peer's last interest message was applied.
+	InterestUpdated time.Time `json:"interest_updated"`
 }
 
 // Status is a snapshot of an agent's state, for tests, logs and metrics.
@@ -40,6 +43,12 @@ type Status struct {
 	Malformed uint64 `json:"malformed_lines"`
 	// Republished counts relays from peers published on the local broker.
 	Republished uint64 `json:"republished"`
+	// Forged counts relays dropped for a missing or wrong signature; Oversized those over the
+	// payload limit.
+	Forged    uint64 `json:"forged_relays"`
+	Oversized uint64 `json:"oversized_relays"`
+	// ForgedInterest counts foreign publishes on this node's own interest topics.
+	ForgedInterest uint64 `json:"forged_interest"`
 	// InboxDropped counts local QoS 0 publishes dropped because the agent fell behind.
 	InboxDropped uint64       `json:"inbox_dropped"`
 	Peers        []PeerStatus `json:"peers"`
@@ -55,6 +64,9 @@ func (a *Agent) Status() Status {
 	s.Time = time.Now().UTC()
 	s.Republished = a.republished.Load()
 	s.InboxDropped = a.inbox.dropped.Load()
+	s.Forged = a.forged.Load()
+	s.Oversized = a.oversized.Load()
+	s.ForgedInterest = a.forgedInterest.Load()
 	s.Peers = make([]PeerStatus, len(a.peers))
 	for i, p := range a.peers {
 		up := p.Up()
@@ -67,7 +79,8 @@ func (a *Agent) Status() Status {
 			InterestKnown: p.interest.Known(), Filters: p.interest.Len(),
 			Buffered: p.queue.Len(), Dropped: p.queue.dropped.Load(),
 			Relayed: p.relayed.Load(), RelayedBytes: p.relayedBytes.Load(),
-			Refused: p.refused.Load(), Retries: p.retries.Load(),
+			Refused: p.refused.Load(), Forged: p.forged.Load(), Retries: p.retries.Load(),
+			InterestUpdated: time.Unix(0, p.interest.updated.Load()),
 		}
 	}
 	return s

@@ -86,12 +86,18 @@ func encodeDelta(epoch, seq uint64, all bool, changes []Change) []byte {
 	return b
 }
 
-// Limits bounds what a peer's interest message may hold.
+// Limits bound what peers may send. Whatever exceeds them is refused, logged and counted, and
+// the agent keeps running; a peer whose interest was refused is sent everything (never less).
 type Limits struct {
-	// MaxFilters is the most filters one message may carry.
+	// MaxFilters is the most filters a peer may hold (default 1,048,576).
 	MaxFilters int
-	// MaxFilterBytes is the longest filter accepted.
+	// MaxFilterBytes is the longest filter accepted (default 65535, the MQTT limit).
 	MaxFilterBytes int
+	// MaxInterestBytes is the largest interest message accepted (default 64 MiB).
+	MaxInterestBytes int
+	// MaxPayloadBytes is the largest relayed payload republished (default 268435455, the MQTT
+	// limit).
+	MaxPayloadBytes int
 }
 
 // decodeInterest parses a snapshot or delta, refusing anything malformed or over the limits.
