@@ -112,7 +112,12 @@ type Agent struct {
 	log     *slog.Logger
 	topics  Topics
 	localID string
-	peers   []*peer
+	// peers is replaced, never changed in place, when a reload adds or removes nodes.
+	peers atomic.Pointer[[]*peer]
+	// limits can change on reload; peer goroutines and the dispatcher read them.
+	limits atomic.Pointer[Limits]
+	// reloads carries peer changes to the dispatcher, which owns starting and stopping links.
+	reloads chan []PeerAddr
 
 	local  mqtt.Client
 	signer *signer
@@ -178,9 +183,14 @@ func New(opts Options) (*Agent, error) {
 	prefix := a.topics.ClientPrefix()
 	a.model = newLocalInterest(func(id string) bool { return ignore[id] || strings.HasPrefix(id, prefix) })
 	a.inbox.notify = make(chan struct{}, 1)
+	var peers []*peer
 	for _, p := range opts.Peers {
-		a.peers = append(a.peers, newPeer(p, a))
+		peers = append(peers, newPeer(p, a))
 	}
+	a.peers.Store(&peers)
+	lim := opts.Limits
+	a.limits.Store(&lim)
+	a.reloads = make(chan []PeerAddr, 1)
 	return a, nil
 }
 
@@ -232,14 +242,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	a.local = mqtt.NewClient(a.localClientOptions())
 	a.local.Connect() // ConnectRetry: keeps trying in the background until Disconnect
-	for _, p := range a.peers {
-		p.client = mqtt.NewClient(a.peerClientOptions(p))
-		p.client.Connect()
-		wg.Add(1)
-		go func(p *peer) {
-			defer wg.Done()
-			p.send(ctx, &wg)
-		}(p)
+	for _, p := range a.peerList() {
+		a.startPeer(ctx, &wg, p)
 	}
 	localAcks := make(chan localPending, a.opts.MaxInflight)
 	wg.Add(1)
@@ -247,9 +251,9 @@ func (a *Agent) Run(ctx context.Context) error {
 		defer wg.Done()
 		a.ackRepublished(ctx, localAcks)
 	}()
-	a.log.Info("agent started", "local", a.opts.Local, "peers", len(a.peers), "epoch", a.epoch)
+	a.log.Info("agent started", "local", a.opts.Local, "peers", len(a.peerList()), "epoch", a.epoch)
 
-	a.dispatch(ctx, localAcks)
+	a.dispatch(ctx, &wg, localAcks)
 
 	wg.Wait()
 	a.Close()
@@ -268,15 +272,69 @@ func (a *Agent) Close() {
 		if a.local != nil && a.local.IsConnectionOpen() {
 			a.local.Publish(a.topics.Status(a.opts.Node), 1, true, a.willPayload()).WaitTimeout(time.Second)
 		}
-		for _, p := range a.peers {
-			if p.client != nil {
-				p.client.Disconnect(250)
-			}
+		for _, p := range a.peerList() {
+			p.disconnect()
 		}
 		if a.local != nil {
 			a.local.Disconnect(250)
 		}
 	})
+}
+
+func (a *Agent) peerList() []*peer { return *a.peers.Load() }
+
+// startPeer connects a peer link and starts its sender; p.stop ends both.
+func (a *Agent) startPeer(ctx context.Context, wg *sync.WaitGroup, p *peer) {
+	pctx, cancel := context.WithCancel(ctx)
+	p.stop = cancel
+	p.client = mqtt.NewClient(a.peerClientOptions(p))
+	p.client.Connect()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.send(pctx, wg)
+	}()
+}
+
+// Reload changes what can change while running: the peers (nodes added or removed) and the
+// limits. Links to peers whose name and address are unchanged are kept. Safe for concurrent use.
+func (a *Agent) Reload(peers []PeerAddr, lim Limits) {
+	def := Options{Limits: lim}
+	def.setDefaults()
+	a.limits.Store(&def.Limits)
+	select {
+	case <-a.reloads: // a newer reload replaces one not applied yet
+	default:
+	}
+	a.reloads <- peers
+}
+
+// applyPeers runs on the dispatcher: it stops removed or moved peers and starts new ones.
+func (a *Agent) applyPeers(ctx context.Context, wg *sync.WaitGroup, want []PeerAddr) {
+	old := map[string]*peer{}
+	for _, p := range a.peerList() {
+		old[p.name] = p
+	}
+	var next []*peer
+	for _, pa := range want {
+		if p, ok := old[pa.Name]; ok && p.addr == pa.Address {
+			next = append(next, p)
+			delete(old, pa.Name)
+			continue
+		}
+		p := newPeer(pa, a)
+		a.startPeer(ctx, wg, p)
+		next = append(next, p)
+		a.log.Info("peer added", "peer", pa.Name, "addr", pa.Address)
+	}
+	a.peers.Store(&next)
+	for _, p := range old {
+		p.stop()
+		p.disconnect()
+		p.queue.parkAll()
+		a.log.Info("peer removed", "peer", p.name, "dropped_buffered", p.queue.Len())
+	}
+	a.snapshotDirty = true
 }
 
 func (a *Agent) probeOptions() ProbeOptions {
@@ -384,9 +442,10 @@ func (a *Agent) peerClientOptions(p *peer) *mqtt.ClientOptions {
 
 // peerMessage applies an interest message from a peer's broker.
 func (a *Agent) peerMessage(p *peer, m mqtt.Message) {
-	if n := len(m.Payload()); n > a.opts.Limits.MaxInterestBytes {
+	lim := *a.limits.Load()
+	if n := len(m.Payload()); n > lim.MaxInterestBytes {
 		p.refused.Add(1)
-		p.log.Warn("interest message over the size limit refused", "bytes", n, "limit", a.opts.Limits.MaxInterestBytes)
+		p.log.Warn("interest message over the size limit refused", "bytes", n, "limit", lim.MaxInterestBytes)
 		p.interest.markUnknown()
 		return
 	}
@@ -396,7 +455,7 @@ func (a *Agent) peerMessage(p *peer, m mqtt.Message) {
 		p.log.Warn("forged interest message dropped", "topic", m.Topic(), "err", err)
 		return
 	}
-	msg, err := decodeInterest(payload, a.opts.Limits)
+	msg, err := decodeInterest(payload, lim)
 	if err != nil {
 		p.refused.Add(1)
 		p.log.Warn("interest message refused", "topic", m.Topic(), "bytes", len(m.Payload()), "err", err)
@@ -408,9 +467,9 @@ func (a *Agent) peerMessage(p *peer, m mqtt.Message) {
 		p.log.Warn("interest message on the wrong topic refused", "topic", m.Topic())
 		return
 	}
-	if !p.interest.apply(msg, a.opts.Limits.MaxFilters) {
+	if !p.interest.apply(msg, lim.MaxFilters) {
 		p.log.Info("interest gap or over the filter limit: relaying everything to this peer until its next usable snapshot",
-			"epoch", msg.Epoch, "seq", msg.Seq, "filters", p.interest.Len(), "limit", a.opts.Limits.MaxFilters)
+			"epoch", msg.Epoch, "seq", msg.Seq, "filters", p.interest.Len(), "limit", lim.MaxFilters)
 	}
 }
 
@@ -484,7 +543,7 @@ func (a *Agent) ackRepublished(ctx context.Context, pend <-chan localPending) {
 }
 
 // dispatch handles local messages in arrival order until ctx ends.
-func (a *Agent) dispatch(ctx context.Context, localAcks chan<- localPending) {
+func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup, localAcks chan<- localPending) {
 	var batch []mqtt.Message
 	for {
 		wait := 100 * time.Millisecond
@@ -497,6 +556,8 @@ func (a *Agent) dispatch(ctx context.Context, localAcks chan<- localPending) {
 		case <-ctx.Done():
 			return
 		case <-a.inbox.notify:
+		case peers := <-a.reloads:
+			a.applyPeers(ctx, wg, peers)
 		case <-time.After(wait):
 		}
 		batch = a.inbox.take(batch[:0])
@@ -533,9 +594,9 @@ func (a *Agent) handleLocal(ctx context.Context, m mqtt.Message, localAcks chan<
 				a.log.Warn("forged relay dropped", "topic", topic, "bytes", len(m.Payload()))
 				m.Ack()
 				return
-			case len(payload) > a.opts.Limits.MaxPayloadBytes:
+			case len(payload) > a.limits.Load().MaxPayloadBytes:
 				a.oversized.Add(1)
-				a.log.Warn("relay over the payload limit dropped", "topic", topic, "bytes", len(payload), "limit", a.opts.Limits.MaxPayloadBytes)
+				a.log.Warn("relay over the payload limit dropped", "topic", topic, "bytes", len(payload), "limit", a.limits.Load().MaxPayloadBytes)
 				m.Ack()
 				return
 			}
@@ -569,7 +630,7 @@ func (a *Agent) checkOwnInterest(topic string, payload []byte) {
 	}
 	foreign := true
 	if p, err := a.signer.open(topic, payload); err == nil {
-		if msg, err := decodeInterest(p, a.opts.Limits); err == nil && msg.Epoch != a.epoch {
+		if msg, err := decodeInterest(p, *a.limits.Load()); err == nil && msg.Epoch != a.epoch {
 			foreign = false // an earlier run's snapshot
 		}
 	}
@@ -585,7 +646,7 @@ func (a *Agent) relayLocal(m mqtt.Message, topic string) {
 	retained := m.Retained()
 	var dests [16]*peer
 	to := dests[:0]
-	for _, p := range a.peers {
+	for _, p := range a.peerList() {
 		if retained || p.interest.Wants(topic) {
 			to = append(to, p)
 		}
@@ -684,7 +745,7 @@ func (a *Agent) checkAccounted(total int) {
 // in $SYS/broker/clients/total even when their connect lines came before the agent's.
 func (a *Agent) linkIDs() []string {
 	ids := []string{a.localID}
-	for _, p := range a.peers {
+	for _, p := range a.peerList() {
 		ids = append(ids, a.topics.ClientPrefix()+p.name+"-to-"+a.opts.Node)
 	}
 	return ids
@@ -694,7 +755,7 @@ func (a *Agent) linkIDs() []string {
 // retained pull.
 func (a *Agent) ownIDs() []string {
 	ids := a.linkIDs()
-	for _, p := range a.peers {
+	for _, p := range a.peerList() {
 		ids = append(ids, a.topics.ClientPrefix()+p.name+"-pull-"+a.opts.Node)
 	}
 	return ids

@@ -22,6 +22,7 @@ type peer struct {
 	queue    *relayQueue
 	client   mqtt.Client
 	inflight int
+	stop     context.CancelFunc // ends the sender; set by startPeer
 
 	mu    sync.Mutex
 	up    bool
@@ -47,6 +48,13 @@ func newPeer(pa PeerAddr, a *Agent) *peer {
 	}
 	p.downSince.Store(time.Now().UnixNano())
 	return p
+}
+
+// disconnect closes the link, if it was ever opened.
+func (p *peer) disconnect() {
+	if p.client != nil {
+		p.client.Disconnect(250)
+	}
 }
 
 // Up reports whether the connection to the peer broker is established.

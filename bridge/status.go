@@ -67,8 +67,9 @@ func (a *Agent) Status() Status {
 	s.Forged = a.forged.Load()
 	s.Oversized = a.oversized.Load()
 	s.ForgedInterest = a.forgedInterest.Load()
-	s.Peers = make([]PeerStatus, len(a.peers))
-	for i, p := range a.peers {
+	peers := a.peerList()
+	s.Peers = make([]PeerStatus, len(peers))
+	for i, p := range peers {
 		up := p.Up()
 		since := p.downSince.Load()
 		if up {

@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +40,20 @@ type Node struct {
 	Address string `yaml:"address"`
 	// Local is how this node's own agent reaches its broker; default: Address.
 	Local string `yaml:"local"`
+	// TLS, when set, replaces agent.tls for connections to this node's broker.
+	TLS *TLSConfig `yaml:"tls"`
+}
+
+// TLSConfig makes agent connections use TLS.
+type TLSConfig struct {
+	// CA is a PEM file of the authorities that sign the brokers' certificates; empty: the
+	// system's.
+	CA string `yaml:"ca"`
+	// Cert and Key are the agent's client certificate and key (PEM), when brokers require one.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// ServerName is the name expected in the broker's certificate; empty: the address's host.
+	ServerName string `yaml:"server_name"`
 }
 
 // AgentConfig are the agent settings. Every default is set in applyDefaults.
@@ -58,6 +74,21 @@ type AgentConfig struct {
 	Keepalive time.Duration `yaml:"keepalive"`
 	// SnapshotInterval is the least time between two retained interest snapshots.
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
+	// ClusterSecretFile holds the secret that signs every relay and interest message
+	// (MOSQUITTO_HA_CLUSTER_SECRET wins); empty: messages are not signed.
+	ClusterSecretFile string `yaml:"cluster_secret_file"`
+	// TLS applies to every agent connection unless a node sets its own.
+	TLS *TLSConfig `yaml:"tls"`
+	// Limits bound what peers may send.
+	Limits LimitsConfig `yaml:"limits"`
+}
+
+// LimitsConfig bounds what a peer may send; 0 takes the default.
+type LimitsConfig struct {
+	MaxFilters       int `yaml:"max_filters"`        // filters per peer (default 1,048,576)
+	MaxFilterBytes   int `yaml:"max_filter_bytes"`   // default 65535
+	MaxInterestBytes int `yaml:"max_interest_bytes"` // one interest message (default 64 MiB)
+	MaxPayloadBytes  int `yaml:"max_payload_bytes"`  // one relayed payload (default 268435455)
 }
 
 // LoadBalancer is the HAProxy + keepalived front.
@@ -210,9 +241,22 @@ func (c *Config) Validate() error {
 	}
 	positive := func(key string, v int) {
 		if v < 0 {
-			add("agent.%s %d: must be positive", key, v)
+			add("agent.%s %d: must not be negative", key, v)
 		}
 	}
+	if a.ClusterSecretFile != "" {
+		if _, err := os.Stat(a.ClusterSecretFile); err != nil {
+			add("agent.cluster_secret_file %q: %v (create it with a long random secret, e.g. `head -c 32 /dev/urandom | base64 > FILE`)", a.ClusterSecretFile, err)
+		}
+	}
+	validateTLS("agent.tls", a.TLS, add)
+	for i, n := range c.Nodes {
+		validateTLS(fmt.Sprintf("nodes[%d].tls", i), n.TLS, add)
+	}
+	positive("limits.max_filters", a.Limits.MaxFilters)
+	positive("limits.max_filter_bytes", a.Limits.MaxFilterBytes)
+	positive("limits.max_interest_bytes", a.Limits.MaxInterestBytes)
+	positive("limits.max_payload_bytes", a.Limits.MaxPayloadBytes)
 	positive("buffer_messages", a.BufferMessages)
 	positive("buffer_bytes", a.BufferBytes)
 	if a.MaxInflight < 0 || a.MaxInflight > 20 {
@@ -268,6 +312,23 @@ func (c *Config) validateLB(lb *LoadBalancer, add func(string, ...any)) {
 		if h.Priority < 1 || h.Priority > 254 {
 			add("load_balancer.hosts[%d].priority %d: want 1..254", i, h.Priority)
 		}
+	}
+}
+
+func validateTLS(key string, t *TLSConfig, add func(string, ...any)) {
+	if t == nil {
+		return
+	}
+	for _, f := range []struct{ name, path string }{{"ca", t.CA}, {"cert", t.Cert}, {"key", t.Key}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			add("%s.%s %q: %v", key, f.name, f.path, err)
+		}
+	}
+	if (t.Cert == "") != (t.Key == "") {
+		add("%s: cert %q and key %q: set both or neither", key, t.Cert, t.Key)
 	}
 }
 
@@ -330,6 +391,60 @@ func (c *Config) LocalAddress(n Node) string {
 		return c.Agent.Local
 	}
 	return n.Address
+}
+
+// ClusterSecret reads the secret that signs relays: MOSQUITTO_HA_CLUSTER_SECRET wins, then
+// cluster_secret_file. Empty means unsigned.
+func (c *Config) ClusterSecret() ([]byte, error) {
+	if s, ok := os.LookupEnv("MOSQUITTO_HA_CLUSTER_SECRET"); ok {
+		return []byte(s), nil
+	}
+	if c.Agent.ClusterSecretFile == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.Agent.ClusterSecretFile)
+	if err != nil {
+		return nil, fmt.Errorf("%w: agent.cluster_secret_file: %v", ErrConfig, err)
+	}
+	b = bytes.TrimRight(b, "\r\n")
+	if len(b) < 16 {
+		return nil, fmt.Errorf("%w: agent.cluster_secret_file %q: %d bytes, want at least 16", ErrConfig, c.Agent.ClusterSecretFile, len(b))
+	}
+	return b, nil
+}
+
+// TLSFor builds the TLS settings for connections to node n's broker; nil means plain TCP.
+func (c *Config) TLSFor(n Node) (*tls.Config, error) {
+	t := c.Agent.TLS
+	if n.TLS != nil {
+		t = n.TLS
+	}
+	if t == nil {
+		return nil, nil
+	}
+	cfg := &tls.Config{ServerName: t.ServerName, MinVersion: tls.VersionTLS12}
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(n.Address)
+	}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tls.ca: %v", ErrConfig, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("%w: tls.ca %q: no PEM certificate in it", ErrConfig, t.CA)
+		}
+		cfg.RootCAs = pool
+	}
+	if t.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("%w: tls.cert/key: %v", ErrConfig, err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 // Password reads the agent password: MOSQUITTO_HA_PASSWORD wins, then password_file.

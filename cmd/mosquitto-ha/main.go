@@ -18,6 +18,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -121,6 +123,15 @@ func agentOptions(cfg *Config, node string, log *slog.Logger) (bridge.Options, e
 	if err != nil {
 		return bridge.Options{}, err
 	}
+	secret, err := cfg.ClusterSecret()
+	if err != nil {
+		return bridge.Options{}, err
+	}
+	localTLS, err := cfg.TLSFor(n)
+	if err != nil {
+		return bridge.Options{}, err
+	}
+	lim := cfg.Agent.Limits
 	o := bridge.Options{
 		Cluster: cfg.Cluster, Node: n.Name, Local: cfg.LocalAddress(n),
 		Username: cfg.Agent.Username, Password: pw,
@@ -132,12 +143,21 @@ func agentOptions(cfg *Config, node string, log *slog.Logger) (bridge.Options, e
 		MaxInflight:      cfg.Agent.MaxInflight,
 		Keepalive:        cfg.Agent.Keepalive,
 		SnapshotInterval: cfg.Agent.SnapshotInterval,
-		Logger:           log,
+		LocalTLS:         localTLS,
+		ClusterSecret:    secret,
+		Limits: bridge.Limits{MaxFilters: lim.MaxFilters, MaxFilterBytes: lim.MaxFilterBytes,
+			MaxInterestBytes: lim.MaxInterestBytes, MaxPayloadBytes: lim.MaxPayloadBytes},
+		Logger: log,
 	}
 	for _, p := range cfg.Nodes {
-		if p.Name != n.Name {
-			o.Peers = append(o.Peers, bridge.PeerAddr{Name: p.Name, Address: p.Address})
+		if p.Name == n.Name {
+			continue
 		}
+		t, err := cfg.TLSFor(p)
+		if err != nil {
+			return bridge.Options{}, err
+		}
+		o.Peers = append(o.Peers, bridge.PeerAddr{Name: p.Name, Address: p.Address, TLS: t})
 	}
 	return o, nil
 }
@@ -146,6 +166,7 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 	f := newFlags("agent", stderr)
 	f.fs.StringVar(&f.node, "node", "", "name of this node in the cluster file (required)")
 	f.fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	metrics := f.fs.String("metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9883")
 	cfg, code := f.parse(args, stderr)
 	if cfg == nil {
 		return code
@@ -165,6 +186,13 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
 		return exitFail
 	}
+	if *metrics != "" {
+		if err := serveMetrics(ctx, *metrics, a, log); err != nil {
+			fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
+			return exitUsage
+		}
+	}
+	go reloadOnHUP(ctx, f.config, cfg, f.node, a, log)
 	if err := a.Run(ctx); err != nil {
 		log.Error("agent cannot run", "err", err)
 		if errors.Is(err, bridge.ErrNoLog) {
@@ -173,6 +201,64 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return exitFail
 	}
 	return exitOK
+}
+
+// reloadOnHUP re-reads the cluster file on SIGHUP and applies what can change while running:
+// nodes added or removed, and limits. An invalid file, or one that changes what needs a restart,
+// keeps the running configuration and says why.
+func reloadOnHUP(ctx context.Context, path string, running *Config, node string, a *bridge.Agent, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		next, err := LoadConfig(path)
+		if err == nil {
+			err = needsRestart(running, next, node)
+		}
+		var opts bridge.Options
+		if err == nil {
+			opts, err = agentOptions(next, node, log)
+		}
+		if err != nil {
+			log.Error("reload refused: keeping the running configuration", "config", path, "err", err)
+			continue
+		}
+		a.Reload(opts.Peers, opts.Limits)
+		running = next
+		log.Info("configuration reloaded", "config", path, "peers", len(opts.Peers))
+	}
+}
+
+// needsRestart reports the changes a reload cannot apply.
+func needsRestart(old, next *Config, node string) error {
+	var diffs []string
+	if old.Cluster != next.Cluster {
+		diffs = append(diffs, "cluster")
+	}
+	oldNode, _ := old.Node(node)
+	nextNode, err := next.Node(node)
+	if err != nil {
+		return err
+	}
+	if old.LocalAddress(oldNode) != next.LocalAddress(nextNode) {
+		diffs = append(diffs, "this node's address")
+	}
+	oa, na := old.Agent, next.Agent
+	if oa.ForwardPrefix != na.ForwardPrefix || oa.Username != na.Username || oa.PasswordFile != na.PasswordFile ||
+		oa.ClusterSecretFile != na.ClusterSecretFile || oa.StateDir != na.StateDir || oa.BufferMessages != na.BufferMessages ||
+		oa.BufferBytes != na.BufferBytes || oa.MaxInflight != na.MaxInflight || oa.Keepalive != na.Keepalive ||
+		!slices.Equal(oa.IgnoreClients, na.IgnoreClients) || !reflect.DeepEqual(oa.TLS, na.TLS) {
+		diffs = append(diffs, "agent settings other than limits")
+	}
+	if len(diffs) > 0 {
+		return fmt.Errorf("%w: %s changed: restart the agent to apply", ErrConfig, strings.Join(diffs, ", "))
+	}
+	return nil
 }
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -192,7 +278,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		return exitUsage
 	}
 	topics := bridge.NewTopics(cfg.Cluster, cfg.Agent.ForwardPrefix)
-	res, err := bridge.Probe(ctx, bridge.ProbeOptions{Address: opts.Local,
+	res, err := bridge.Probe(ctx, bridge.ProbeOptions{Address: opts.Local, TLS: opts.LocalTLS,
 		ClientID: topics.ClientPrefix() + f.node + "-check", Username: opts.Username,
 		Password: opts.Password, Timeout: 3 * time.Second, Topics: topics})
 	if err != nil {
@@ -225,6 +311,7 @@ log_type unsubscribe
 func runMosquitto(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	f := newFlags("mosquitto", stderr)
 	f.fs.StringVar(&f.node, "node", "", "node to print the snippet for (required)")
+	acl := f.fs.Bool("acl", false, "print the ACL file that protects the cluster's control and relay topics instead")
 	cfg, code := f.parse(args, stderr)
 	if cfg == nil {
 		return code
@@ -234,9 +321,40 @@ func runMosquitto(_ context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
 		return exitUsage
 	}
+	if *acl {
+		if cfg.Agent.Username == "" {
+			fmt.Fprintln(stderr, "mosquitto-ha: agent.username is empty: the ACL protects the cluster's topics by giving only the agent account access; set agent.username and agent.password_file first")
+			return exitFail
+		}
+		fmt.Fprint(stdout, aclFile(cfg))
+		return exitOK
+	}
 	_, port, _ := splitPort(n.Address)
 	fmt.Fprint(stdout, mosquittoSnippet(cfg, n, port))
 	return exitOK
+}
+
+// aclPath is where the snippet expects the ACL file.
+const aclPath = "/etc/mosquitto/mosquitto-ha.acl"
+
+// aclFile gives the agent account alone access to the control and relay topics. MQTT wildcards
+// never match '$' topics [MQTT-4.7.2-1], so '#' grants every other client all ordinary topics
+// and none of the cluster's.
+func aclFile(cfg *Config) string {
+	t := bridge.NewTopics(cfg.Cluster, cfg.Agent.ForwardPrefix)
+	var b strings.Builder
+	fmt.Fprintf(&b, "# mosquitto-ha ACL for cluster %q. Generated by `mosquitto-ha mosquitto --acl`.\n", cfg.Cluster)
+	b.WriteString("# Merge with your own ACL if you have one: Mosquitto reads a single acl_file.\n\n")
+	b.WriteString("# Anonymous clients (when allow_anonymous is true): every ordinary topic.\ntopic readwrite #\n\n")
+	b.WriteString("# Every authenticated client: every ordinary topic ('#' never matches '$' topics).\n")
+	b.WriteString("# Add 'topic read $SYS/#' under a user that needs the broker's statistics.\npattern readwrite #\n\n")
+	fmt.Fprintf(&b, "# The agent account: its broker's log, every topic, and the cluster's control and relay topics.\nuser %s\n", cfg.Agent.Username)
+	b.WriteString("topic read $SYS/#\ntopic readwrite #\n")
+	fmt.Fprintf(&b, "topic readwrite %s#\n", t.Control())
+	for _, f := range t.ForwardFilters() {
+		fmt.Fprintf(&b, "topic readwrite %s\n", f)
+	}
+	return b.String()
 }
 
 func mosquittoSnippet(cfg *Config, n Node, port int) string {
@@ -256,6 +374,17 @@ func mosquittoSnippet(cfg *Config, n Node, port int) string {
 	b.WriteString("max_queued_messages 100000\n")
 	b.WriteString("\n# Persistent sessions and retained messages survive a broker restart.\n")
 	b.WriteString("persistence true\n")
+	if cfg.Agent.Username == "" {
+		b.WriteString("\n# WARNING: agent.username is empty, so any client can publish to the cluster's $HA/ and\n")
+		fmt.Fprintf(&b, "# %s topics. Give the agents an account, then restrict those topics to it:\n", cfg.Agent.ForwardPrefix)
+		fmt.Fprintf(&b, "#   mosquitto-ha mosquitto --config FILE --node %s --acl > %s\n", n.Name, aclPath)
+	} else {
+		fmt.Fprintf(&b, "\n# Only the agent account %q may use the cluster's $HA/ and %s topics.\n", cfg.Agent.Username, cfg.Agent.ForwardPrefix)
+		fmt.Fprintf(&b, "# Write the file with: mosquitto-ha mosquitto --config FILE --node %s --acl > %s\n", n.Name, aclPath)
+		b.WriteString("# and create the account with: mosquitto_passwd -c /etc/mosquitto/passwd " + cfg.Agent.Username + "\n")
+		b.WriteString("password_file /etc/mosquitto/passwd\n")
+		fmt.Fprintf(&b, "acl_file %s\n", aclPath)
+	}
 	return b.String()
 }
 

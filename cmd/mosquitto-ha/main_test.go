@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -91,15 +93,7 @@ func (l *lockedBuffer) String() string {
 
 func startAgentProc(t *testing.T, config, node string) *agentProc {
 	t.Helper()
-	out := &lockedBuffer{}
-	cmd := exec.Command(binary, "agent", "--config", config, "--node", node, "--log-level", "debug")
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &agentProc{cmd: cmd, out: out}
-	t.Cleanup(func() { p.signal(syscall.SIGKILL) })
-	return p
+	return startAgentProcArgs(t, config, node)
 }
 
 func (p *agentProc) signal(sig syscall.Signal) {
@@ -258,5 +252,124 @@ func TestAgentKill9MidStream(t *testing.T) {
 	agents[2].signal(syscall.SIGTERM)
 	if !strings.Contains(agents[2].out.String(), "agent stopped") {
 		t.Errorf("SIGTERM did not stop the agent cleanly:\n%s", agents[2].out.String())
+	}
+}
+
+// SIGHUP adds a node while running; an invalid file is refused and the agent keeps running.
+// The metrics endpoint shows the new peer.
+func TestAgentReloadAndMetrics(t *testing.T) {
+	var brokers []*mosqtest.Broker
+	for i := 0; i < 3; i++ {
+		brokers = append(brokers, mosqtest.Start(t, mosqtest.Options{Extra: "sys_interval 1\n"}))
+	}
+	cfg := writeCluster(t, brokers[:2], "")
+	metricsPort := mosqtest.FreePort(t)
+	b1 := startAgentProcArgs(t, cfg, "b1", "--metrics", fmt.Sprintf("127.0.0.1:%d", metricsPort))
+	waitLog(t, b1, "advertising exact interest", 15*time.Second)
+	if m := getMetrics(t, metricsPort); !strings.Contains(m, `mosquitto_ha_peer_up{node="b1",peer="b2"} 1`) {
+		t.Fatalf("metrics lack b2 up:\n%s", m)
+	}
+
+	// An invalid file is refused and changes nothing.
+	good, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, append(append([]byte{}, good...), "bogus_key: 1\n"...), 0o600)
+	b1.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, b1, "reload refused", 5*time.Second)
+
+	// A third node joins the file; b1 links to it without a restart.
+	withB3 := strings.Replace(string(good), "agent:\n", fmt.Sprintf("  - {name: b3, address: %s}\nagent:\n", brokers[2].Addr), 1)
+	os.WriteFile(cfg, []byte(withB3), 0o600)
+	b3 := startAgentProc(t, cfg, "b3")
+	waitLog(t, b3, "advertising exact interest", 15*time.Second)
+	b1.cmd.Process.Signal(syscall.SIGHUP)
+	waitLog(t, b1, "peer added", 5*time.Second)
+
+	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokers[2].Addr).SetClientID("reload-sub"))
+	got := make(chan string, 1)
+	if tok := sub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer sub.Disconnect(10)
+	sub.Subscribe("reload/#", 1, func(_ mqtt.Client, m mqtt.Message) { got <- string(m.Payload()) }).WaitTimeout(5 * time.Second)
+	pub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokers[0].Addr).SetClientID("reload-pub"))
+	if tok := pub.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer pub.Disconnect(10)
+	deadline := time.After(10 * time.Second)
+	for {
+		pub.Publish("reload/x", 1, false, "hello b3").WaitTimeout(time.Second)
+		select {
+		case p := <-got:
+			if p != "hello b3" {
+				t.Fatalf("got %q", p)
+			}
+			if m := getMetrics(t, metricsPort); !strings.Contains(m, `mosquitto_ha_peer_up{node="b1",peer="b3"} 1`) {
+				t.Errorf("metrics lack b3 up:\n%s", m)
+			}
+			return
+		case <-time.After(200 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("a publish on b1 never reached b3 after the reload:\n%s", b1.out.String())
+		}
+	}
+}
+
+func startAgentProcArgs(t *testing.T, config, node string, extra ...string) *agentProc {
+	t.Helper()
+	out := &lockedBuffer{}
+	args := append([]string{"agent", "--config", config, "--node", node, "--log-level", "debug"}, extra...)
+	cmd := exec.Command(binary, args...)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &agentProc{cmd: cmd, out: out}
+	t.Cleanup(func() { p.signal(syscall.SIGKILL) })
+	return p
+}
+
+func getMetrics(t *testing.T, port int) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		t.Fatalf("metrics: %v", err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+// Contract 9: with the printed ACL, a client without the cluster's credentials cannot inject
+// relays; without it, check warns.
+func TestACLStopsInjection(t *testing.T) {
+	dir := t.TempDir()
+	passwd := filepath.Join(dir, "passwd")
+	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", passwd, "mha-agent", "s3cret-agent").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd (apt-get install -y mosquitto): %v %s", err, out)
+	}
+	pwFile := filepath.Join(dir, "agent.pw")
+	os.WriteFile(pwFile, []byte("s3cret-agent\n"), 0o600)
+	port := mosqtest.FreePort(t)
+	cfgPath := filepath.Join(dir, "cluster.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("cluster: it\nnodes:\n  - {name: b1, address: 127.0.0.1:%d}\nagent:\n  username: mha-agent\n  password_file: %s\n", port, pwFile)), 0o600)
+
+	aclText, errOut, code := runCmd(t, "mosquitto", "--config", cfgPath, "--node", "b1", "--acl")
+	if code != 0 {
+		t.Fatalf("--acl: exit %d: %s", code, errOut)
+	}
+	acl := filepath.Join(dir, "mosquitto-ha.acl")
+	os.WriteFile(acl, []byte(aclText), 0o600)
+	mosqtest.Start(t, mosqtest.Options{Port: port, Extra: fmt.Sprintf("password_file %s\nacl_file %s\n", passwd, acl)})
+	out, errOut, code := runCmd(t, "check", "--config", cfgPath, "--node", "b1")
+	if code != 0 || strings.Contains(errOut, "WARNING") {
+		t.Fatalf("check with the ACL: exit %d\n%s%s", code, out, errOut)
+	}
+
+	open := mosqtest.Start(t, mosqtest.Options{Extra: fmt.Sprintf("password_file %s\n", passwd)})
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("cluster: it\nnodes:\n  - {name: b1, address: %s}\nagent:\n  username: mha-agent\n  password_file: %s\n", open.Addr, pwFile)), 0o600)
+	_, errOut, _ = runCmd(t, "check", "--config", cfgPath, "--node", "b1")
+	if !strings.Contains(errOut, "WARNING: a client without credentials can publish") {
+		t.Fatalf("check without the ACL did not warn:\n%s", errOut)
 	}
 }

@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"mosquitto-ha/bridge"
+)
+
+// writeMetrics renders an agent's status in the Prometheus text exposition format (0.0.4).
+func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
+	gauge := func(name, help string) { fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s gauge\n", name, help, name) }
+	counter := func(name, help string) { fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s counter\n", name, help, name) }
+	b := func(v bool) int {
+		if v {
+			return 1
+		}
+		return 0
+	}
+	node := fmt.Sprintf("node=%q", s.Node)
+
+	gauge("mosquitto_ha_local_filters", "Distinct topic filters of this broker's clients.")
+	fmt.Fprintf(w, "mosquitto_ha_local_filters{%s} %d\n", node, s.LocalFilters)
+	gauge("mosquitto_ha_want_all", "1 while the agent asks its peers for every publish (it cannot know its clients' interest yet).")
+	fmt.Fprintf(w, "mosquitto_ha_want_all{%s} %d\n", node, b(s.WantAll))
+	counter("mosquitto_ha_log_lines_widened_total", "Log lines that widened the interest, by cause.")
+	fmt.Fprintf(w, "mosquitto_ha_log_lines_widened_total{%s,cause=\"ambiguous\"} %d\n", node, s.Ambiguous)
+	fmt.Fprintf(w, "mosquitto_ha_log_lines_widened_total{%s,cause=\"truncated\"} %d\n", node, s.Truncated)
+	fmt.Fprintf(w, "mosquitto_ha_log_lines_widened_total{%s,cause=\"malformed\"} %d\n", node, s.Malformed)
+	counter("mosquitto_ha_republished_total", "Relays from peers published on the local broker.")
+	fmt.Fprintf(w, "mosquitto_ha_republished_total{%s} %d\n", node, s.Republished)
+	counter("mosquitto_ha_refused_total", "Input refused by this agent, by cause.")
+	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"forged_relay\"} %d\n", node, s.Forged)
+	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"oversized_relay\"} %d\n", node, s.Oversized)
+	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"forged_own_interest\"} %d\n", node, s.ForgedInterest)
+	counter("mosquitto_ha_inbox_dropped_total", "Local QoS 0 publishes dropped because the agent fell behind.")
+	fmt.Fprintf(w, "mosquitto_ha_inbox_dropped_total{%s} %d\n", node, s.InboxDropped)
+
+	peerMetrics := []struct {
+		name, help, kind string
+		value            func(p bridge.PeerStatus) float64
+	}{
+		{"mosquitto_ha_peer_up", "1 while the connection to the peer broker is up.", "gauge", func(p bridge.PeerStatus) float64 { return float64(b(p.Up)) }},
+		{"mosquitto_ha_peer_interest_filters", "Distinct filters the peer's clients hold.", "gauge", func(p bridge.PeerStatus) float64 { return float64(p.Filters) }},
+		{"mosquitto_ha_peer_interest_known", "1 when the peer's interest is known exactly (0: everything is relayed to it).", "gauge", func(p bridge.PeerStatus) float64 { return float64(b(p.InterestKnown)) }},
+		{"mosquitto_ha_peer_interest_age_seconds", "Seconds since the peer's last interest message.", "gauge", func(p bridge.PeerStatus) float64 {
+			if p.InterestUpdated.Unix() <= 0 {
+				return -1
+			}
+			return now.Sub(p.InterestUpdated).Seconds()
+		}},
+		{"mosquitto_ha_peer_relayed_messages_total", "Publishes relayed to the peer.", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Relayed) }},
+		{"mosquitto_ha_peer_relayed_bytes_total", "Payload bytes relayed to the peer.", "counter", func(p bridge.PeerStatus) float64 { return float64(p.RelayedBytes) }},
+		{"mosquitto_ha_peer_buffered_relays", "Relays waiting for the peer.", "gauge", func(p bridge.PeerStatus) float64 { return float64(p.Buffered) }},
+		{"mosquitto_ha_peer_dropped_relays_total", "Relays dropped for the peer (buffer full, or QoS 0 while it was down).", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Dropped) }},
+		{"mosquitto_ha_peer_refused_total", "Interest messages from the peer refused (malformed or over a limit).", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Refused) }},
+		{"mosquitto_ha_peer_forged_total", "Interest messages on the peer's topics with a missing or wrong signature.", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Forged) }},
+		{"mosquitto_ha_peer_retries_total", "Relays sent again after the peer connection was lost.", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Retries) }},
+	}
+	for _, m := range peerMetrics {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", m.name, m.help, m.name, m.kind)
+		for _, p := range s.Peers {
+			fmt.Fprintf(w, "%s{%s,peer=%q} %g\n", m.name, node, p.Name, m.value(p))
+		}
+	}
+}
+
+// serveMetrics serves /metrics on addr until ctx ends.
+func serveMetrics(ctx context.Context, addr string, a *bridge.Agent, log *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--metrics %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+		writeMetrics(w, a.Status(), time.Now())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		shut, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shut)
+	}()
+	go func() {
+		if err := srv.Serve(l); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Warn("metrics server stopped", "err", err)
+		}
+	}()
+	log.Info("metrics served", "addr", l.Addr().String(), "path", "/metrics")
+	return nil
+}
