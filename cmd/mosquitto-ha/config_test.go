@@ -81,3 +81,25 @@ func TestConfigPasswordFromEnvironmentWins(t *testing.T) {
 		t.Errorf("password with MOSQUITTO_HA_PASSWORD set = %q", got)
 	}
 }
+
+func FuzzParseConfig(f *testing.F) {
+	for _, name := range []string{"valid-lab.yaml", "invalid-many-problems.yaml", "invalid-load-balancer.yaml"} {
+		data, err := os.ReadFile("../../testdata/config/" + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		cfg, err := ParseConfig(data)
+		if err != nil {
+			if !errors.Is(err, ErrConfig) {
+				t.Fatalf("error does not wrap ErrConfig: %v", err)
+			}
+			return
+		}
+		if err := cfg.Validate(); err != nil {
+			t.Fatalf("accepted config fails Validate: %v", err)
+		}
+	})
+}

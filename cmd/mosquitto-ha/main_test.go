@@ -373,3 +373,41 @@ func TestACLStopsInjection(t *testing.T) {
 		t.Fatalf("check without the ACL did not warn:\n%s", errOut)
 	}
 }
+
+// scripts/install.sh puts the binary, the unit and the config in place, keeps the previous
+// binary, and rolls back to it.
+func TestInstallScript(t *testing.T) {
+	root := t.TempDir()
+	install := func(args ...string) string {
+		t.Helper()
+		cmd := exec.Command("bash", append([]string{"../../scripts/install.sh", "--root", root}, args...)...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("install.sh %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	install("--node", "b1", "--config", "../../testdata/config/valid-lab.yaml")
+	bin := filepath.Join(root, "usr/local/bin/mosquitto-ha")
+	if out, _ := exec.Command(bin, "check", "--config", filepath.Join(root, "etc/mosquitto-ha/cluster.yaml")).CombinedOutput(); !strings.Contains(string(out), "valid") {
+		t.Errorf("installed binary and config do not check: %s", out)
+	}
+	unit, err := os.ReadFile(filepath.Join(root, "etc/systemd/system/mosquitto-ha@.service"))
+	if err != nil || !strings.Contains(string(unit), "After=network-online.target mosquitto.service") ||
+		!strings.Contains(string(unit), "Restart=on-failure") || !strings.Contains(string(unit), "--node %i") {
+		t.Errorf("unit file: %v\n%s", err, unit)
+	}
+	if snip, err := os.ReadFile(filepath.Join(root, "etc/mosquitto-ha/mosquitto-b1.conf.snippet")); err != nil || !strings.Contains(string(snip), "log_dest topic") {
+		t.Errorf("mosquitto snippet: %v", err)
+	}
+	// An upgrade keeps the previous binary; rollback restores it.
+	os.WriteFile(bin, []byte("#!/bin/sh\necho old\n"), 0o755)
+	install("--node", "b1")
+	if old, _ := os.ReadFile(bin + ".previous"); !strings.Contains(string(old), "echo old") {
+		t.Fatalf("upgrade did not keep the previous binary")
+	}
+	install("--rollback")
+	if out, _ := exec.Command(bin).Output(); strings.TrimSpace(string(out)) != "old" {
+		t.Errorf("rollback did not restore the previous binary: %q", out)
+	}
+}
