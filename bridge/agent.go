@@ -9,14 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"mosquitto-ha/sysparse"
 )
@@ -106,6 +103,10 @@ func (o *Options) setDefaults() {
 // in-flight window, since the agent acknowledges them only once relayed.
 const maxInbox = 200000
 
+// republishWindowQoS1 bounds unacknowledged QoS 1 republishes on the local connection; QoS 2
+// ones are bounded by Options.MaxInflight.
+const republishWindowQoS1 = 256
+
 // Agent is the sidecar of one broker. Create it with New and run it with Run.
 type Agent struct {
 	opts    Options
@@ -119,11 +120,13 @@ type Agent struct {
 	// reloads carries peer changes to the dispatcher, which owns starting and stopping links.
 	reloads chan []PeerAddr
 
-	local  mqtt.Client
+	local  *link
 	signer *signer
-	parser *sysparse.Parser
-	model  *localInterest
-	epoch  uint64
+	// Tokens per unacknowledged republish on the local connection, by QoS.
+	republishQoS1, republishQoS2 chan struct{}
+	parser                       *sysparse.Parser
+	model                        *localInterest
+	epoch                        uint64
 
 	inbox inbox
 
@@ -175,6 +178,8 @@ func New(opts Options) (*Agent, error) {
 		snapshotEvery: opts.SnapshotInterval,
 	}
 	a.localID = a.topics.ClientPrefix() + opts.Node + "-local"
+	a.republishQoS1 = make(chan struct{}, republishWindowQoS1)
+	a.republishQoS2 = make(chan struct{}, opts.MaxInflight)
 	a.signer = newSigner(opts.ClusterSecret)
 	ignore := map[string]bool{}
 	for _, id := range opts.IgnoreClients {
@@ -240,20 +245,18 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 
 	var wg sync.WaitGroup
-	a.local = mqtt.NewClient(a.localClientOptions())
-	a.local.Connect() // ConnectRetry: keeps trying in the background until Disconnect
-	for _, p := range a.peerList() {
-		a.startPeer(ctx, &wg, p)
-	}
-	localAcks := make(chan localPending, a.opts.MaxInflight)
+	a.local = a.localLink()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		a.ackRepublished(ctx, localAcks)
+		a.local.run(ctx)
 	}()
+	for _, p := range a.peerList() {
+		a.startPeer(ctx, &wg, p)
+	}
 	a.log.Info("agent started", "local", a.opts.Local, "peers", len(a.peerList()), "epoch", a.epoch)
 
-	a.dispatch(ctx, &wg, localAcks)
+	a.dispatch(ctx, &wg)
 
 	wg.Wait()
 	a.Close()
@@ -269,14 +272,18 @@ func (a *Agent) Run(ctx context.Context) error {
 // Close disconnects every connection. Safe to call twice.
 func (a *Agent) Close() {
 	a.closeOnce.Do(func() {
-		if a.local != nil && a.local.IsConnectionOpen() {
-			a.local.Publish(a.topics.Status(a.opts.Node), 1, true, a.willPayload()).WaitTimeout(time.Second)
-		}
 		for _, p := range a.peerList() {
 			p.disconnect()
 		}
-		if a.local != nil {
-			a.local.Disconnect(250)
+		if c := a.localConn(); c != nil {
+			// The agent's last word: it stopped on purpose (the will says the same on a crash).
+			said := make(chan error, 1)
+			c.Publish(a.topics.Status(a.opts.Node), 1, true, a.willPayload(), func(err error) { said <- err })
+			select {
+			case <-said:
+			case <-time.After(time.Second):
+			}
+			c.Close()
 		}
 	})
 }
@@ -287,12 +294,15 @@ func (a *Agent) peerList() []*peer { return *a.peers.Load() }
 func (a *Agent) startPeer(ctx context.Context, wg *sync.WaitGroup, p *peer) {
 	pctx, cancel := context.WithCancel(ctx)
 	p.stop = cancel
-	p.client = mqtt.NewClient(a.peerClientOptions(p))
-	p.client.Connect()
-	wg.Add(1)
+	p.link = a.peerLink(p)
+	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		p.send(pctx, wg)
+		p.link.run(pctx)
+	}()
+	go func() {
+		defer wg.Done()
+		p.send(pctx, a)
 	}()
 }
 
@@ -343,208 +353,9 @@ func (a *Agent) probeOptions() ProbeOptions {
 		Topics: a.topics}
 }
 
-func (a *Agent) baseOptions(addr string, tlsConfig *tls.Config, clientID string) *mqtt.ClientOptions {
-	o := mqtt.NewClientOptions()
-	if tlsConfig != nil {
-		o.AddBroker("ssl://" + addr)
-		o.SetTLSConfig(tlsConfig)
-	} else {
-		o.AddBroker("tcp://" + addr)
-	}
-	o.SetClientID(clientID)
-	if a.opts.Username != "" {
-		o.SetUsername(a.opts.Username)
-		o.SetPassword(a.opts.Password)
-	}
-	o.SetKeepAlive(a.opts.Keepalive)
-	o.SetPingTimeout(a.opts.Keepalive / 2)
-	o.SetConnectTimeout(3 * time.Second)
-	o.SetAutoReconnect(true)
-	o.SetConnectRetry(true)
-	o.SetConnectRetryInterval(500 * time.Millisecond)
-	o.SetMaxReconnectInterval(5 * time.Second)
-	o.SetWriteTimeout(10 * time.Second)
-	o.SetOrderMatters(true)
-	// Go's net package sets TCP_NODELAY on every TCP connection: no Nagle delay on relays.
-	o.SetDialer(&net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second})
-	return o
-}
-
-func (a *Agent) localClientOptions() *mqtt.ClientOptions {
-	o := a.baseOptions(a.opts.Local, a.opts.LocalTLS, a.localID)
-	o.SetProtocolVersion(0x84) // MQTT 3.1.1 + bridge bit: no-local and retain-as-published
-	o.SetCleanSession(false)   // the broker keeps queueing for the agent while it restarts
-	o.SetAutoAckDisabled(true) // acknowledged once relayed, see ackGroup
-	o.SetResumeSubs(true)
-	o.SetBinaryWill(a.topics.Status(a.opts.Node), a.willPayload(), 1, true)
-	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) { a.inbox.put(m) })
-	o.SetOnConnectHandler(func(c mqtt.Client) {
-		// The marker goes ahead of every message of the new subscriptions, so the dispatcher
-		// widens the interest before it sees the new $SYS/broker/clients/total.
-		a.inbox.put(reconnected{})
-		subs := map[string]byte{
-			"$SYS/broker/log/#":         0,
-			"$SYS/broker/clients/total": 0,
-			"$SYS/broker/uptime":        0,
-			"#":                         2,
-			// No-local: whatever arrives here was published by somebody else.
-			a.topics.InterestFilter(a.opts.Node): 0,
-		}
-		if strings.HasPrefix(a.opts.ForwardPrefix, "$") {
-			for _, f := range a.topics.ForwardFilters() {
-				subs[f] = 2
-			}
-		}
-		tok := c.SubscribeMultiple(subs, nil)
-		if tok.WaitTimeout(10*time.Second) && tok.Error() == nil {
-			a.log.Info("local broker connected", "addr", a.opts.Local)
-		} else {
-			a.log.Warn("local subscribe failed", "err", tok.Error())
-		}
-	})
-	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-		a.log.Warn("local broker connection lost", "err", err)
-	})
-	return o
-}
-
-func (a *Agent) peerClientOptions(p *peer) *mqtt.ClientOptions {
-	o := a.baseOptions(p.addr, p.tls, a.topics.ClientPrefix()+a.opts.Node+"-to-"+p.name)
-	o.SetProtocolVersion(4)
-	o.SetCleanSession(true) // relays are retried from our own queue
-	marker := a.topics.Control() + a.opts.Node + "/synced/" + p.name
-	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
-		if m.Topic() == marker {
-			// Every retained interest message of the subscription came before the marker.
-			p.interest.setSynced(true)
-			return
-		}
-		a.peerMessage(p, m)
-	})
-	o.SetOnConnectHandler(func(c mqtt.Client) {
-		// Until the marker returns, the retained snapshot may be behind: send everything.
-		p.interest.setSynced(false)
-		tok := c.SubscribeMultiple(map[string]byte{a.topics.InterestFilter(p.name): 1, marker: 1}, nil)
-		if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
-			p.log.Warn("peer subscribe failed", "err", tok.Error())
-		}
-		c.Publish(marker, 1, false, []byte{})
-		p.setUp()
-		p.log.Info("peer connected", "addr", p.addr)
-		go a.pullRetained(p)
-	})
-	o.SetConnectionLostHandler(func(_ mqtt.Client, err error) {
-		p.setDown()
-		p.log.Warn("peer lost", "addr", p.addr, "err", err, "buffered", p.queue.Len())
-	})
-	return o
-}
-
-// peerMessage applies an interest message from a peer's broker.
-func (a *Agent) peerMessage(p *peer, m mqtt.Message) {
-	lim := *a.limits.Load()
-	if n := len(m.Payload()); n > lim.MaxInterestBytes {
-		p.refused.Add(1)
-		p.log.Warn("interest message over the size limit refused", "bytes", n, "limit", lim.MaxInterestBytes)
-		p.interest.markUnknown()
-		return
-	}
-	payload, err := a.signer.open(m.Topic(), m.Payload())
-	if err != nil {
-		p.forged.Add(1)
-		p.log.Warn("forged interest message dropped", "topic", m.Topic(), "err", err)
-		return
-	}
-	msg, err := decodeInterest(payload, lim)
-	if err != nil {
-		p.refused.Add(1)
-		p.log.Warn("interest message refused", "topic", m.Topic(), "bytes", len(m.Payload()), "err", err)
-		return
-	}
-	wantSnapshot := m.Topic() == a.topics.Interest(p.name)
-	if msg.Snapshot != wantSnapshot {
-		p.refused.Add(1)
-		p.log.Warn("interest message on the wrong topic refused", "topic", m.Topic())
-		return
-	}
-	if !p.interest.apply(msg, lim.MaxFilters) {
-		p.log.Info("interest gap or over the filter limit: relaying everything to this peer until its next usable snapshot",
-			"epoch", msg.Epoch, "seq", msg.Seq, "filters", p.interest.Len(), "limit", lim.MaxFilters)
-	}
-}
-
-// pullRetained copies a peer broker's retained messages to the local broker when the link to
-// it comes up, so a subscriber here gets values published while this node was away (agent or
-// broker down, link cut, late join). A non-bridge client sees stored retained messages with the
-// retain flag and live ones without; its own marker publish, which follows every retained
-// message queued by its subscription, ends the copy. Where the same topic changed on both sides
-// during a partition, the value pulled last wins.
-func (a *Agent) pullRetained(p *peer) {
-	marker := a.topics.Control() + a.opts.Node + "/sync/" + p.name
-	done := make(chan struct{})
-	var once sync.Once
-	var n atomic.Int64
-	o := a.baseOptions(p.addr, p.tls, a.syncID(p))
-	o.SetAutoReconnect(false)
-	o.SetConnectRetry(false)
-	o.SetCleanSession(true)
-	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
-		switch {
-		case m.Topic() == marker:
-			once.Do(func() { close(done) })
-		case m.Retained() && !a.topics.IsReserved(m.Topic()):
-			n.Add(1)
-			a.republished.Add(1)
-			a.local.Publish(m.Topic(), m.Qos(), true, m.Payload())
-		}
-	})
-	c := mqtt.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		p.log.Warn("retained pull: peer broker unreachable", "err", tok.Error())
-		return
-	}
-	defer c.Disconnect(100)
-	if tok := c.SubscribeMultiple(map[string]byte{"#": 1, marker: 1}, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		p.log.Warn("retained pull: subscribe failed", "err", tok.Error())
-		return
-	}
-	c.Publish(marker, 1, false, []byte{})
-	select {
-	case <-done:
-		p.log.Info("retained messages pulled from peer", "messages", n.Load())
-	case <-time.After(30 * time.Second):
-		p.log.Warn("retained pull: no end marker", "messages", n.Load())
-	}
-}
-
-type localPending struct {
-	tok mqtt.Token
-	m   mqtt.Message
-}
-
-// ackRepublished acknowledges each relayed publish once its local republish is acknowledged.
-// Without that acknowledgement the broker redelivers the relay after a reconnect.
-func (a *Agent) ackRepublished(ctx context.Context, pend <-chan localPending) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case lp := <-pend:
-			select {
-			case <-lp.tok.Done():
-			case <-ctx.Done():
-				return
-			}
-			if lp.tok.Error() == nil {
-				lp.m.Ack()
-			}
-		}
-	}
-}
-
 // dispatch handles local messages in arrival order until ctx ends.
-func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup, localAcks chan<- localPending) {
-	var batch []mqtt.Message
+func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup) {
+	var batch []*message
 	for {
 		wait := 100 * time.Millisecond
 		if a.snapshotDirty {
@@ -562,62 +373,10 @@ func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup, localAcks chan
 		}
 		batch = a.inbox.take(batch[:0])
 		for _, m := range batch {
-			a.handleLocal(ctx, m, localAcks)
+			a.handleLocal(ctx, m)
 		}
 		clear(batch)
 		a.afterBatch()
-	}
-}
-
-func (a *Agent) handleLocal(ctx context.Context, m mqtt.Message, localAcks chan<- localPending) {
-	if _, ok := m.(reconnected); ok {
-		// The broker may have lost our retained snapshot, and log lines were missed.
-		a.lastTotal, a.sysRounds = -1, 0
-		a.setWantAll("local broker connection (re)established: log lines may have been missed")
-		a.publishSnapshot()
-		return
-	}
-	topic := m.Topic()
-	switch {
-	case strings.HasPrefix(topic, a.topics.Interest(a.opts.Node)):
-		a.checkOwnInterest(topic, m.Payload())
-		m.Ack()
-	case strings.HasPrefix(topic, "$SYS/"):
-		a.handleSys(topic, m.Payload())
-		m.Ack()
-	default:
-		if orig, retained, ok := a.topics.Unforward(topic); ok {
-			payload, err := a.signer.open(topic, m.Payload())
-			switch {
-			case err != nil:
-				a.forged.Add(1)
-				a.log.Warn("forged relay dropped", "topic", topic, "bytes", len(m.Payload()))
-				m.Ack()
-				return
-			case len(payload) > a.limits.Load().MaxPayloadBytes:
-				a.oversized.Add(1)
-				a.log.Warn("relay over the payload limit dropped", "topic", topic, "bytes", len(payload), "limit", a.limits.Load().MaxPayloadBytes)
-				m.Ack()
-				return
-			}
-			a.relayedIn.Add(1)
-			tok := a.local.Publish(orig, m.Qos(), retained, payload)
-			a.republished.Add(1)
-			if m.Qos() == 0 {
-				m.Ack()
-				return
-			}
-			select {
-			case localAcks <- localPending{tok: tok, m: m}:
-			case <-ctx.Done():
-			}
-			return
-		}
-		if a.topics.IsReserved(topic) {
-			m.Ack()
-			return
-		}
-		a.relayLocal(m, topic)
 	}
 }
 
@@ -639,34 +398,6 @@ func (a *Agent) checkOwnInterest(topic string, payload []byte) {
 		a.log.Warn("foreign publish on this node's interest topic: restoring the snapshot", "topic", topic, "bytes", len(payload))
 	}
 	a.publishSnapshot()
-}
-
-// relayLocal sends a local publish to each peer that wants it; retained ones go to every peer.
-func (a *Agent) relayLocal(m mqtt.Message, topic string) {
-	retained := m.Retained()
-	var dests [16]*peer
-	to := dests[:0]
-	for _, p := range a.peerList() {
-		if retained || p.interest.Wants(topic) {
-			to = append(to, p)
-		}
-	}
-	if len(to) == 0 {
-		m.Ack()
-		return
-	}
-	var g *ackGroup
-	if m.Qos() > 0 {
-		g = &ackGroup{msg: m}
-		g.left.Store(int32(len(to)))
-	} else {
-		m.Ack()
-	}
-	ftopic := a.topics.Forward(topic, retained)
-	payload := a.signer.seal(ftopic, m.Payload())
-	for _, p := range to {
-		p.enqueue(&relay{topic: ftopic, payload: payload, qos: m.Qos(), group: g})
-	}
 }
 
 func (a *Agent) handleSys(topic string, payload []byte) {
@@ -800,21 +531,23 @@ func (a *Agent) afterBatch() {
 
 func (a *Agent) publishDelta(changes []Change) {
 	a.snapshotDirty = true
-	if a.local == nil || !a.local.IsConnectionOpen() {
+	c := a.localConn()
+	if c == nil {
 		return // peers will see the gap and wait for the snapshot sent on reconnect
 	}
 	t := a.topics.InterestDelta(a.opts.Node)
 	// Retained, so a peer that subscribes sees whether the snapshot it gets is behind.
-	a.local.Publish(t, 1, true, a.signer.seal(t, encodeDelta(a.epoch, a.seq, a.wantAll, changes)))
+	c.Publish(t, 1, true, a.signer.seal(t, encodeDelta(a.epoch, a.seq, a.wantAll, changes)), nil)
 }
 
 func (a *Agent) publishSnapshot() {
-	if a.local == nil || !a.local.IsConnectionOpen() {
+	c := a.localConn()
+	if c == nil {
 		return
 	}
 	t := a.topics.Interest(a.opts.Node)
 	p := a.signer.seal(t, encodeSnapshot(a.epoch, a.seq, a.wantAll, a.model.tree.Filters()))
-	a.local.Publish(t, 1, true, p)
+	c.Publish(t, 1, true, p, nil)
 	a.lastSnapshotPayload = p
 	a.snapshotDirty = false
 	a.lastSnapshot = time.Now()
@@ -823,21 +556,19 @@ func (a *Agent) publishSnapshot() {
 }
 
 // reconnected marks, in the inbox, where a new local connection begins.
-type reconnected struct{ mqtt.Message }
-
-func (reconnected) Qos() byte { return 1 }
+var reconnected = &message{QoS: 1}
 
 // inbox holds local messages between paho's handler, which must never block, and the dispatcher.
 type inbox struct {
 	mu      sync.Mutex
-	msgs    []mqtt.Message
+	msgs    []*message
 	notify  chan struct{}
 	dropped atomic.Uint64
 }
 
-func (b *inbox) put(m mqtt.Message) {
+func (b *inbox) put(m *message) {
 	b.mu.Lock()
-	if len(b.msgs) >= maxInbox && m.Qos() == 0 {
+	if len(b.msgs) >= maxInbox && m.QoS == 0 {
 		b.mu.Unlock()
 		b.dropped.Add(1)
 		return
@@ -855,7 +586,7 @@ func (b *inbox) wake() {
 }
 
 // take swaps the waiting messages into buf.
-func (b *inbox) take(buf []mqtt.Message) []mqtt.Message {
+func (b *inbox) take(buf []*message) []*message {
 	b.mu.Lock()
 	buf, b.msgs = b.msgs, buf
 	b.mu.Unlock()

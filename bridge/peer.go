@@ -3,13 +3,17 @@ package bridge
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
+)
 
-	mqtt "github.com/eclipse/paho.mqtt.golang"
+// Batching bounds: one forward publish carries at most this many relays or about this many
+// payload bytes.
+const (
+	maxBatchItems = 512
+	maxBatchBytes = 256 << 10
 )
 
 // peer is the link to one peer broker: it learns that broker's interest and carries relays to it.
@@ -20,18 +24,17 @@ type peer struct {
 	log      *slog.Logger
 	interest *remoteInterest
 	queue    *relayQueue
-	client   mqtt.Client
-	inflight int
-	stop     context.CancelFunc // ends the sender; set by startPeer
+	link     *link
+	inflight chan struct{}      // a token per unacknowledged forward publish
+	stop     context.CancelFunc // ends the link and the sender; set by startPeer
 
 	mu    sync.Mutex
 	up    bool
 	ready chan struct{} // closed while up
-	lost  chan struct{} // closed when the current connection is lost
 
 	// Counters, read by Stats.
-	relayed, relayedBytes, refused, forged, retries atomic.Uint64
-	upSince, downSince                              atomic.Int64 // unix nanoseconds
+	relayed, relayedBytes, batches, refused, forged, retries atomic.Uint64
+	upSince, downSince                                       atomic.Int64 // unix nanoseconds
 }
 
 func newPeer(pa PeerAddr, a *Agent) *peer {
@@ -42,19 +45,11 @@ func newPeer(pa PeerAddr, a *Agent) *peer {
 		log:      a.log.With("peer", pa.Name),
 		interest: newRemoteInterest(),
 		queue:    newRelayQueue(a.opts.BufferMessages, a.opts.BufferBytes),
-		inflight: a.opts.MaxInflight,
+		inflight: make(chan struct{}, a.opts.MaxInflight),
 		ready:    make(chan struct{}),
-		lost:     make(chan struct{}),
 	}
 	p.downSince.Store(time.Now().UnixNano())
 	return p
-}
-
-// disconnect closes the link, if it was ever opened.
-func (p *peer) disconnect() {
-	if p.client != nil {
-		p.client.Disconnect(250)
-	}
 }
 
 // Up reports whether the connection to the peer broker is established.
@@ -71,7 +66,6 @@ func (p *peer) setUp() {
 		return
 	}
 	p.up = true
-	p.lost = make(chan struct{})
 	close(p.ready)
 	p.upSince.Store(time.Now().UnixNano())
 }
@@ -84,7 +78,6 @@ func (p *peer) setDown() {
 	}
 	p.up = false
 	p.ready = make(chan struct{})
-	close(p.lost)
 	p.downSince.Store(time.Now().UnixNano())
 	p.mu.Unlock()
 	// The local broker must not wait for a peer that is gone: what is queued stays queued
@@ -92,19 +85,31 @@ func (p *peer) setDown() {
 	p.queue.parkAll()
 }
 
-// waitUp blocks until the connection is up and returns the channel closed when it is lost.
-func (p *peer) waitUp(ctx context.Context) (lost chan struct{}, ok bool) {
+// waitConn blocks until the link is up and returns its connection.
+func (p *peer) waitConn(ctx context.Context) (*conn, bool) {
 	for {
 		p.mu.Lock()
-		up, ready, lost := p.up, p.ready, p.lost
+		up, ready := p.up, p.ready
 		p.mu.Unlock()
 		if up {
-			return lost, true
+			if c := p.link.Conn(); c != nil {
+				return c, true
+			}
 		}
 		select {
 		case <-ready:
+		case <-time.After(50 * time.Millisecond): // the link may be between connections
 		case <-ctx.Done():
 			return nil, false
+		}
+	}
+}
+
+// disconnect closes the current connection, if any.
+func (p *peer) disconnect() {
+	if p.link != nil {
+		if c := p.link.Conn(); c != nil {
+			c.Close()
 		}
 	}
 }
@@ -125,69 +130,73 @@ func (p *peer) enqueue(r *relay) {
 	}
 }
 
-type pending struct {
-	tok  mqtt.Token
-	r    *relay
-	lost chan struct{}
-}
-
-// send publishes queued relays, at most p.inflight unacknowledged at a time, until ctx ends.
-func (p *peer) send(ctx context.Context, wg *sync.WaitGroup) {
-	inflight := make(chan pending, p.inflight)
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		p.ack(ctx, inflight)
-	}()
+// send publishes queued relays until ctx ends: one at a time when idle, many per forward
+// publish when a backlog exists, at most cap(p.inflight) forward publishes unacknowledged.
+func (p *peer) send(ctx context.Context, a *Agent) {
+	var buf []*relay
 	for {
-		r, ok := p.queue.pop(ctx)
+		rs, ok := p.queue.popBatch(ctx, buf[:0], maxBatchItems, maxBatchBytes)
 		if !ok {
-			close(inflight)
 			return
 		}
-		lost, ok := p.waitUp(ctx)
+		c, ok := p.waitConn(ctx)
 		if !ok {
-			close(inflight)
 			return
-		}
-		tok := p.client.Publish(r.topic, r.qos, false, r.payload)
-		p.relayed.Add(1)
-		p.relayedBytes.Add(uint64(len(r.payload)))
-		if r.qos == 0 {
-			r.settle()
-			continue
 		}
 		select {
-		case inflight <- pending{tok: tok, r: r, lost: lost}:
+		case p.inflight <- struct{}{}:
 		case <-ctx.Done():
-			close(inflight)
 			return
 		}
+		batch := append([]*relay(nil), rs...) // owned by the completion callback
+		topic, payload, qos := a.forwardPublish(p, batch)
+		p.relayed.Add(uint64(len(batch)))
+		p.relayedBytes.Add(uint64(len(payload)))
+		if len(batch) > 1 {
+			p.batches.Add(1)
+		}
+		c.Publish(topic, qos, false, payload, func(err error) {
+			<-p.inflight
+			if err == nil {
+				for _, r := range batch {
+					r.settle()
+				}
+				return
+			}
+			// Cut off by a lost connection: back to the head of the queue (at least once: the
+			// peer may see a duplicate).
+			p.retries.Add(uint64(len(batch)))
+			if !p.Up() {
+				for _, r := range batch {
+					r.settle() // parked until the peer returns
+				}
+			}
+			p.queue.pushFront(batch)
+		})
+		buf = rs
 	}
 }
 
-// ack waits for each relay's acknowledgement in order; relays cut off by a lost connection go
-// back to the head of the queue (at least once: the peer may see a duplicate).
-func (p *peer) ack(ctx context.Context, inflight <-chan pending) {
-	for pd := range inflight {
-		var err error
-		select {
-		case <-pd.tok.Done():
-			err = pd.tok.Error()
-		case <-pd.lost:
-			err = errors.New("connection lost")
-		case <-ctx.Done():
-			return
-		}
-		if err != nil {
-			p.retries.Add(1)
-			p.log.Debug("relay not acknowledged, retrying", "err", err)
-			if !p.Up() {
-				pd.r.settle() // parked until the peer returns
-			}
-			p.queue.pushFront(pd.r)
-			continue
-		}
-		pd.r.settle()
+// forwardPublish builds the forward publish for relays to p: the plain forward topic for one
+// relay, a batch otherwise, signed when the cluster has a secret.
+func (a *Agent) forwardPublish(p *peer, rs []*relay) (topic string, payload []byte, qos byte) {
+	if len(rs) == 1 {
+		r := rs[0]
+		topic = a.topics.Forward(r.topic, r.retain)
+		return topic, a.signer.seal(topic, r.payload), r.qos
 	}
+	size := 16
+	for _, r := range rs {
+		size += len(r.topic) + len(r.payload) + 8
+		qos = max(qos, r.qos)
+	}
+	if a.signer != nil {
+		size += tagSize
+	}
+	topic = a.topics.Batch(a.opts.Node)
+	payload = appendBatch(make([]byte, 0, size), rs)
+	if a.signer != nil {
+		payload = a.signer.tag(payload, topic, payload)
+	}
+	return topic, payload, qos
 }

@@ -4,15 +4,13 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // ackGroup acknowledges a local message to its broker once every peer relay of it is settled:
 // acknowledged by the peer broker, or parked in a buffer for a peer that is down.
 type ackGroup struct {
 	left atomic.Int32
-	msg  mqtt.Message
+	msg  *message
 }
 
 func (g *ackGroup) settle() {
@@ -23,9 +21,10 @@ func (g *ackGroup) settle() {
 
 // relay is one publish on its way to one peer.
 type relay struct {
-	topic   string // the forward topic
+	topic   string // the original topic
 	payload []byte
 	qos     byte
+	retain  bool
 	group   *ackGroup // nil when nobody waits for it
 	settled bool      // group already settled (parked while the peer was down)
 }
@@ -85,17 +84,19 @@ func (q *relayQueue) push(r *relay) (dropped int) {
 	return dropped
 }
 
-// pushFront puts a relay back at the head to be retried first; it may exceed the bounds by the
-// relays in flight.
-func (q *relayQueue) pushFront(r *relay) {
+// pushFront puts relays back at the head, in their order, to be retried first; it may exceed the
+// bounds by the relays that were in flight.
+func (q *relayQueue) pushFront(rs []*relay) {
 	q.mu.Lock()
-	if q.n == len(q.items) {
-		q.grow()
+	for i := len(rs) - 1; i >= 0; i-- {
+		if q.n == len(q.items) {
+			q.grow()
+		}
+		q.head = (q.head - 1 + len(q.items)) % len(q.items)
+		q.items[q.head] = rs[i]
+		q.n++
+		q.bytes += len(rs[i].payload)
 	}
-	q.head = (q.head - 1 + len(q.items)) % len(q.items)
-	q.items[q.head] = r
-	q.n++
-	q.bytes += len(r.payload)
 	q.mu.Unlock()
 	q.wake()
 }
@@ -116,20 +117,27 @@ func (q *relayQueue) popLocked() *relay {
 	return r
 }
 
-// pop waits for the next relay or for ctx to end.
-func (q *relayQueue) pop(ctx context.Context) (*relay, bool) {
+// popBatch waits for relays or for ctx to end, then takes as many as are queued, up to
+// maxItems and about maxBytes of payload (at least one). Under load this batches; when idle it
+// returns the single relay at once, adding no latency.
+func (q *relayQueue) popBatch(ctx context.Context, buf []*relay, maxItems, maxBytes int) ([]*relay, bool) {
 	for {
 		q.mu.Lock()
 		if q.n > 0 {
-			r := q.popLocked()
+			size := 0
+			for q.n > 0 && len(buf) < maxItems && (len(buf) == 0 || size+len(q.items[q.head].payload) <= maxBytes) {
+				r := q.popLocked()
+				size += len(r.payload)
+				buf = append(buf, r)
+			}
 			q.mu.Unlock()
-			return r, true
+			return buf, true
 		}
 		q.mu.Unlock()
 		select {
 		case <-q.notify:
 		case <-ctx.Done():
-			return nil, false
+			return buf, false
 		}
 	}
 }

@@ -17,10 +17,12 @@ type PeerStatus struct {
 	Buffered      int    `json:"buffered"`
 	Dropped       uint64 `json:"dropped"`
 	Relayed       uint64 `json:"relayed"`
-	RelayedBytes  uint64 `json:"relayed_bytes"`
-	Refused       uint64 `json:"refused"`
-	Forged        uint64 `json:"forged"`
-	Retries       uint64 `json:"retries"`
+	// Batches counts forward publishes that carried more than one relay.
+	Batches      uint64 `json:"batches"`
+	RelayedBytes uint64 `json:"relayed_bytes"`
+	Refused      uint64 `json:"refused"`
+	Forged       uint64 `json:"forged"`
+	Retries      uint64 `json:"retries"`
 	// InterestUpdated is when the peer's last interest message was applied.
 	InterestUpdated time.Time `json:"interest_updated"`
 }
@@ -79,7 +81,7 @@ func (a *Agent) Status() Status {
 			Name: p.name, Up: up, Since: time.Unix(0, since),
 			InterestKnown: p.interest.Known(), Filters: p.interest.Len(),
 			Buffered: p.queue.Len(), Dropped: p.queue.dropped.Load(),
-			Relayed: p.relayed.Load(), RelayedBytes: p.relayedBytes.Load(),
+			Relayed: p.relayed.Load(), Batches: p.batches.Load(), RelayedBytes: p.relayedBytes.Load(),
 			Refused: p.refused.Load(), Forged: p.forged.Load(), Retries: p.retries.Load(),
 			InterestUpdated: time.Unix(0, p.interest.updated.Load()),
 		}
@@ -104,14 +106,15 @@ func (a *Agent) updateStatus() {
 const statusInterval = 2 * time.Second
 
 func (a *Agent) publishStatus() {
-	if a.local == nil || !a.local.IsConnectionOpen() {
+	c := a.localConn()
+	if c == nil {
 		return
 	}
 	b, err := json.Marshal(a.Status())
 	if err != nil {
 		return
 	}
-	a.local.Publish(a.topics.Status(a.opts.Node), 0, true, b)
+	c.Publish(a.topics.Status(a.opts.Node), 0, true, b, nil)
 	a.lastStatus = time.Now()
 }
 

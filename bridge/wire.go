@@ -195,21 +195,112 @@ func uvarint(p []byte, what string) (uint64, []byte, error) {
 	return v, p[n:], nil
 }
 
+// batchMagic starts a batch of relays.
+const batchMagic = "MHB1"
+
+// batchEntry is one relay inside a batch.
+type batchEntry struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+}
+
+// appendBatch lays out relays as one batch payload:
+//
+//	"MHB1", count uvarint, then per relay: flags byte (bits 0-1 QoS, bit 2 retain),
+//	topic length uvarint, topic, payload length uvarint, payload
+func appendBatch(b []byte, rs []*relay) []byte {
+	b = append(b, batchMagic...)
+	b = binary.AppendUvarint(b, uint64(len(rs)))
+	for _, r := range rs {
+		flags := r.qos & 3
+		if r.retain {
+			flags |= 4
+		}
+		b = append(b, flags)
+		b = appendString(b, r.topic)
+		b = binary.AppendUvarint(b, uint64(len(r.payload)))
+		b = append(b, r.payload...)
+	}
+	return b
+}
+
+// decodeBatch parses a batch; payloads alias p.
+func decodeBatch(p []byte, maxPayload int) ([]batchEntry, error) {
+	if len(p) < len(batchMagic) || string(p[:len(batchMagic)]) != batchMagic {
+		return nil, fmt.Errorf("%w: no %q header", ErrBadMessage, batchMagic)
+	}
+	p = p[len(batchMagic):]
+	count, p, err := uvarint(p, "count")
+	if err != nil {
+		return nil, err
+	}
+	if count == 0 || count > uint64(len(p)) {
+		return nil, fmt.Errorf("%w: batch count %d", ErrBadMessage, count)
+	}
+	out := make([]batchEntry, 0, count)
+	for i := uint64(0); i < count; i++ {
+		if len(p) < 1 {
+			return nil, fmt.Errorf("%w: batch truncated at entry %d", ErrBadMessage, i)
+		}
+		e := batchEntry{QoS: p[0] & 3, Retain: p[0]&4 != 0}
+		if p[0]&^7 != 0 || e.QoS == 3 {
+			return nil, fmt.Errorf("%w: batch entry %d: bad flags %#x", ErrBadMessage, i, p[0])
+		}
+		p = p[1:]
+		var n uint64
+		if n, p, err = uvarint(p, "topic length"); err != nil {
+			return nil, err
+		}
+		if n == 0 || n > maxFilterBytes || n > uint64(len(p)) {
+			return nil, fmt.Errorf("%w: batch entry %d: topic length %d", ErrBadMessage, i, n)
+		}
+		e.Topic = string(p[:n])
+		p = p[n:]
+		if !utf8.ValidString(e.Topic) || strings.ContainsAny(e.Topic, "+#\x00") {
+			return nil, fmt.Errorf("%w: batch entry %d: invalid topic", ErrBadMessage, i)
+		}
+		if n, p, err = uvarint(p, "payload length"); err != nil {
+			return nil, err
+		}
+		if n > uint64(len(p)) || (maxPayload > 0 && n > uint64(maxPayload)) {
+			return nil, fmt.Errorf("%w: batch entry %d: payload length %d", ErrBadMessage, i, n)
+		}
+		e.Payload = p[:n:n]
+		p = p[n:]
+		out = append(out, e)
+	}
+	if len(p) != 0 {
+		return nil, fmt.Errorf("%w: %d trailing bytes after the batch", ErrBadMessage, len(p))
+	}
+	return out, nil
+}
+
 // Topics are the control and forward topic names of one cluster.
 type Topics struct {
 	cluster       string
 	forward       string // prefix of non-retained relays
 	forwardRetain string // prefix of retained relays and deletions
+	forwardBatch  string // topic prefix of batches of relays
 }
 
 // NewTopics derives the topic names from the cluster name and forward prefix ("$forward/").
 func NewTopics(cluster, forwardPrefix string) Topics {
+	base := strings.TrimSuffix(forwardPrefix, "/")
 	return Topics{
 		cluster:       cluster,
 		forward:       forwardPrefix,
-		forwardRetain: strings.TrimSuffix(forwardPrefix, "/") + "-r/",
+		forwardRetain: base + "-r/",
+		forwardBatch:  base + "-b/",
 	}
 }
+
+// Batch is the topic batches from node travel on.
+func (t Topics) Batch(node string) string { return t.forwardBatch + node }
+
+// IsBatch recognises a batch topic.
+func (t Topics) IsBatch(topic string) bool { return strings.HasPrefix(topic, t.forwardBatch) }
 
 // Interest is the retained snapshot topic of node.
 func (t Topics) Interest(node string) string { return "$HA/" + t.cluster + "/" + node + "/interest" }
@@ -242,7 +333,7 @@ func (t Topics) Forward(topic string, retained bool) string {
 
 // ForwardFilters are the filters the local connection subscribes to for relays addressed to it.
 func (t Topics) ForwardFilters() []string {
-	return []string{t.forward + "#", t.forwardRetain + "#"}
+	return []string{t.forward + "#", t.forwardRetain + "#", t.forwardBatch + "#"}
 }
 
 // Unforward recognises a relayed topic and returns the original topic and retain flag.
@@ -259,5 +350,5 @@ func (t Topics) Unforward(topic string) (orig string, retained, ok bool) {
 // IsReserved reports whether a topic belongs to the cluster's own traffic (never relayed).
 func (t Topics) IsReserved(topic string) bool {
 	_, _, fwd := t.Unforward(topic)
-	return fwd || strings.HasPrefix(topic, t.Control()) || strings.HasPrefix(topic, "$SYS/")
+	return fwd || t.IsBatch(topic) || strings.HasPrefix(topic, t.Control()) || strings.HasPrefix(topic, "$SYS/")
 }

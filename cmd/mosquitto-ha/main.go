@@ -19,6 +19,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"reflect"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"syscall"
@@ -167,6 +168,7 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 	f.fs.StringVar(&f.node, "node", "", "name of this node in the cluster file (required)")
 	f.fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
 	metrics := f.fs.String("metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9883")
+	cpuProfile := f.fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) to this file until the agent stops")
 	cfg, code := f.parse(args, stderr)
 	if cfg == nil {
 		return code
@@ -191,6 +193,17 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
 			return exitUsage
 		}
+	}
+	if *cpuProfile != "" {
+		pf, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(pf)
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "mosquitto-ha: --cpuprofile: %v\n", err)
+			return exitUsage
+		}
+		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
 	go reloadOnHUP(ctx, f.config, cfg, f.node, a, log)
 	if err := a.Run(ctx); err != nil {

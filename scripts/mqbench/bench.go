@@ -331,6 +331,14 @@ func bench(cfg *config, progress io.Writer) (*result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// In a cluster a subscription must reach the other brokers before publishes there can match it.
+	if cfg.settle > 0 {
+		select {
+		case <-time.After(cfg.settle):
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
 	err = parallel(len(pubs), 16, func(i int) error {
 		p := pubs[i]
 		c, err := connect("publisher", i, p.broker, func(o *mqtt.ClientOptions) {

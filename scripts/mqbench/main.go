@@ -62,6 +62,7 @@ type config struct {
 	subQoS          int
 	timeout         time.Duration
 	drain           time.Duration
+	settle          time.Duration
 	clientPrefix    string
 	json            bool
 	quiet           bool
@@ -134,6 +135,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*config, int) {
 	fs.StringSliceVar(&cfg.subTopics, "sub-topics", nil, "filters of the subscribers, subscriber i gets the (i mod n)th (instead of --sub-topic-pattern)")
 	fs.IntVar(&cfg.subQoS, "sub-qos", -1, "subscription QoS 0, 1 or 2; -1 = same as --qos")
 	fs.DurationVar(&cfg.timeout, "timeout", 60*time.Second, "overall bound of the run, setup included")
+	fs.DurationVar(&cfg.settle, "settle", 0, "wait after every subscription is acknowledged before publishing (lets a cluster learn the subscriptions)")
 	fs.DurationVar(&cfg.drain, "drain", 2*time.Second, "wait after the last publish for stragglers (ends early once every expected message arrived)")
 	fs.StringVar(&cfg.clientPrefix, "client-prefix", "mqbench-", "client id prefix")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object to stdout")

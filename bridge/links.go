@@ -1,0 +1,327 @@
+package bridge
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+)
+
+// localConn is the current connection to the local broker, or nil.
+func (a *Agent) localConn() *conn {
+	if a.local == nil {
+		return nil
+	}
+	return a.local.Conn()
+}
+
+// localLink is the connection to this node's broker: MQTT 3.1.1 with the bridge bit (no-local,
+// retain-as-published) and a persistent session, so the broker queues for the agent while it
+// restarts. Every message goes to the inbox; the dispatcher handles them in order.
+func (a *Agent) localLink() *link {
+	l := &link{
+		addr: a.opts.Local,
+		opts: connectOptions{ClientID: a.localID, Protocol: 0x84, CleanSession: false,
+			Keepalive: a.opts.Keepalive, Username: a.opts.Username, Password: a.opts.Password,
+			WillTopic: a.topics.Status(a.opts.Node), WillPayload: a.willPayload(), WillRetain: true,
+			TLS: a.opts.LocalTLS},
+		log: a.log,
+	}
+	var marked atomic.Pointer[conn]
+	// The reconnected marker goes ahead of the first message of each connection, so the
+	// dispatcher widens the interest before it sees anything the new connection brings.
+	mark := func(c *conn) {
+		if marked.Swap(c) != c {
+			a.inbox.put(reconnected)
+		}
+	}
+	l.onPublish = func(m *message) {
+		mark(m.c)
+		a.inbox.put(m)
+	}
+	l.up = func(ctx context.Context, c *conn, _ bool) error {
+		mark(c)
+		subs := map[string]byte{
+			"$SYS/broker/log/#":         0,
+			"$SYS/broker/clients/total": 0,
+			"$SYS/broker/uptime":        0,
+			"#":                         2,
+			// No-local: whatever arrives here was published by somebody else.
+			a.topics.InterestFilter(a.opts.Node): 0,
+		}
+		if strings.HasPrefix(a.opts.ForwardPrefix, "$") {
+			for _, f := range a.topics.ForwardFilters() {
+				subs[f] = 2
+			}
+		}
+		if err := c.Subscribe(ctx, subs); err != nil {
+			a.log.Warn("local subscribe failed", "err", err)
+			return err
+		}
+		a.log.Info("local broker connected", "addr", a.opts.Local)
+		return nil
+	}
+	l.down = func(err error) { a.log.Warn("local broker connection lost", "err", err) }
+	return l
+}
+
+// peerLink is the connection to a peer broker: a clean session that follows the peer's interest
+// topics and carries relays.
+func (a *Agent) peerLink(p *peer) *link {
+	marker := a.topics.Control() + a.opts.Node + "/synced/" + p.name
+	l := &link{
+		addr: p.addr,
+		opts: connectOptions{ClientID: a.topics.ClientPrefix() + a.opts.Node + "-to-" + p.name, Protocol: 4,
+			CleanSession: true, Keepalive: a.opts.Keepalive, Username: a.opts.Username,
+			Password: a.opts.Password, TLS: p.tls},
+		log: p.log,
+	}
+	l.onPublish = func(m *message) {
+		if m.Topic == marker {
+			// Every retained interest message of the subscription came before the marker.
+			p.interest.setSynced(true)
+			return
+		}
+		a.peerMessage(p, m)
+	}
+	l.up = func(ctx context.Context, c *conn, _ bool) error {
+		// Until the marker returns, the retained snapshot may be behind: send everything.
+		p.interest.setSynced(false)
+		if err := c.Subscribe(ctx, map[string]byte{a.topics.InterestFilter(p.name): 1, marker: 1}); err != nil {
+			p.log.Warn("peer subscribe failed", "err", err)
+			return err
+		}
+		c.Publish(marker, 1, false, nil, nil)
+		p.setUp()
+		p.log.Info("peer connected", "addr", p.addr)
+		go a.pullRetained(p)
+		return nil
+	}
+	l.down = func(err error) {
+		p.setDown()
+		p.log.Warn("peer lost", "addr", p.addr, "err", err, "buffered", p.queue.Len())
+	}
+	return l
+}
+
+// peerMessage applies an interest message from a peer's broker.
+func (a *Agent) peerMessage(p *peer, m *message) {
+	m.Ack()
+	lim := *a.limits.Load()
+	if n := len(m.Payload); n > lim.MaxInterestBytes {
+		p.refused.Add(1)
+		p.log.Warn("interest message over the size limit refused", "bytes", n, "limit", lim.MaxInterestBytes)
+		p.interest.markUnknown()
+		return
+	}
+	payload, err := a.signer.open(m.Topic, m.Payload)
+	if err != nil {
+		p.forged.Add(1)
+		p.log.Warn("forged interest message dropped", "topic", m.Topic, "err", err)
+		return
+	}
+	msg, err := decodeInterest(payload, lim)
+	if err != nil {
+		p.refused.Add(1)
+		p.log.Warn("interest message refused", "topic", m.Topic, "bytes", len(m.Payload), "err", err)
+		return
+	}
+	if wantSnapshot := m.Topic == a.topics.Interest(p.name); msg.Snapshot != wantSnapshot {
+		p.refused.Add(1)
+		p.log.Warn("interest message on the wrong topic refused", "topic", m.Topic)
+		return
+	}
+	if !p.interest.apply(msg, lim.MaxFilters) {
+		p.log.Info("interest gap or over the filter limit: relaying everything to this peer until its next usable snapshot",
+			"epoch", msg.Epoch, "seq", msg.Seq, "filters", p.interest.Len(), "limit", lim.MaxFilters)
+	}
+}
+
+// pullRetained copies a peer broker's retained messages to the local broker when the link to
+// it comes up, so a subscriber here gets values published while this node was away (agent or
+// broker down, link cut, late join). A non-bridge client sees stored retained messages with the
+// retain flag and live ones without; its own marker publish, which follows every retained
+// message queued by its subscription, ends the copy. Where the same topic changed on both sides
+// during a partition, the value pulled last wins.
+func (a *Agent) pullRetained(p *peer) {
+	marker := a.topics.Control() + a.opts.Node + "/sync/" + p.name
+	done := make(chan struct{})
+	var once sync.Once
+	var n atomic.Int64
+	o := mqtt.NewClientOptions()
+	scheme := "tcp://"
+	if p.tls != nil {
+		scheme = "ssl://"
+		o.SetTLSConfig(p.tls)
+	}
+	o.AddBroker(scheme + p.addr).SetClientID(a.syncID(p)).SetCleanSession(true).SetAutoReconnect(false).
+		SetConnectTimeout(3 * time.Second)
+	if a.opts.Username != "" {
+		o.SetUsername(a.opts.Username).SetPassword(a.opts.Password)
+	}
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		switch {
+		case m.Topic() == marker:
+			once.Do(func() { close(done) })
+		case m.Retained() && !a.topics.IsReserved(m.Topic()):
+			if c := a.localConn(); c != nil {
+				n.Add(1)
+				a.republished.Add(1)
+				c.Publish(m.Topic(), m.Qos(), true, m.Payload(), nil)
+			}
+		}
+	})
+	c := mqtt.NewClient(o)
+	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		p.log.Warn("retained pull: peer broker unreachable", "err", tok.Error())
+		return
+	}
+	defer c.Disconnect(100)
+	if tok := c.SubscribeMultiple(map[string]byte{"#": 1, marker: 1}, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		p.log.Warn("retained pull: subscribe failed", "err", tok.Error())
+		return
+	}
+	c.Publish(marker, 1, false, []byte{})
+	select {
+	case <-done:
+		p.log.Info("retained messages pulled from peer", "messages", n.Load())
+	case <-time.After(30 * time.Second):
+		p.log.Warn("retained pull: no end marker", "messages", n.Load())
+	}
+}
+
+// handleLocal handles one message from the local broker, on the dispatcher.
+func (a *Agent) handleLocal(ctx context.Context, m *message) {
+	if m == reconnected {
+		// The broker may have lost our retained snapshot, and log lines were missed.
+		a.lastTotal, a.sysRounds = -1, 0
+		a.setWantAll("local broker connection (re)established: log lines may have been missed")
+		a.publishSnapshot()
+		return
+	}
+	topic := m.Topic
+	switch {
+	case strings.HasPrefix(topic, a.topics.Interest(a.opts.Node)):
+		a.checkOwnInterest(topic, m.Payload)
+		m.Ack()
+	case strings.HasPrefix(topic, "$SYS/"):
+		a.handleSys(topic, m.Payload)
+		m.Ack()
+	case a.topics.IsBatch(topic):
+		a.republishBatch(ctx, m)
+	default:
+		if orig, retained, ok := a.topics.Unforward(topic); ok {
+			payload, err := a.signer.open(topic, m.Payload)
+			if err != nil {
+				a.refuseRelay(m, "forged relay dropped")
+				return
+			}
+			if len(payload) > a.limits.Load().MaxPayloadBytes {
+				a.oversized.Add(1)
+				a.refuseRelay(m, "relay over the payload limit dropped")
+				return
+			}
+			a.relayedIn.Add(1)
+			a.republish(ctx, orig, m.QoS, retained, payload, m.Ack)
+			return
+		}
+		if a.topics.IsReserved(topic) {
+			m.Ack()
+			return
+		}
+		a.relayLocal(m)
+	}
+}
+
+func (a *Agent) refuseRelay(m *message, why string) {
+	if why == "forged relay dropped" {
+		a.forged.Add(1)
+	}
+	a.log.Warn(why, "topic", m.Topic, "bytes", len(m.Payload))
+	m.Ack()
+}
+
+// republishBatch republishes every relay of a batch; the batch is acknowledged once all are.
+func (a *Agent) republishBatch(ctx context.Context, m *message) {
+	payload, err := a.signer.open(m.Topic, m.Payload)
+	if err != nil {
+		a.refuseRelay(m, "forged relay dropped")
+		return
+	}
+	entries, err := decodeBatch(payload, a.limits.Load().MaxPayloadBytes)
+	if err != nil {
+		a.log.Warn("bad relay batch dropped", "topic", m.Topic, "err", err)
+		m.Ack()
+		return
+	}
+	a.relayedIn.Add(uint64(len(entries)))
+	var left atomic.Int32
+	left.Store(int32(len(entries)))
+	ackOne := func() {
+		if left.Add(-1) == 0 {
+			m.Ack()
+		}
+	}
+	for _, e := range entries {
+		a.republish(ctx, e.Topic, e.QoS, e.Retain, e.Payload, ackOne)
+	}
+}
+
+// republish publishes a relayed message on the local connection (the bridge bit's no-local keeps
+// it from being relayed again) and calls ack once the local broker acknowledged it. Without that
+// acknowledgement the relay is not acknowledged, and the broker sends it again after a
+// reconnect. In-flight QoS 1 and QoS 2 republishes are bounded (Mosquitto drops publishes from a
+// client with too many unfinished QoS 2 ones).
+func (a *Agent) republish(ctx context.Context, topic string, qos byte, retain bool, payload []byte, ack func()) {
+	c := a.localConn()
+	if c == nil {
+		return // not acknowledged: redelivered on the next connection
+	}
+	a.republished.Add(1)
+	if qos == 0 {
+		c.Publish(topic, 0, retain, payload, nil)
+		ack()
+		return
+	}
+	sem := a.republishQoS1
+	if qos == 2 {
+		sem = a.republishQoS2
+	}
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	c.Publish(topic, qos, retain, payload, func(err error) {
+		<-sem
+		if err == nil {
+			ack()
+		}
+	})
+}
+
+// relayLocal sends a local publish to each peer that wants it; retained ones go to every peer.
+func (a *Agent) relayLocal(m *message) {
+	var dests [16]*peer
+	to := dests[:0]
+	for _, p := range a.peerList() {
+		if m.Retain || p.interest.Wants(m.Topic) {
+			to = append(to, p)
+		}
+	}
+	if len(to) == 0 {
+		m.Ack()
+		return
+	}
+	var g *ackGroup
+	if m.QoS > 0 {
+		g = &ackGroup{msg: m}
+		g.left.Store(int32(len(to)))
+	}
+	for _, p := range to {
+		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: m.Retain, group: g})
+	}
+}

@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Relay throughput on loopback, three setups measured in one run with the same load:
+#   single   one broker: publishers and subscriber on it (the ceiling)
+#   native   broker A bridged to broker B by Mosquitto's own bridge (topic # out), publishers on A,
+#            subscriber on B
+#   ha       brokers A and B with a mosquitto-ha agent each, publishers on A, subscriber on B
+# For each: end-to-end delivery rate at the subscriber, latency p50/p99, loss, duplicates, and
+# CPU microseconds per delivered message of brokers (and agents). Medians of --runs runs, and the
+# ratios ha/native. Bounded: every run stops by itself.
+#
+#   scripts/bench-relay.sh [--runs 3] [--publishers 20] [--count 3000] [--size 100] [--qos 1]
+#                          [--json FILE] [--smoke]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+runs=3 pubs=20 count=3000 size=100 qos=1 json="" base=19400
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --runs) runs="$2"; shift 2 ;;
+    --publishers) pubs="$2"; shift 2 ;;
+    --count) count="$2"; shift 2 ;;
+    --size) size="$2"; shift 2 ;;
+    --qos) qos="$2"; shift 2 ;;
+    --json) json="$2"; shift 2 ;;
+    --base-port) base="$2"; shift 2 ;;
+    --smoke) runs=1 pubs=2 count=500; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "bench-relay.sh: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || { echo "bench-relay.sh: apt-get install -y mosquitto" >&2; exit 1; }
+MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
+
+work=$(mktemp -d /tmp/mha-bench-relay.XXXXXX)
+pids=()
+stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; pids=(); }
+trap 'stop_all; rm -rf "$work"' EXIT
+go build -o "$work/mosquitto-ha" ./cmd/mosquitto-ha
+go build -o "$work/mqbench" ./scripts/mqbench
+
+broker() { # name port extra-conf
+  local d="$work/$1"; mkdir -p "$d"
+  printf 'user root\nlistener %s 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 1000000\nsys_interval 1\n%s\n' "$2" "$3" >"$d/mosquitto.conf"
+  "$MOSQUITTO" -c "$d/mosquitto.conf" >"$d/log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$2) 2>/dev/null && return; sleep 0.05; done
+  echo "bench-relay.sh: broker $1 did not start: $(cat "$d/log")" >&2; exit 1
+}
+cpu_ticks() { # sum of utime+stime of the given pids, in clock ticks
+  local t=0; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t
+}
+hz=$(getconf CLK_TCK)
+
+logconf=$'log_dest topic\nlog_type error\nlog_type notice\nlog_type subscribe\nlog_type unsubscribe'
+
+# run SETUP RUN: starts the setup, runs mqbench, prints one JSON line with the figures.
+run() {
+  local setup=$1 a=$base b=$((base + 1))
+  case "$setup" in
+    single)
+      broker a $a ""; sub=$a ;;
+    native)
+      broker b $b ""
+      broker a $a "$(printf 'connection to-b\naddress 127.0.0.1:%s\ntopic # out 2\ncleansession true\ntry_private true\nbridge_protocol_version mqttv311' "$b")"
+      sub=$b ;;
+    ha)
+      broker a $a "$logconf"; broker b $b "$logconf"
+      printf 'cluster: bench\nnodes:\n  - {name: a, address: 127.0.0.1:%s}\n  - {name: b, address: 127.0.0.1:%s}\nagent:\n  state_dir: %s/state\n' $a $b "$work" >"$work/cluster.yaml"
+      rm -rf "$work/state"
+      "$work/mosquitto-ha" agent --config "$work/cluster.yaml" --node a >"$work/agent-a.log" 2>&1 & pids+=($!)
+      "$work/mosquitto-ha" agent --config "$work/cluster.yaml" --node b >"$work/agent-b.log" 2>&1 & pids+=($!)
+      for _ in $(seq 200); do grep -q "advertising exact interest" "$work/agent-a.log" && grep -q "advertising exact interest" "$work/agent-b.log" && break; sleep 0.05; done
+      sub=$b ;;
+  esac
+  sleep 0.5 # the native bridge connects, the agents settle
+  local before; before=$(cpu_ticks "${pids[@]}")
+  # The subscriber connects first; mqbench waits for its SUBACK before publishing. With mosquitto-ha
+  # the subscription must reach agent a first: mqbench's own setup plus this pause covers it.
+  "$work/mqbench" --json -q --pub-brokers 127.0.0.1:$a --sub-brokers 127.0.0.1:$sub --publishers "$pubs" \
+    --count "$count" --size "$size" --qos "$qos" --topic bench/1 --sub-topics bench/1 --timeout 120s --drain 30s \
+    --settle 300ms >"$work/out.json"
+  local after; after=$(cpu_ticks "${pids[@]}")
+  python3 - "$work/out.json" "$setup" $((after - before)) "$hz" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+setup, ticks, hz = sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+cpu_us = ticks / hz * 1e6 / max(r["received_distinct"], 1)
+print(json.dumps({"setup": setup, "delivery_rate": r["delivery_rate"], "publish_rate": r["publish_rate"],
+  "p50_ms": r["latency_p50_ms"], "p99_ms": r["latency_p99_ms"], "lost": r["lost"], "duplicates": r["duplicates"],
+  "received": r["received_distinct"], "expected": r["expected"], "cpu_us_per_msg": cpu_us}))
+PY
+  stop_all
+}
+
+results="$work/results.jsonl"
+: >"$results"
+for i in $(seq "$runs"); do
+  for s in single native ha; do
+    run "$s" | tee -a "$results" >&2
+  done
+done
+
+python3 - "$results" "$runs" "$pubs" "$count" "$size" "$qos" "${json:-}" <<'PY'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+runs, pubs, count, size, qos, out = sys.argv[2:8]
+med = {}
+for s in ("single", "native", "ha"):
+    rs = [r for r in rows if r["setup"] == s]
+    med[s] = {k: statistics.median(r[k] for r in rs) for k in rs[0] if k != "setup"}
+print(f"relay benchmark on loopback: {pubs} publishers x {count} messages x {size} B, QoS {qos}, medians of {runs} run(s)")
+print(f"{'setup':8} {'deliveries/s':>12} {'p50 ms':>8} {'p99 ms':>8} {'lost':>6} {'dup':>5} {'CPU us/msg':>10}")
+for s in ("single", "native", "ha"):
+    m = med[s]
+    print(f"{s:8} {m['delivery_rate']:12.0f} {m['p50_ms']:8.2f} {m['p99_ms']:8.2f} {m['lost']:6.0f} {m['duplicates']:5.0f} {m['cpu_us_per_msg']:10.1f}")
+ratio = med["ha"]["delivery_rate"] / med["native"]["delivery_rate"]
+cpu = med["ha"]["cpu_us_per_msg"] / med["native"]["cpu_us_per_msg"]
+print(f"ha/native: throughput {ratio:.2f}x, CPU per message {cpu:.2f}x")
+if out:
+    json.dump({"params": {"runs": int(runs), "publishers": int(pubs), "count": int(count), "size": int(size), "qos": int(qos)},
+               "median": med, "runs": rows, "ratio_throughput": ratio, "ratio_cpu": cpu}, open(out, "w"), indent=2)
+PY
