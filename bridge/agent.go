@@ -103,6 +103,10 @@ func (o *Options) setDefaults() {
 // in-flight window, since the agent acknowledges them only once relayed.
 const maxInbox = 200000
 
+// snapshotBytesPerSecond bounds the retained snapshots an agent publishes while its interest
+// keeps changing.
+const snapshotBytesPerSecond = 256 << 10
+
 // republishWindowQoS1 bounds unacknowledged QoS 1 republishes on the local connection; QoS 2
 // ones are bounded by Options.MaxInflight.
 const republishWindowQoS1 = 256
@@ -156,6 +160,7 @@ type Agent struct {
 	relayedIn      atomic.Uint64
 	forged         atomic.Uint64 // relays that failed the signature check
 	oversized      atomic.Uint64 // relays over Limits.MaxPayloadBytes
+	controlBytes   atomic.Uint64 // interest snapshots and deltas published
 	forgedInterest atomic.Uint64 // foreign publishes on this node's interest topics
 
 	closeOnce sync.Once
@@ -537,7 +542,9 @@ func (a *Agent) publishDelta(changes []Change) {
 	}
 	t := a.topics.InterestDelta(a.opts.Node)
 	// Retained, so a peer that subscribes sees whether the snapshot it gets is behind.
-	c.Publish(t, 1, true, a.signer.seal(t, encodeDelta(a.epoch, a.seq, a.wantAll, changes)), nil)
+	p := a.signer.seal(t, encodeDelta(a.epoch, a.seq, a.wantAll, changes))
+	a.controlBytes.Add(uint64(len(p)))
+	c.Publish(t, 1, true, p, nil)
 }
 
 func (a *Agent) publishSnapshot() {
@@ -548,11 +555,14 @@ func (a *Agent) publishSnapshot() {
 	t := a.topics.Interest(a.opts.Node)
 	p := a.signer.seal(t, encodeSnapshot(a.epoch, a.seq, a.wantAll, a.model.tree.Filters()))
 	c.Publish(t, 1, true, p, nil)
+	a.controlBytes.Add(uint64(len(p)))
 	a.lastSnapshotPayload = p
 	a.snapshotDirty = false
 	a.lastSnapshot = time.Now()
-	// Large interest sets are resent less often: at most about 1 MiB/s of snapshots.
-	a.snapshotEvery = max(a.opts.SnapshotInterval, time.Duration(len(p))*time.Second/(1<<20))
+	// Large interest sets are resent less often: at most about 256 KiB/s of snapshots while the
+	// interest keeps changing (deltas carry the changes; a joining peer relays everything until
+	// the next snapshot, so this trades traffic for a longer wide window, never for delivery).
+	a.snapshotEvery = max(a.opts.SnapshotInterval, time.Duration(len(p))*time.Second/snapshotBytesPerSecond)
 }
 
 // reconnected marks, in the inbox, where a new local connection begins.

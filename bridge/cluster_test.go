@@ -24,7 +24,7 @@ const brokerExtra = "sys_interval 1\n"
 
 // testCluster is N real Mosquitto brokers with an in-process agent beside each.
 type testCluster struct {
-	t       *testing.T
+	t       testing.TB
 	name    string
 	brokers []*mosqtest.Broker
 	names   []string
@@ -37,7 +37,7 @@ type testCluster struct {
 	dones   []chan error
 }
 
-func newCluster(t *testing.T, n int, opts func(i int, o *bridge.Options)) *testCluster {
+func newCluster(t testing.TB, n int, opts func(i int, o *bridge.Options)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, name: "t", dir: t.TempDir(), opts: opts,
 		agents: make([]*bridge.Agent, n), cancels: make([]context.CancelFunc, n), dones: make([]chan error, n)}
@@ -51,7 +51,9 @@ func newCluster(t *testing.T, n int, opts func(i int, o *bridge.Options)) *testC
 
 // startCluster starts N brokers and agents and waits until every agent knows every peer's
 // exact interest.
-func startCluster(t *testing.T, n int) *testCluster {
+func startCluster(t *testing.T, n int) *testCluster { return startClusterTB(t, n) }
+
+func startClusterTB(t testing.TB, n int) *testCluster {
 	t.Helper()
 	c := newCluster(t, n, nil)
 	for i := range c.brokers {
@@ -178,7 +180,7 @@ func (c *testCluster) relayed(i int, name string) uint64 {
 	return 0
 }
 
-func waitFor(t *testing.T, limit time.Duration, what string, pending func() string) {
+func waitFor(t testing.TB, limit time.Duration, what string, pending func() string) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	last := ""
@@ -191,7 +193,7 @@ func waitFor(t *testing.T, limit time.Duration, what string, pending func() stri
 	t.Fatalf("timed out after %s waiting for %s: %s", limit, what, last)
 }
 
-func testLogger(t *testing.T, node string) *slog.Logger {
+func testLogger(t testing.TB, node string) *slog.Logger {
 	if os.Getenv("MHA_TEST_LOG") == "" {
 		return slog.New(slog.DiscardHandler)
 	}

@@ -51,6 +51,8 @@ type Status struct {
 	Oversized uint64 `json:"oversized_relays"`
 	// ForgedInterest counts foreign publishes on this node's own interest topics.
 	ForgedInterest uint64 `json:"forged_interest"`
+	// ControlBytes counts the interest snapshot and delta bytes this agent published.
+	ControlBytes uint64 `json:"control_bytes"`
 	// InboxDropped counts local QoS 0 publishes dropped because the agent fell behind.
 	InboxDropped uint64       `json:"inbox_dropped"`
 	Peers        []PeerStatus `json:"peers"`
@@ -67,6 +69,7 @@ func (a *Agent) Status() Status {
 	s.Republished = a.republished.Load()
 	s.InboxDropped = a.inbox.dropped.Load()
 	s.Forged = a.forged.Load()
+	s.ControlBytes = a.controlBytes.Load()
 	s.Oversized = a.oversized.Load()
 	s.ForgedInterest = a.forgedInterest.Load()
 	peers := a.peerList()
@@ -122,4 +125,15 @@ func (a *Agent) publishStatus() {
 func (a *Agent) willPayload() []byte {
 	b, _ := json.Marshal(Status{Node: a.opts.Node})
 	return b
+}
+
+// PeerWants reports whether a local publish on topic would be relayed to the named peer now.
+// Safe for concurrent use.
+func (a *Agent) PeerWants(peer, topic string) bool {
+	for _, p := range a.peerList() {
+		if p.name == peer {
+			return p.interest.Wants(topic)
+		}
+	}
+	return false
 }
