@@ -126,6 +126,9 @@ type Agent struct {
 
 	local  *link
 	signer *signer
+	// dollar is the set of peers' '$' filters the local connection subscribes to.
+	dollarMu sync.Mutex
+	dollar   map[string]bool
 	// Tokens per unacknowledged republish on the local connection, by QoS.
 	republishQoS1, republishQoS2 chan struct{}
 	parser                       *sysparse.Parser
@@ -376,6 +379,7 @@ func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 			a.applyPeers(ctx, wg, peers)
 		case <-time.After(wait):
 		}
+		a.syncDollarSubs(ctx)
 		batch = a.inbox.take(batch[:0])
 		for _, m := range batch {
 			a.handleLocal(ctx, m)

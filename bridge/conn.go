@@ -471,6 +471,15 @@ func (c *conn) Subscribe(ctx context.Context, filters map[string]byte) error {
 	return c.request(ctx, 0x82, body)
 }
 
+// Unsubscribe sends one UNSUBSCRIBE for the filters and waits for the UNSUBACK.
+func (c *conn) Unsubscribe(ctx context.Context, filters []string) error {
+	var body []byte
+	for _, f := range filters {
+		body = appendMQTTString(body, f)
+	}
+	return c.request(ctx, 0xa2, body)
+}
+
 // request sends a SUBSCRIBE or UNSUBSCRIBE and waits for its acknowledgement.
 func (c *conn) request(ctx context.Context, typ byte, payload []byte) error {
 	res := make(chan error, 1)

@@ -233,3 +233,39 @@ func TestContract6PersistentSession(t *testing.T) {
 	c.waitPeerFilters(1, 0)
 	clean.c.Disconnect(50)
 }
+
+// Contract 1 for '$' topics: '#' never matches them, so agents subscribe to the '$' filters their
+// peers' clients hold; a '#' subscriber still sees none of them (contract 3).
+func TestContract1DollarTopics(t *testing.T) {
+	c := startCluster(t, 3)
+	sub := connect(t, c.brokers[1].Addr, "dollar-sub", true)
+	sub.subscribe("$app/+/x", 1)
+	all := connect(t, c.brokers[1].Addr, "hash-sub", true)
+	all.subscribe("#", 1)
+	c.waitPeerFilters(1, 2)
+	pub := connect(t, c.brokers[0].Addr, "pub", true)
+	waitFor(t, 5*time.Second, "a $ publish on b1 to reach b2", func() string {
+		pub.publish("$app/1/x", 1, false, "d")
+		if len(sub.messages()) == 0 {
+			return "not yet"
+		}
+		return ""
+	})
+	time.Sleep(300 * time.Millisecond)
+	first := sub.messages()[0]
+	if first.Topic != "$app/1/x" {
+		t.Fatalf("got %s", summary(sub.messages()))
+	}
+	// Once it flows, one publish arrives exactly once.
+	before := len(sub.messages())
+	pub.publish("$app/2/x", 1, false, "once")
+	time.Sleep(300 * time.Millisecond)
+	if got := sub.messages()[before:]; len(got) != 1 || got[0].Payload != "once" {
+		t.Errorf("after one publish: %s", summary(got))
+	}
+	for _, m := range all.messages() {
+		if strings.HasPrefix(m.Topic, "$") {
+			t.Errorf("'#' subscriber saw %q", m.Topic)
+		}
+	}
+}

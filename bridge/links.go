@@ -57,6 +57,9 @@ func (a *Agent) localLink() *link {
 				subs[f] = 2
 			}
 		}
+		for f := range a.dollarSubs() {
+			subs[f] = 2
+		}
 		if err := c.Subscribe(ctx, subs); err != nil {
 			a.log.Warn("local subscribe failed", "err", err)
 			return err
@@ -324,4 +327,72 @@ func (a *Agent) relayLocal(m *message) {
 	for _, p := range to {
 		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: m.Retain, group: g})
 	}
+}
+
+// dollarSubs is the set of '$' filters the local connection subscribes to for its peers.
+func (a *Agent) dollarSubs() map[string]bool {
+	a.dollarMu.Lock()
+	defer a.dollarMu.Unlock()
+	out := make(map[string]bool, len(a.dollar))
+	for f := range a.dollar {
+		out[f] = true
+	}
+	return out
+}
+
+// syncDollarSubs keeps the local subscriptions to '$' filters equal to the union of the peers'
+// ('#' never matches '$' topics, so those publishes would otherwise never be seen). Runs on the
+// dispatcher; the subscribe round trips run aside.
+func (a *Agent) syncDollarSubs(ctx context.Context) {
+	changed := false
+	for _, p := range a.peerList() {
+		if p.interest.dollarChanged.Swap(false) {
+			changed = true
+		}
+	}
+	if !changed {
+		return
+	}
+	want := map[string]bool{}
+	for _, p := range a.peerList() {
+		for _, f := range p.interest.DollarFilters() {
+			if !a.topics.IsReserved(f) && !strings.HasPrefix(f, a.topics.Control()) {
+				want[f] = true
+			}
+		}
+	}
+	a.dollarMu.Lock()
+	var add, remove []string
+	for f := range want {
+		if !a.dollar[f] {
+			add = append(add, f)
+		}
+	}
+	for f := range a.dollar {
+		if !want[f] {
+			remove = append(remove, f)
+		}
+	}
+	a.dollar = want
+	a.dollarMu.Unlock()
+	c := a.localConn()
+	if c == nil || (len(add) == 0 && len(remove) == 0) {
+		return // the next connection subscribes to a.dollar
+	}
+	go func() {
+		if len(add) > 0 {
+			subs := map[string]byte{}
+			for _, f := range add {
+				subs[f] = 2
+			}
+			if err := c.Subscribe(ctx, subs); err != nil {
+				a.log.Warn("subscribing to peers' $ filters failed", "filters", add, "err", err)
+			}
+		}
+		if len(remove) > 0 {
+			if err := c.Unsubscribe(ctx, remove); err != nil {
+				a.log.Warn("unsubscribing peers' $ filters failed", "filters", remove, "err", err)
+			}
+		}
+	}()
 }

@@ -1,6 +1,7 @@
 package bridge
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,26 @@ type remoteInterest struct {
 	epoch   uint64
 	seq     uint64
 	pending []interestMsg // deltas after a gap, waiting for a snapshot
+	// dollar holds the peer's filters that start with '$': '#' never matches those topics, so
+	// the agent subscribes to each of them locally. dollarChanged tells the agent to look.
+	dollar        map[string]bool
+	dollarChanged atomic.Bool
+}
+
+// isDollarFilter reports whether a filter names '$' topics the local '#' subscription misses.
+func isDollarFilter(f string) bool {
+	return len(f) > 0 && f[0] == '$' && !strings.HasPrefix(f, "$SYS")
+}
+
+// DollarFilters returns the peer's '$' filters.
+func (r *remoteInterest) DollarFilters() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]string, 0, len(r.dollar))
+	for f := range r.dollar {
+		out = append(out, f)
+	}
+	return out
 }
 
 func newRemoteInterest() *remoteInterest {
@@ -77,10 +98,18 @@ func (r *remoteInterest) apply(m interestMsg, maxFilters int) (inSync bool) {
 func (r *remoteInterest) applyMsg(m interestMsg) (inSync bool) {
 	if m.Snapshot {
 		t := topictree.New()
+		dollar := map[string]bool{}
 		for _, f := range m.Filters {
 			_, _ = t.Add(f) // invalid filters were refused when decoding or can never match
+			if isDollarFilter(f) {
+				dollar[f] = true
+			}
 		}
 		r.tree.Store(t)
+		if len(dollar) > 0 || len(r.dollar) > 0 {
+			r.dollar = dollar
+			r.dollarChanged.Store(true)
+		}
 		r.epoch, r.seq = m.Epoch, m.Seq
 		r.all.Store(m.All)
 		// Deltas that arrived after a gap and follow this snapshot can be applied now.
@@ -125,6 +154,17 @@ func (r *remoteInterest) applyDelta(d interestMsg) {
 			_, _ = t.Add(c.Filter)
 		} else {
 			t.Remove(c.Filter)
+		}
+		if isDollarFilter(c.Filter) {
+			if r.dollar == nil {
+				r.dollar = map[string]bool{}
+			}
+			if c.Add {
+				r.dollar[c.Filter] = true
+			} else {
+				delete(r.dollar, c.Filter)
+			}
+			r.dollarChanged.Store(true)
 		}
 	}
 	r.seq = d.Seq
