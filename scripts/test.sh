@@ -11,6 +11,7 @@ command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v keepalived >/dev/null || need+=(keepalived)
 command -v ip >/dev/null || need+=(iproute2)
+command -v python3 >/dev/null || need+=(python3)  # the benchmark scripts summarise JSON with it
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: missing ${need[*]}; run as root or: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
@@ -26,3 +27,13 @@ command -v go >/dev/null || { echo "scripts/test.sh: Go 1.26 is required (https:
 
 go vet ./...
 go test -count=1 -timeout 20m "$@" ./...
+
+# Smoke runs of the scripts and benchmarks, seconds each, so none of them can rot.
+echo "== smoke: scripts/demo.sh --for 1s"
+scripts/demo.sh --for 1s >/tmp/mha-demo-smoke.log 2>&1 || { cat /tmp/mha-demo-smoke.log; exit 1; }
+grep -q "hello from b1" /tmp/mha-demo-smoke.log || { echo "demo: the message did not cross"; cat /tmp/mha-demo-smoke.log; exit 1; }
+echo "== smoke: scripts/bench-relay.sh --smoke"
+scripts/bench-relay.sh --smoke
+echo "== smoke: Go benchmarks, one iteration each"
+MHA_SCALE_FILTERS=2000 go test -run '^$' -bench . -benchtime 1x ./... >/tmp/mha-bench-smoke.log 2>&1 || { cat /tmp/mha-bench-smoke.log; exit 1; }
+grep -E '^(Benchmark|ok|FAIL)' /tmp/mha-bench-smoke.log
