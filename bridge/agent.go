@@ -143,9 +143,7 @@ type Agent struct {
 	wantAllReason string
 	snapshotDirty bool
 	lastSnapshot  time.Time
-	snapshotEvery time.Duration
-	stateDirty    bool
-	lastState     time.Time
+	journal       *journal // nil without a state file
 	brokerStart   time.Time
 	lastTotal     int // last $SYS/broker/clients/total since the local (re)connection, -1 none
 	// sysRounds counts $SYS/broker/uptime messages since the local (re)connection. The first is
@@ -154,7 +152,9 @@ type Agent struct {
 	sysRounds  int
 	lastStatus time.Time
 	// lastSnapshotPayload is the snapshot as last published, to recognise it when it comes back.
-	lastSnapshotPayload []byte
+	lastSnapshotPayload atomic.Pointer[[]byte]
+	snapshotBusy        atomic.Bool  // a snapshot is being built and published
+	snapshotEvery       atomic.Int64 // least nanoseconds between snapshots, grows with their size
 
 	// Counters and status for Stats.
 	statsMu        sync.Mutex
@@ -181,9 +181,8 @@ func New(opts Options) (*Agent, error) {
 		topics: NewTopics(opts.Cluster, opts.ForwardPrefix),
 		parser: sysparse.NewParser(),
 		// Epochs grow with each run, so a peer can tell an earlier run's retained delta.
-		epoch:         uint64(time.Now().UnixNano()),
-		lastTotal:     -1,
-		snapshotEvery: opts.SnapshotInterval,
+		epoch:     uint64(time.Now().UnixNano()),
+		lastTotal: -1,
 	}
 	a.localID = a.topics.ClientPrefix() + opts.Node + "-local"
 	a.republishQoS1 = make(chan struct{}, republishWindowQoS1)
@@ -212,13 +211,22 @@ func New(opts Options) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.StatePath != "" {
 		restored, err := a.model.restore(a.opts.StatePath, a.opts.Node)
-		switch {
-		case err != nil:
+		if err != nil {
 			a.log.Warn("state file unusable, starting empty", "err", err)
-		case restored:
-			a.log.Info("interest restored from state file", "path", a.opts.StatePath, "filters", a.model.tree.Len())
 		}
+		replayed, err := replayJournal(a.opts.StatePath+".journal", a.model)
+		if err != nil {
+			a.log.Warn("state journal partly unusable", "err", err, "replayed", replayed)
+		}
+		if restored || replayed > 0 {
+			a.log.Info("interest restored from state file", "path", a.opts.StatePath, "journal_entries", replayed, "filters", a.model.tree.Len())
+		}
+		a.model.Ambiguous, a.model.Truncated, a.model.Malformed = 0, 0, 0
 		a.model.Drain()
+		if a.journal, err = openJournal(a.opts.StatePath); err != nil {
+			return fmt.Errorf("state journal: %w", err)
+		}
+		a.compactState() // fold the replayed journal into a fresh base
 		for id, c := range a.model.clients {
 			if c.Connected {
 				a.parser.Remember(id) // lets the parser split lines of clients with spaces in ids
@@ -268,10 +276,9 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	wg.Wait()
 	a.Close()
-	if a.opts.StatePath != "" {
-		if err := a.model.save(a.opts.StatePath, a.opts.Node); err != nil {
-			a.log.Warn("state file not saved", "err", err)
-		}
+	if a.journal != nil {
+		a.compactState()
+		a.journal.close()
 	}
 	a.log.Info("agent stopped")
 	return nil
@@ -367,7 +374,7 @@ func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 	for {
 		wait := 100 * time.Millisecond
 		if a.snapshotDirty {
-			if d := time.Until(a.lastSnapshot.Add(a.snapshotEvery)); d < wait {
+			if d := time.Until(a.lastSnapshot.Add(a.snapshotInterval())); d < wait {
 				wait = max(d, time.Millisecond)
 			}
 		}
@@ -393,7 +400,7 @@ func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 // agent's live publishes away, so it is either the retained snapshot of this or an earlier run of
 // the agent, or somebody else's write: then the snapshot is restored at once.
 func (a *Agent) checkOwnInterest(topic string, payload []byte) {
-	if bytes.Equal(payload, a.lastSnapshotPayload) {
+	if last := a.lastSnapshotPayload.Load(); last != nil && bytes.Equal(payload, *last) {
 		return
 	}
 	foreign := true
@@ -427,7 +434,7 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 		if !a.brokerStart.IsZero() && start.Sub(a.brokerStart) > 5*time.Second {
 			a.log.Info("local broker restarted: dropping clean sessions")
 			a.model.brokerRestarted()
-			a.stateDirty = true
+			a.record(journalEntry{Op: "restart"})
 		}
 		a.brokerStart = start
 		return
@@ -438,11 +445,11 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	if err != nil {
 		if strings.HasSuffix(topic, "/subscribe") {
 			a.model.MalformedSubscribe()
+			a.record(journalEntry{Op: "malformed"})
 			a.log.Warn("unparsable subscribe line: relaying everything here from now on", "line", string(payload), "err", err)
 		} else {
 			a.log.Warn("unparsable log line", "topic", topic, "line", string(payload), "err", err)
 		}
-		a.stateDirty = true
 		return
 	}
 	if ev.Kind == sysparse.Ignored {
@@ -456,7 +463,25 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 		a.log.Warn("truncated log line: widening", "line_bytes", len(payload), "widened", ev.Widened)
 	}
 	a.model.Apply(ev)
-	a.stateDirty = true
+	a.record(journalEntry{Event: &ev})
+}
+
+// record queues a journal entry for the event just applied to the model.
+func (a *Agent) record(e journalEntry) {
+	if a.journal != nil {
+		a.journal.add(e)
+	}
+}
+
+// compactState writes the whole model as the new base and empties the journal.
+func (a *Agent) compactState() {
+	if err := a.model.save(a.opts.StatePath, a.opts.Node); err != nil {
+		a.log.Warn("state file not saved", "err", err)
+		return
+	}
+	if err := a.journal.reset(); err != nil {
+		a.log.Warn("state journal not reset", "err", err)
+	}
 }
 
 // checkAccounted ends the "want everything" state once every client the broker counts is one
@@ -522,15 +547,17 @@ func (a *Agent) afterBatch() {
 		a.seq++
 		a.publishDelta(changes)
 	}
-	if a.snapshotDirty && time.Since(a.lastSnapshot) >= a.snapshotEvery {
+	if a.snapshotDirty && time.Since(a.lastSnapshot) >= a.snapshotInterval() {
 		a.publishSnapshot()
 	}
-	if a.stateDirty && a.opts.StatePath != "" && time.Since(a.lastState) >= 100*time.Millisecond {
-		if err := a.model.save(a.opts.StatePath, a.opts.Node); err != nil {
-			a.log.Warn("state file not saved", "err", err)
+	if a.journal != nil {
+		// Fold the journal into a new base once it outgrows the model: rare, since at 1,000
+		// changes a second a model of 100k subscriptions is rewritten every few minutes.
+		if a.journal.lines > max(10000, 2*a.model.subscriptions()) {
+			a.compactState()
+		} else if err := a.journal.flush(); err != nil {
+			a.log.Warn("state journal not written", "err", err)
 		}
-		a.stateDirty = false
-		a.lastState = time.Now()
 	}
 	a.updateStatus()
 	if time.Since(a.lastStatus) >= statusInterval {
@@ -553,20 +580,33 @@ func (a *Agent) publishDelta(changes []Change) {
 
 func (a *Agent) publishSnapshot() {
 	c := a.localConn()
-	if c == nil {
-		return
+	if c == nil || !a.snapshotBusy.CompareAndSwap(false, true) {
+		return // still dirty: retried after a later batch
 	}
-	t := a.topics.Interest(a.opts.Node)
-	p := a.signer.seal(t, encodeSnapshot(a.epoch, a.seq, a.wantAll, a.model.tree.Filters()))
-	c.Publish(t, 1, true, p, nil)
-	a.controlBytes.Add(uint64(len(p)))
-	a.lastSnapshotPayload = p
+	seq, all := a.seq, a.wantAll
 	a.snapshotDirty = false
 	a.lastSnapshot = time.Now()
-	// Large interest sets are resent less often: at most about 256 KiB/s of snapshots while the
-	// interest keeps changing (deltas carry the changes; a joining peer relays everything until
-	// the next snapshot, so this trades traffic for a longer wide window, never for delivery).
-	a.snapshotEvery = max(a.opts.SnapshotInterval, time.Duration(len(p))*time.Second/snapshotBytesPerSecond)
+	// Built aside, so a large interest set does not hold up the log lines behind it. The tree may
+	// already hold changes after seq; peers apply changes with set semantics, so replaying those
+	// deltas on top changes nothing.
+	go func() {
+		defer a.snapshotBusy.Store(false)
+		t := a.topics.Interest(a.opts.Node)
+		p := a.signer.seal(t, encodeSnapshot(a.epoch, seq, all, a.model.tree.Filters()))
+		a.lastSnapshotPayload.Store(&p)
+		c.Publish(t, 1, true, p, nil)
+		a.controlBytes.Add(uint64(len(p)))
+		// Large interest sets are resent less often: at most about 256 KiB/s of snapshots while
+		// the interest keeps changing (deltas carry the changes; a joining peer relays everything
+		// until the next snapshot, so this trades traffic for a longer wide window, never for
+		// delivery).
+		a.snapshotEvery.Store(int64(max(a.opts.SnapshotInterval, time.Duration(len(p))*time.Second/snapshotBytesPerSecond)))
+	}()
+}
+
+// snapshotInterval is the least time between two snapshots.
+func (a *Agent) snapshotInterval() time.Duration {
+	return max(a.opts.SnapshotInterval, time.Duration(a.snapshotEvery.Load()))
 }
 
 // reconnected marks, in the inbox, where a new local connection begins.

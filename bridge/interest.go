@@ -30,6 +30,7 @@ type localInterest struct {
 	clients map[string]*client
 	ignore  func(clientID string) bool
 	changes []Change // since the last drain
+	nsubs   int      // subscriptions of every client
 
 	// Counters of lines that widened the interest (contract 7).
 	Ambiguous, Truncated, Malformed uint64
@@ -76,6 +77,7 @@ func (l *localInterest) subscribe(id, filter string, qos byte) {
 		filter = "#"
 	}
 	c.Subs[filter] = qos
+	l.nsubs++
 	if first {
 		l.changes = append(l.changes, Change{Add: true, Filter: f})
 	}
@@ -90,6 +92,7 @@ func (l *localInterest) unsubscribe(id, filter string) {
 		return // Mosquitto logs unsubscribes of unknown filters too
 	}
 	delete(c.Subs, filter)
+	l.nsubs--
 	f := stripShare(filter)
 	if l.tree.Remove(f) {
 		l.changes = append(l.changes, Change{Add: false, Filter: f})
@@ -183,6 +186,9 @@ func (l *localInterest) Drain() []Change {
 	l.changes = nil
 	return c
 }
+
+// subscriptions counts every client's subscriptions.
+func (l *localInterest) subscriptions() int { return l.nsubs }
 
 // KnownClients counts the client sessions the model accounts for.
 func (l *localInterest) KnownClients() int {

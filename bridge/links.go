@@ -126,6 +126,9 @@ func (a *Agent) peerMessage(p *peer, m *message) {
 		p.log.Warn("forged interest message dropped", "topic", m.Topic, "err", err)
 		return
 	}
+	if epoch, seq, ok := peekSnapshot(payload); ok && p.interest.redundant(epoch, seq) {
+		return // in sync already: skip decoding a possibly large snapshot
+	}
 	msg, err := decodeInterest(payload, lim)
 	if err != nil {
 		p.refused.Add(1)
@@ -202,6 +205,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		// The broker may have lost our retained snapshot, and log lines were missed.
 		a.lastTotal, a.sysRounds = -1, 0
 		a.setWantAll("local broker connection (re)established: log lines may have been missed")
+		a.snapshotDirty, a.lastSnapshot = true, time.Time{} // due now
 		a.publishSnapshot()
 		return
 	}

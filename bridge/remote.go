@@ -95,12 +95,29 @@ func (r *remoteInterest) apply(m interestMsg, maxFilters int) (inSync bool) {
 	return true
 }
 
+// redundant reports whether a snapshot of this epoch and sequence would tell nothing new: the
+// peer's view is in sync and already past it.
+func (r *remoteInterest) redundant(epoch, seq uint64) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.redundantLocked(epoch, seq)
+}
+
+func (r *remoteInterest) redundantLocked(epoch, seq uint64) bool {
+	return epoch == r.epoch && seq <= r.seq && !r.unknown.Load() && len(r.pending) == 0
+}
+
 func (r *remoteInterest) applyMsg(m interestMsg) (inSync bool) {
+	if m.Snapshot && r.redundantLocked(m.Epoch, m.Seq) {
+		return true // a peer in sync already holds everything this snapshot says
+	}
 	if m.Snapshot {
 		t := topictree.New()
 		dollar := map[string]bool{}
 		for _, f := range m.Filters {
-			_, _ = t.Add(f) // invalid filters were refused when decoding or can never match
+			if t.Count(f) == 0 { // set semantics, as in applyDelta
+				_, _ = t.Add(f) // invalid filters were refused when decoding or can never match
+			}
 			if isDollarFilter(f) {
 				dollar[f] = true
 			}
@@ -150,9 +167,12 @@ func (r *remoteInterest) applyMsg(m interestMsg) (inSync bool) {
 func (r *remoteInterest) applyDelta(d interestMsg) {
 	t := r.tree.Load()
 	for _, c := range d.Changes {
-		if c.Add {
+		// Set semantics: a peer's interest holds each filter once, so a change applied twice
+		// (a snapshot that already includes it) changes nothing.
+		switch {
+		case c.Add && t.Count(c.Filter) == 0:
 			_, _ = t.Add(c.Filter)
-		} else {
+		case !c.Add:
 			t.Remove(c.Filter)
 		}
 		if isDollarFilter(c.Filter) {

@@ -187,6 +187,22 @@ func decodeInterest(p []byte, lim Limits) (interestMsg, error) {
 	return m, nil
 }
 
+// peekSnapshot reads the epoch and sequence of a snapshot without decoding its filters.
+func peekSnapshot(p []byte) (epoch, seq uint64, ok bool) {
+	if len(p) < len(magic)+1 || string(p[:len(magic)]) != magic || p[len(magic)] != kindSnapshot {
+		return 0, 0, false
+	}
+	p = p[len(magic)+1:]
+	var err error
+	if epoch, p, err = uvarint(p, "epoch"); err != nil {
+		return 0, 0, false
+	}
+	if seq, _, err = uvarint(p, "seq"); err != nil {
+		return 0, 0, false
+	}
+	return epoch, seq, true
+}
+
 func uvarint(p []byte, what string) (uint64, []byte, error) {
 	v, n := binary.Uvarint(p)
 	if n <= 0 {
