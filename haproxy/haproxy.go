@@ -222,7 +222,7 @@ func Generate(p Params) ([]byte, error) {
 	w("    balance hash var(sess.mqtt_client_id)")
 	w("    hash-type consistent")
 	w("    # A refused connect to a broker not yet marked down is retried on another broker.")
-	w("    option redispatch")
+	w("    option redispatch 1") // a retry goes to another broker at once, not after the last attempt
 	w("    retries 2")
 	w("    # Health check: send an MQTT 3.1.1 CONNECT (clean session, keepalive %d) with", CheckKeepalive)
 	w("    # client id %q%s;", p.CheckClientID, credentialsNote(p))
