@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"time"
 
 	"mosquitto-ha/sysparse"
@@ -37,6 +38,9 @@ type journalEntry struct {
 
 func openJournal(statePath string) (*journal, error) {
 	j := &journal{path: statePath + ".journal"}
+	if err := os.MkdirAll(filepath.Dir(j.path), 0o750); err != nil {
+		return nil, err
+	}
 	f, err := os.OpenFile(j.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err

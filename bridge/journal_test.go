@@ -78,3 +78,13 @@ func TestJournalReplay(t *testing.T) {
 		t.Errorf("a cut last line must not fail the replay: %v", err)
 	}
 }
+
+// A fresh install has no state directory yet: the agent makes it.
+func TestJournalCreatesStateDirectory(t *testing.T) {
+	state := filepath.Join(t.TempDir(), "not", "yet", "there", "n.json")
+	j, err := openJournal(state)
+	if err != nil {
+		t.Fatalf("openJournal in a missing directory: %v", err)
+	}
+	j.close()
+}

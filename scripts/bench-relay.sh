@@ -42,9 +42,16 @@ go build -o "$work/mqbench" ./scripts/mqbench
 broker() { # name port extra-conf
   local d="$work/$1"; mkdir -p "$d"
   printf 'user root\nlistener %s 127.0.0.1\nallow_anonymous true\npersistence false\nset_tcp_nodelay true\nmax_queued_messages 1000000\nsys_interval 1\n%s\n%s\n' "$2" "$brokerconf" "$3" >"$d/mosquitto.conf"
+  if (exec 3<>/dev/tcp/127.0.0.1/$2) 2>/dev/null; then
+    echo "bench-relay.sh: port $2 is already in use; pick another --base-port" >&2; exit 1
+  fi
   "$MOSQUITTO" -c "$d/mosquitto.conf" >"$d/log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$2) 2>/dev/null && return; sleep 0.05; done
+  for _ in $(seq 100); do
+    kill -0 "${pids[-1]}" 2>/dev/null || break
+    (exec 3<>/dev/tcp/127.0.0.1/$2) 2>/dev/null && return
+    sleep 0.05
+  done
   echo "bench-relay.sh: broker $1 did not start: $(cat "$d/log")" >&2; exit 1
 }
 cpu_ticks() { # utime+stime of each given pid, in clock ticks, comma-separated
@@ -71,6 +78,9 @@ run() {
       "$work/mosquitto-ha" agent --config "$work/cluster.yaml" --node a >"$work/agent-a.log" 2>&1 & pids+=($!)
       "$work/mosquitto-ha" agent --config "$work/cluster.yaml" --node b >"$work/agent-b.log" 2>&1 & pids+=($!)
       for _ in $(seq 200); do grep -q "advertising exact interest" "$work/agent-a.log" && grep -q "advertising exact interest" "$work/agent-b.log" && break; sleep 0.05; done
+      for p in "${pids[@]}"; do
+        kill -0 "$p" 2>/dev/null || { echo "bench-relay.sh: a process of the ha setup died:" >&2; for f in "$work"/agent-*.log; do echo "-- $f" >&2; tail -n 20 "$f" >&2; done; stop_all; exit 1; }
+      done
       sub=$b; names=(broker-a broker-b agent-a agent-b) ;;
   esac
   sleep 0.5 # the native bridge connects, the agents settle

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Soak and chaos in the lab, bounded in time: random faults (agents killed with SIGKILL, brokers
+# restarted, HAProxy killed, broker and load balancer links cut) while a QoS 1 publisher and
+# subscriber pair runs through the VIP, counting every message by sequence number. At the end
+# every acknowledged message must have arrived (brokers are restarted with SIGTERM, so no broker
+# dies with a queue: there are no dead letters to excuse), and the agents' memory must be flat.
+#
+#   scripts/chaos.sh [--duration 60] [--brokers 3] [--seed N] [--rate 100] [--smoke] [--report FILE]
+#
+# Needs root (the lab is network namespaces). Exit 0 when nothing acknowledged was lost.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+duration=60 brokers=3 seed=$RANDOM rate=100 report=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --duration) duration="$2"; shift 2 ;;
+    --brokers) brokers="$2"; shift 2 ;;
+    --seed) seed="$2"; shift 2 ;;
+    --rate) rate="$2"; shift 2 ;;
+    --report) report="$2"; shift 2 ;;
+    --smoke) duration=20; shift ;;
+    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    *) echo "chaos.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
+  esac
+done
+[ "$(id -u)" -eq 0 ] || { echo "chaos.sh: needs root (the lab's hosts are network namespaces)" >&2; exit 1; }
+[ "$duration" -ge 15 ] || { echo "chaos.sh: --duration must be at least 15 (seconds)" >&2; exit 2; }
+
+export MHA_LAB_DIR=${MHA_LAB_DIR:-/tmp/mha-chaos}
+out=$(mktemp -d /tmp/mha-chaos-out.XXXXXX)
+lab() { scripts/lab.sh "$@"; }
+cleanup() {
+  [ -n "${sampler:-}" ] && kill "$sampler" 2>/dev/null || true
+  lab down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+echo "== chaos: $duration s, $brokers brokers, seed $seed, $rate msg/s (logs in $out)"
+lab up --brokers "$brokers" >"$out/up.log" 2>&1 || { cat "$out/up.log"; exit 1; }
+
+# The checker publishes for the whole run, then drains; faults stop 8 s before its end.
+lab check --duration "${duration}s" --rate "$rate" --drain 30s --gap 1s >"$out/check.json" 2>"$out/check.err" &
+checker=$!
+
+# Agent memory every 2 s: node, pid (a restart changes it), resident kB.
+(
+  while kill -0 "$checker" 2>/dev/null; do
+    for i in $(seq "$brokers"); do
+      f="$MHA_LAB_DIR/pids/b$i.agent.pid"
+      [ -f "$f" ] || continue
+      pid=$(cat "$f")
+      rss=$(awk '/^VmRSS/{print $2}' "/proc/$pid/status" 2>/dev/null || true)
+      [ -n "$rss" ] && echo "$SECONDS b$i $pid $rss"
+    done
+    sleep 2
+  done
+) >"$out/rss.txt" &
+sampler=$!
+
+RANDOM=$seed
+pick() { echo $((RANDOM % $1 + 1)); }
+sleep 4 # the pair settles
+end=$((SECONDS + duration - 12))
+faults=0
+while [ $SECONDS -lt "$end" ]; do
+  b="b$(pick "$brokers")" l="lb$(pick 2)" hold=$(( $(pick 3) + 1 ))
+  case $((RANDOM % 5)) in
+    0) what="agent $b killed (SIGKILL), restarted after ${hold}s"
+       MHA_KILL_SIGNAL=KILL lab fault kill-agent "$b"; sleep "$hold"; lab fault start-agent "$b" ;;
+    1) what="broker $b restarted (SIGTERM), down ${hold}s"
+       MHA_KILL_SIGNAL=TERM lab fault kill-broker "$b"; sleep "$hold"; lab fault start-broker "$b" ;;
+    2) what="link of $b cut for ${hold}s"
+       lab fault cut "$b"; sleep "$hold"; lab fault heal "$b" ;;
+    3) what="HAProxy on $l killed, restarted after ${hold}s"
+       MHA_KILL_SIGNAL=KILL lab fault kill-haproxy "$l"; sleep "$hold"; lab fault start-haproxy "$l" ;;
+    4) what="link of $l cut for ${hold}s"
+       lab fault cut "$l"; sleep "$hold"; lab fault heal "$l" ;;
+  esac >>"$out/faults.out" 2>&1
+  faults=$((faults + 1))
+  echo "   t=${SECONDS}s fault $faults: $what"
+  sleep "$(pick 2)"
+done
+lab repair >>"$out/faults.out" 2>&1 || true
+echo "== faults done ($faults); waiting for the checker to drain"
+wait "$checker" || true
+kill "$sampler" 2>/dev/null || true
+
+python3 - "$out/check.json" "$out/rss.txt" "$faults" "$duration" "$seed" "${report:-}" <<'PY'
+import json, sys, statistics
+check_path, rss_path, faults, duration, seed, report = sys.argv[1:7]
+try:
+    r = json.load(open(check_path))
+except Exception as e:
+    print(f"chaos: the checker produced no report ({e})"); sys.exit(1)
+rows = [l.split() for l in open(rss_path) if l.strip()]
+# Per agent incarnation (node, pid): first and last resident size.
+inc = {}
+for t, node, pid, kb in rows:
+    inc.setdefault((node, pid), []).append((int(t), int(kb)))
+lines = []
+flat = True
+for (node, pid), s in sorted(inc.items()):
+    first, last, peak = s[0][1], s[-1][1], max(k for _, k in s)
+    span = s[-1][0] - s[0][0]
+    grew = last - first
+    # "Flat": an incarnation that lived at least 20 s ends within 50% (or 8 MB) of where it began.
+    if span >= 20 and grew > max(first // 2, 8192):
+        flat = False
+    lines.append(f"   agent {node} pid {pid}: {len(s)} samples over {span} s, RSS {first} -> {last} kB (peak {peak})")
+ok = r["lost"] == 0 and flat
+summary = {"seed": int(seed), "duration_s": int(duration), "faults": int(faults), "sent": r["sent"], "acked": r["acked"],
+           "received": r["received"], "lost": r["lost"], "duplicates": r["duplicates"],
+           "dead_letters": r.get("dead_letters", 0), "longest_gap_ms": max([g["ms"] for g in r.get("gaps", [])] or [0]),
+           "memory_flat": flat, "passed": ok}
+print(f"chaos: {faults} faults in {duration} s (seed {seed}): sent {r['sent']}, acked {r['acked']}, received {r['received']}, "
+      f"lost {r['lost']}, duplicates {r['duplicates']}, longest reception gap {summary['longest_gap_ms'] / 1000:.2f} s")
+print("\n".join(lines))
+print("chaos: PASS" if ok else f"chaos: FAIL (lost {r['lost']}{'' if flat else ', agent memory grew'})")
+if r["lost"]:
+    print("   lost sequence numbers:", r.get("lost_seqs", [])[:20])
+if report:
+    json.dump(summary, open(report, "w"), indent=2)
+sys.exit(0 if ok else 1)
+PY
