@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -306,6 +307,14 @@ func TestAgentReloadAndMetrics(t *testing.T) {
 			}
 			if m := getMetrics(t, metricsPort); !strings.Contains(m, `mosquitto_ha_peer_up{node="b1",peer="b3"} 1`) {
 				t.Errorf("metrics lack b3 up:\n%s", m)
+			}
+			// `status` shows the whole cluster: b1 and b3 with agents up and both peers, b2 a
+			// broker whose agent never ran, so it exits 1.
+			time.Sleep(2500 * time.Millisecond) // agents refresh their status every 2 s
+			out, errOut, code := runCmd(t, "status", "--config", cfg)
+			if code != 1 || !regexp.MustCompile(`(?m)^b1\s+up\s+up .*2/2`).MatchString(out) ||
+				!regexp.MustCompile(`(?m)^b2\s+up\s+-.*no agent status`).MatchString(out) {
+				t.Errorf("status: exit %d (want 1: b2 has no agent)\n%s%s", code, out, errOut)
 			}
 			return
 		case <-time.After(200 * time.Millisecond):
