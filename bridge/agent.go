@@ -122,13 +122,15 @@ type Agent struct {
 	// limits can change on reload; peer goroutines and the dispatcher read them.
 	limits atomic.Pointer[Limits]
 	// reloads carries peer changes to the dispatcher, which owns starting and stopping links.
-	reloads chan []PeerAddr
+	reloads  chan []PeerAddr
+	reloadMu sync.Mutex
 
 	local  *link
 	signer *signer
 	// dollar is the set of peers' '$' filters the local connection subscribes to.
-	dollarMu sync.Mutex
-	dollar   map[string]bool
+	dollarMu    sync.Mutex
+	dollar      map[string]bool
+	dollarRetry bool // a change to the '$' subscriptions failed; owned by the dispatcher
 	// Tokens per unacknowledged republish on the local connection, by QoS.
 	republishQoS1, republishQoS2 chan struct{}
 	parser                       *sysparse.Parser
@@ -184,7 +186,7 @@ func New(opts Options) (*Agent, error) {
 		epoch:     uint64(time.Now().UnixNano()),
 		lastTotal: -1,
 	}
-	a.localID = a.topics.ClientPrefix() + opts.Node + "-local"
+	a.localID = a.topics.LocalID(opts.Node)
 	a.republishQoS1 = make(chan struct{}, republishWindowQoS1)
 	a.republishQoS2 = make(chan struct{}, opts.MaxInflight)
 	a.signer = newSigner(opts.ClusterSecret)
@@ -327,6 +329,8 @@ func (a *Agent) Reload(peers []PeerAddr, lim Limits) {
 	def := Options{Limits: lim}
 	def.setDefaults()
 	a.limits.Store(&def.Limits)
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	select {
 	case <-a.reloads: // a newer reload replaces one not applied yet
 	default:
@@ -355,8 +359,8 @@ func (a *Agent) applyPeers(ctx context.Context, wg *sync.WaitGroup, want []PeerA
 	a.peers.Store(&next)
 	for _, p := range old {
 		p.stop()
+		p.queue.setParked(true) // a removed peer: nothing waits for it any more
 		p.disconnect()
-		p.queue.parkAll()
 		a.log.Info("peer removed", "peer", p.name, "dropped_buffered", p.queue.Len())
 	}
 	a.snapshotDirty = true
@@ -405,8 +409,11 @@ func (a *Agent) checkOwnInterest(topic string, payload []byte) {
 	}
 	foreign := true
 	if p, err := a.signer.open(topic, payload); err == nil {
-		if msg, err := decodeInterest(p, *a.limits.Load()); err == nil && msg.Epoch != a.epoch {
-			foreign = false // an earlier run's snapshot
+		msg, err := decodeInterest(p, *a.limits.Load())
+		// An earlier run's snapshot or delta, or this run's own (retained, sent again when the
+		// local connection comes back), is ours.
+		if err == nil && (msg.Epoch != a.epoch || msg.Seq <= a.seq) {
+			foreign = false
 		}
 	}
 	if foreign {
@@ -492,15 +499,15 @@ func (a *Agent) checkAccounted(total int) {
 	}
 	known := a.model.KnownClients()
 	for _, id := range a.linkIDs() {
-		if _, ok := a.model.clients[id]; !ok {
-			known++
+		if !a.model.Confirmed(id) {
+			known++ // the cluster's own links count whether or not their lines were seen
 		}
 	}
 	if total <= known {
 		a.log.Info("every client of the broker is accounted for: advertising exact interest", "clients", total, "filters", a.model.tree.Len())
 		a.wantAll = false
+		a.model.uncertain = false
 		a.wantAllReason = ""
-		a.snapshotDirty = true
 		a.seq++
 		a.publishDelta(nil)
 	}
@@ -511,32 +518,32 @@ func (a *Agent) checkAccounted(total int) {
 func (a *Agent) linkIDs() []string {
 	ids := []string{a.localID}
 	for _, p := range a.peerList() {
-		ids = append(ids, a.topics.ClientPrefix()+p.name+"-to-"+a.opts.Node)
+		ids = append(ids, a.topics.LinkID(p.name, a.opts.Node))
 	}
 	return ids
 }
 
-// ownIDs are the ids of every cluster connection to this broker: the links, and each peer's
-// retained pull.
+// ownIDs are the ids of every cluster connection to this broker: links, peers' retained pulls,
+// and this agent's own retained readers.
 func (a *Agent) ownIDs() []string {
 	ids := a.linkIDs()
 	for _, p := range a.peerList() {
-		ids = append(ids, a.topics.ClientPrefix()+p.name+"-pull-"+a.opts.Node)
+		ids = append(ids, a.topics.PullID(p.name, a.opts.Node), a.topics.ReaderID(a.opts.Node, p.name))
 	}
 	return ids
 }
 
-// syncID is the client id this agent's retained pull uses on peer p's broker.
-func (a *Agent) syncID(p *peer) string {
-	return a.topics.ClientPrefix() + a.opts.Node + "-pull-" + p.name
-}
-
 func (a *Agent) setWantAll(reason string) {
-	if !a.wantAll {
-		a.log.Info("advertising interest in everything", "reason", reason)
-	}
-	a.wantAll = true
 	a.wantAllReason = reason
+	a.model.uncertain = true
+	if a.wantAll {
+		return
+	}
+	a.log.Info("advertising interest in everything", "reason", reason)
+	a.wantAll = true
+	// A delta, not only the snapshot: peers in sync skip a snapshot of a sequence they hold.
+	a.seq++
+	a.publishDelta(nil)
 }
 
 // afterBatch announces the batch's interest changes as one delta, refreshes the snapshot when
@@ -622,7 +629,8 @@ type inbox struct {
 
 func (b *inbox) put(m *message) {
 	b.mu.Lock()
-	if len(b.msgs) >= maxInbox && m.QoS == 0 {
+	// Log lines are never dropped: a lost subscribe line would under-serve its client for good.
+	if len(b.msgs) >= maxInbox && m.QoS == 0 && !strings.HasPrefix(m.Topic, "$SYS/") {
 		b.mu.Unlock()
 		b.dropped.Add(1)
 		return

@@ -307,3 +307,17 @@ func keys(m map[string]int) []string {
 	sort.Strings(k)
 	return k
 }
+
+// assertNoWidening checks that no agent met an ambiguous, truncated or malformed log line: in a
+// cluster whose client ids and filters are plain, every line of the agents' own connections
+// must be attributed exactly.
+func (c *testCluster) assertNoWidening() {
+	c.t.Helper()
+	for i := range c.agents {
+		if a := c.agent(i); a != nil {
+			if s := a.Status(); s.Ambiguous+s.Truncated+s.Malformed > 0 {
+				c.t.Errorf("%s widened its interest on plain log lines: %+v", s.Node, s)
+			}
+		}
+	}
+}

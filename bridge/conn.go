@@ -63,7 +63,7 @@ type message struct {
 // Ack sends PUBACK (QoS 1) or PUBREC (QoS 2). On a connection that has ended it does nothing:
 // the broker sends the message again on the next one.
 func (m *message) Ack() {
-	if m.QoS == 0 || m.c == nil || !m.acked.CompareAndSwap(false, true) {
+	if m.QoS == 0 || m.c == nil || !m.acked.CompareAndSwap(false, true) || m.c.Err() != nil {
 		return
 	}
 	if m.QoS == 1 {
@@ -349,14 +349,32 @@ func (c *conn) Err() error {
 	}
 }
 
-// Close sends DISCONNECT and closes the connection. Safe to call twice.
+// Close sends DISCONNECT and closes the connection, waiting at most a second for a peer that
+// does not read. Safe to call twice.
 func (c *conn) Close() {
-	c.wmu.Lock()
-	_, _ = c.w.Write([]byte{0xe0, 0})
-	_ = c.w.Flush()
-	c.wmu.Unlock()
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	if c.wmu.TryLock() || waitLock(&c.wmu, time.Second) {
+		_, _ = c.w.Write([]byte{0xe0, 0})
+		_ = c.w.Flush()
+		c.wmu.Unlock()
+	}
 	c.fail(errors.New("closed"))
 }
+
+// waitLock tries to take mu for at most d.
+func waitLock(mu *sync.Mutex, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if mu.TryLock() {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return false
+}
+
+// writeTimeout bounds one flush: 1.5 keepalives, at least 5 s.
+func (c *conn) writeTimeout() time.Duration { return max(5*time.Second, c.keepalive*3/2) }
 
 func (c *conn) writeLoop() {
 	for {
@@ -366,6 +384,9 @@ func (c *conn) writeLoop() {
 		case <-c.flush:
 		}
 		c.wmu.Lock()
+		// A peer that stops reading must not hold the writer (and everyone waiting for wmu)
+		// forever: a write that makes no progress for the write timeout ends the connection.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.writeTimeout()))
 		err := c.w.Flush()
 		c.wmu.Unlock()
 		if err != nil {
@@ -395,10 +416,12 @@ func (c *conn) keepaliveLoop() {
 			c.fail(errors.New("keepalive timeout"))
 			return
 		}
-		c.wmu.Lock()
-		_, _ = c.w.Write([]byte{0xc0, 0}) // PINGREQ
-		c.wmu.Unlock()
-		c.kick()
+		// Never wait for wmu here: a writer stuck on a dead peer must not stop the check above.
+		if c.wmu.TryLock() {
+			_, _ = c.w.Write([]byte{0xc0, 0}) // PINGREQ
+			c.wmu.Unlock()
+			c.kick()
+		}
 	}
 }
 
@@ -409,8 +432,11 @@ func (c *conn) writeAck(typ byte, id uint16) {
 	c.kick()
 }
 
-// allocID returns a free packet id; the caller holds wmu.
+// allocID returns a free packet id, or 0 when all 65535 are in flight; the caller holds wmu.
 func (c *conn) allocID() uint16 {
+	if len(c.pending) >= 65535 {
+		return 0
+	}
 	for {
 		c.nextID++
 		if c.nextID == 0 {
@@ -421,6 +447,9 @@ func (c *conn) allocID() uint16 {
 		}
 	}
 }
+
+// errNoPacketID: every packet id is in flight; the caller sent far more than any bound allows.
+var errNoPacketID = errors.New("bridge: no free packet id")
 
 // Publish queues a PUBLISH. For QoS 1 and 2, done runs once the broker acknowledged it (nil)
 // or the connection ended (errConnLost); for QoS 0 it runs once the packet is queued.
@@ -445,12 +474,21 @@ func (c *conn) Publish(topic string, qos byte, retain bool, payload []byte, done
 		return
 	default:
 	}
+	var id uint16
+	if qos > 0 {
+		if id = c.allocID(); id == 0 {
+			c.wmu.Unlock()
+			if done != nil {
+				done(errNoPacketID)
+			}
+			return
+		}
+		c.pending[id] = &outbound{cb: done}
+	}
 	_, _ = c.w.Write(hb)
 	_, _ = c.w.Write([]byte{byte(len(topic) >> 8), byte(len(topic))})
 	_, _ = c.w.WriteString(topic)
 	if qos > 0 {
-		id := c.allocID()
-		c.pending[id] = &outbound{cb: done}
 		_, _ = c.w.Write([]byte{byte(id >> 8), byte(id)})
 	}
 	_, _ = c.w.Write(payload)
@@ -485,6 +523,10 @@ func (c *conn) request(ctx context.Context, typ byte, payload []byte) error {
 	res := make(chan error, 1)
 	c.wmu.Lock()
 	id := c.allocID()
+	if id == 0 {
+		c.wmu.Unlock()
+		return errNoPacketID
+	}
 	c.pending[id] = &outbound{cb: func(err error) { res <- err }}
 	pkt := appendRemaining([]byte{typ}, 2+len(payload))
 	pkt = binary.BigEndian.AppendUint16(pkt, id)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -130,5 +131,47 @@ func TestConnLostCompletesInFlight(t *testing.T) {
 	}
 	if _, _, err := dial(context.Background(), b.Addr, connectOptions{ClientID: "x", Protocol: 4}, func(*message) {}); err == nil {
 		t.Error("dial to a dead broker succeeded")
+	}
+}
+
+// A peer that stops reading (a blackhole) is noticed within the keepalive, and Close returns.
+func TestConnBlackholedPeer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		s, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		buf := make([]byte, 1024)
+		s.Read(buf)                    // CONNECT
+		s.Write([]byte{0x20, 2, 0, 0}) // CONNACK, then silence
+		time.Sleep(20 * time.Second)
+		s.Close()
+	}()
+	c, _, err := dial(context.Background(), ln.Addr().String(), connectOptions{ClientID: "x", Protocol: 4, CleanSession: true, Keepalive: time.Second}, func(*message) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 64<<10)
+	go func() {
+		for i := 0; i < 2000; i++ {
+			c.Publish("t", 0, false, payload, nil)
+		}
+	}()
+	select {
+	case <-c.Done():
+	case <-time.After(8 * time.Second):
+		t.Fatal("a blackholed peer was not noticed within 8 s (keepalive 1 s)")
+	}
+	done := make(chan struct{})
+	go func() { c.Close(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(3 * time.Second):
+		t.Fatal("Close blocked on a blackholed peer")
 	}
 }

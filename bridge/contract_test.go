@@ -46,6 +46,7 @@ func TestContract1DeliveryAcrossBrokers(t *testing.T) {
 		}
 		delete(want, m.Topic+" "+m.Payload)
 	}
+	c.assertNoWidening()
 }
 
 // Contract 2: in a full mesh of N >= 3 brokers, a subscriber gets each message exactly as often
@@ -108,6 +109,7 @@ func TestContract3NoLeaks(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		got = s.messages()
 		cnt := counts(got)
+		c.assertNoWidening()
 		if len(got) != 2 || cnt["plain/topic x"] != 1 || cnt["kept r"] != 1 {
 			t.Errorf("'#' subscriber on b%d saw %s, want plain/topic and kept once each", i+1, summary(got))
 		}

@@ -21,6 +21,13 @@ type client struct {
 	Persistent bool            `json:"persistent"`
 	Connected  bool            `json:"connected"`
 	Subs       map[string]byte `json:"subs"` // filter as logged (with any $share prefix) -> QoS
+	// SubsUnknown: a persistent session that resumed while the agent could not know its
+	// subscriptions (Mosquitto does not log them again); it keeps the agent wanting everything.
+	SubsUnknown bool `json:"subs_unknown,omitempty"`
+	// unconfirmed: restored from the state file and not seen by this run yet. While the agent
+	// was away it may have left (a clean session vanishes without a line) or changed, so it does
+	// not count as known; its subscriptions are kept, which only forwards more.
+	unconfirmed bool
 }
 
 // localInterest is the interest of this node's clients, built from log events. It is owned by
@@ -31,6 +38,9 @@ type localInterest struct {
 	ignore  func(clientID string) bool
 	changes []Change // since the last drain
 	nsubs   int      // subscriptions of every client
+	// uncertain mirrors the agent's "want everything": a persistent session that appears then
+	// may be an old one whose subscriptions were never logged to this agent.
+	uncertain bool
 
 	// Counters of lines that widened the interest (contract 7).
 	Ambiguous, Truncated, Malformed uint64
@@ -122,11 +132,17 @@ func (l *localInterest) Apply(ev sysparse.Event) {
 		// A session survives only from a persistent session to a persistent reconnect.
 		if old != nil && (ev.CleanSession || !old.Persistent) {
 			l.forget(ev.ClientID)
+			old = nil
 		}
 		c := l.get(ev.ClientID)
 		c.Persistent = !ev.CleanSession
 		c.Connected = true
+		c.unconfirmed = false
+		if old == nil && !ev.CleanSession && l.uncertain {
+			c.SubsUnknown = true // it may resume a session whose subscriptions were never logged here
+		}
 	case sysparse.Subscribed:
+		l.confirm(ev.ClientID)
 		switch {
 		case len(ev.Readings) > 1:
 			// Take every reading: the widest interest (contract 7).
@@ -145,6 +161,7 @@ func (l *localInterest) Apply(ev sysparse.Event) {
 			l.subscribe(ev.ClientID, ev.Filter, ev.QoS)
 		}
 	case sysparse.Unsubscribed:
+		l.confirm(ev.ClientID)
 		switch {
 		case len(ev.Readings) > 1:
 			l.Ambiguous++ // keep the interest: forwarding more is safe
@@ -174,7 +191,22 @@ func (l *localInterest) Apply(ev sysparse.Event) {
 	}
 }
 
-// Malformed records a subscribe line that could not be parsed: interest widens to everything.
+// confirm marks a client as seen by this run.
+func (l *localInterest) confirm(id string) {
+	if c := l.clients[id]; c != nil {
+		c.unconfirmed = false
+	}
+}
+
+// Confirmed reports whether the client is in the model, seen by this run, with known
+// subscriptions.
+func (l *localInterest) Confirmed(id string) bool {
+	c := l.clients[id]
+	return c != nil && !c.unconfirmed && !c.SubsUnknown
+}
+
+// MalformedSubscribe records a subscribe line that could not be parsed: interest widens to
+// everything.
 func (l *localInterest) MalformedSubscribe() {
 	l.Malformed++
 	l.subscribe(unknownClient, "#", 0)
@@ -190,11 +222,14 @@ func (l *localInterest) Drain() []Change {
 // subscriptions counts every client's subscriptions.
 func (l *localInterest) subscriptions() int { return l.nsubs }
 
-// KnownClients counts the client sessions the model accounts for.
+// KnownClients counts the client sessions the model accounts for: seen by this run, with
+// known subscriptions.
 func (l *localInterest) KnownClients() int {
-	n := len(l.clients)
-	if _, ok := l.clients[unknownClient]; ok {
-		n--
+	n := 0
+	for id, c := range l.clients {
+		if id != unknownClient && !c.unconfirmed && !c.SubsUnknown {
+			n++
+		}
 	}
 	return n
 }
@@ -256,6 +291,7 @@ func (l *localInterest) restore(path, node string) (bool, error) {
 		}
 		nc := l.get(id)
 		nc.Persistent, nc.Connected = c.Persistent, c.Connected
+		nc.SubsUnknown, nc.unconfirmed = c.SubsUnknown, true
 		for f, q := range c.Subs {
 			l.subscribe(id, f, q)
 		}

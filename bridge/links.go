@@ -1,13 +1,15 @@
 package bridge
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	mqtt "github.com/eclipse/paho.mqtt.golang"
 )
 
 // localConn is the current connection to the local broker, or nil.
@@ -42,7 +44,7 @@ func (a *Agent) localLink() *link {
 		mark(m.c)
 		a.inbox.put(m)
 	}
-	l.up = func(ctx context.Context, c *conn, _ bool) error {
+	l.up = func(ctx context.Context, c *conn, sessionPresent bool) error {
 		mark(c)
 		subs := map[string]byte{
 			"$SYS/broker/log/#":         0,
@@ -59,6 +61,12 @@ func (a *Agent) localLink() *link {
 		}
 		for f := range a.dollarSubs() {
 			subs[f] = 2
+		}
+		if sessionPresent {
+			// The broker kept the session's subscription to '#'. Subscribing again would make it
+			// send every stored retained message, which the agent would take for live publishes
+			// and relay: older values over newer ones on the peers. Peers pull what they miss.
+			delete(subs, "#")
 		}
 		if err := c.Subscribe(ctx, subs); err != nil {
 			a.log.Warn("local subscribe failed", "err", err)
@@ -77,30 +85,42 @@ func (a *Agent) peerLink(p *peer) *link {
 	marker := a.topics.Control() + a.opts.Node + "/synced/" + p.name
 	l := &link{
 		addr: p.addr,
-		opts: connectOptions{ClientID: a.topics.ClientPrefix() + a.opts.Node + "-to-" + p.name, Protocol: 4,
+		opts: connectOptions{ClientID: a.topics.LinkID(a.opts.Node, p.name), Protocol: 4,
 			CleanSession: true, Keepalive: a.opts.Keepalive, Username: a.opts.Username,
 			Password: a.opts.Password, TLS: p.tls},
 		log: p.log,
 	}
+	status := a.topics.Status(p.name)
 	l.onPublish = func(m *message) {
-		if m.Topic == marker {
+		switch m.Topic {
+		case marker:
 			// Every retained interest message of the subscription came before the marker.
+			m.Ack()
 			p.interest.setSynced(true)
-			return
+		case status:
+			var st struct {
+				AgentUp bool `json:"agent_up"`
+			}
+			if json.Unmarshal(m.Payload, &st) == nil {
+				if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
+					p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")
+				}
+			}
+		default:
+			a.peerMessage(p, m)
 		}
-		a.peerMessage(p, m)
 	}
 	l.up = func(ctx context.Context, c *conn, _ bool) error {
 		// Until the marker returns, the retained snapshot may be behind: send everything.
 		p.interest.setSynced(false)
-		if err := c.Subscribe(ctx, map[string]byte{a.topics.InterestFilter(p.name): 1, marker: 1}); err != nil {
+		if err := c.Subscribe(ctx, map[string]byte{a.topics.InterestFilter(p.name): 1, marker: 1, status: 0}); err != nil {
 			p.log.Warn("peer subscribe failed", "err", err)
 			return err
 		}
 		c.Publish(marker, 1, false, nil, nil)
 		p.setUp()
 		p.log.Info("peer connected", "addr", p.addr)
-		go a.pullRetained(p)
+		go a.pullRetained(ctx, p)
 		return nil
 	}
 	l.down = func(err error) {
@@ -124,20 +144,22 @@ func (a *Agent) peerMessage(p *peer, m *message) {
 	if err != nil {
 		p.forged.Add(1)
 		p.log.Warn("forged interest message dropped", "topic", m.Topic, "err", err)
-		return
+		return // a forgery does not make the real interest unknown
 	}
-	if epoch, seq, ok := peekSnapshot(payload); ok && p.interest.redundant(epoch, seq) {
+	if epoch, seq, all, ok := peekSnapshot(payload); ok && p.interest.redundant(epoch, seq, all) {
 		return // in sync already: skip decoding a possibly large snapshot
 	}
 	msg, err := decodeInterest(payload, lim)
 	if err != nil {
 		p.refused.Add(1)
-		p.log.Warn("interest message refused", "topic", m.Topic, "bytes", len(m.Payload), "err", err)
+		p.interest.markUnknown() // refused interest widens: everything until a usable snapshot
+		p.log.Warn("interest message refused: relaying everything to this peer", "topic", m.Topic, "bytes", len(m.Payload), "err", err)
 		return
 	}
 	if wantSnapshot := m.Topic == a.topics.Interest(p.name); msg.Snapshot != wantSnapshot {
 		p.refused.Add(1)
-		p.log.Warn("interest message on the wrong topic refused", "topic", m.Topic)
+		p.interest.markUnknown()
+		p.log.Warn("interest message on the wrong topic refused: relaying everything to this peer", "topic", m.Topic)
 		return
 	}
 	if !p.interest.apply(msg, lim.MaxFilters) {
@@ -148,55 +170,83 @@ func (a *Agent) peerMessage(p *peer, m *message) {
 
 // pullRetained copies a peer broker's retained messages to the local broker when the link to
 // it comes up, so a subscriber here gets values published while this node was away (agent or
-// broker down, link cut, late join). A non-bridge client sees stored retained messages with the
-// retain flag and live ones without; its own marker publish, which follows every retained
-// message queued by its subscription, ends the copy. Where the same topic changed on both sides
-// during a partition, the value pulled last wins.
-func (a *Agent) pullRetained(p *peer) {
-	marker := a.topics.Control() + a.opts.Node + "/sync/" + p.name
+// broker down, link cut, late join). Only values that differ from the local broker's are
+// republished (an unchanged value would reach live subscribers again), and never one this node
+// itself relayed while the link was down (the peer's copy is older). Where the same topic changed
+// on both sides during a partition, the peer's value wins.
+func (a *Agent) pullRetained(ctx context.Context, p *peer) {
+	mine := p.takeRetainedWhileDown()
+	local, err := a.readRetained(ctx, a.opts.Local, a.opts.LocalTLS, a.topics.ReaderID(a.opts.Node, p.name), a.opts.Node+"/local/"+p.name)
+	if err != nil {
+		p.log.Warn("retained pull: local broker", "err", err)
+		return
+	}
+	theirs, err := a.readRetained(ctx, p.addr, p.tls, a.topics.PullID(a.opts.Node, p.name), a.opts.Node+"/sync/"+p.name)
+	if err != nil {
+		p.log.Warn("retained pull: peer broker", "err", err)
+		return
+	}
+	n := 0
+	for topic, v := range theirs {
+		if mine[topic] {
+			continue
+		}
+		if l, ok := local[topic]; ok && l.qos == v.qos && bytes.Equal(l.payload, v.payload) {
+			continue
+		}
+		n++
+		a.republish(ctx, topic, v.qos, true, v.payload, func() {})
+	}
+	p.log.Info("retained messages pulled from peer", "peer_retained", len(theirs), "republished", n)
+}
+
+type retainedValue struct {
+	payload []byte
+	qos     byte
+}
+
+// readRetained returns a broker's stored retained messages. A non-bridge client sees stored
+// retained messages with the retain flag and live ones without; its own marker publish, which
+// follows every retained message queued by its subscription, ends the read.
+func (a *Agent) readRetained(ctx context.Context, addr string, tlsConf *tls.Config, clientID, markerName string) (map[string]retainedValue, error) {
+	marker := a.topics.Control() + markerName + "/retained-marker"
+	var mu sync.Mutex
+	out := map[string]retainedValue{}
 	done := make(chan struct{})
 	var once sync.Once
-	var n atomic.Int64
-	o := mqtt.NewClientOptions()
-	scheme := "tcp://"
-	if p.tls != nil {
-		scheme = "ssl://"
-		o.SetTLSConfig(p.tls)
-	}
-	o.AddBroker(scheme + p.addr).SetClientID(a.syncID(p)).SetCleanSession(true).SetAutoReconnect(false).
-		SetConnectTimeout(3 * time.Second)
-	if a.opts.Username != "" {
-		o.SetUsername(a.opts.Username).SetPassword(a.opts.Password)
-	}
-	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
-		switch {
-		case m.Topic() == marker:
-			once.Do(func() { close(done) })
-		case m.Retained() && !a.topics.IsReserved(m.Topic()):
-			if c := a.localConn(); c != nil {
-				n.Add(1)
-				a.republished.Add(1)
-				c.Publish(m.Topic(), m.Qos(), true, m.Payload(), nil)
+	c, _, err := dial(ctx, addr, connectOptions{ClientID: clientID, Protocol: 4, CleanSession: true,
+		Keepalive: a.opts.Keepalive, Username: a.opts.Username, Password: a.opts.Password, TLS: tlsConf},
+		func(m *message) {
+			m.Ack()
+			switch {
+			case m.Topic == marker:
+				once.Do(func() { close(done) })
+			case m.Retain && !a.topics.IsReserved(m.Topic):
+				mu.Lock()
+				out[m.Topic] = retainedValue{payload: m.Payload, qos: m.QoS}
+				mu.Unlock()
 			}
-		}
-	})
-	c := mqtt.NewClient(o)
-	if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		p.log.Warn("retained pull: peer broker unreachable", "err", tok.Error())
-		return
+		})
+	if err != nil {
+		return nil, err
 	}
-	defer c.Disconnect(100)
-	if tok := c.SubscribeMultiple(map[string]byte{"#": 1, marker: 1}, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		p.log.Warn("retained pull: subscribe failed", "err", tok.Error())
-		return
+	defer c.Close()
+	if err := c.Subscribe(ctx, map[string]byte{"#": 2, marker: 1}); err != nil {
+		return nil, err
 	}
-	c.Publish(marker, 1, false, []byte{})
+	c.Publish(marker, 1, false, nil, nil)
 	select {
 	case <-done:
-		p.log.Info("retained messages pulled from peer", "messages", n.Load())
+	case <-c.Done():
+		return nil, c.Err()
 	case <-time.After(30 * time.Second):
-		p.log.Warn("retained pull: no end marker", "messages", n.Load())
+		return nil, errors.New("no end marker within 30s")
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
+	mu.Lock()
+	defer mu.Unlock()
+	return out, nil
 }
 
 // handleLocal handles one message from the local broker, on the dispatcher.
@@ -208,6 +258,9 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		a.snapshotDirty, a.lastSnapshot = true, time.Time{} // due now
 		a.publishSnapshot()
 		return
+	}
+	if m.QoS > 0 && m.c != a.localConn() {
+		return // from a connection that ended: the broker sends it again on the current one
 	}
 	topic := m.Topic
 	switch {
@@ -223,6 +276,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		if orig, retained, ok := a.topics.Unforward(topic); ok {
 			payload, err := a.signer.open(topic, m.Payload)
 			if err != nil {
+				a.forged.Add(1)
 				a.refuseRelay(m, "forged relay dropped")
 				return
 			}
@@ -244,9 +298,6 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 }
 
 func (a *Agent) refuseRelay(m *message, why string) {
-	if why == "forged relay dropped" {
-		a.forged.Add(1)
-	}
 	a.log.Warn(why, "topic", m.Topic, "bytes", len(m.Payload))
 	m.Ack()
 }
@@ -255,6 +306,7 @@ func (a *Agent) refuseRelay(m *message, why string) {
 func (a *Agent) republishBatch(ctx context.Context, m *message) {
 	payload, err := a.signer.open(m.Topic, m.Payload)
 	if err != nil {
+		a.forged.Add(1)
 		a.refuseRelay(m, "forged relay dropped")
 		return
 	}
@@ -346,9 +398,9 @@ func (a *Agent) dollarSubs() map[string]bool {
 
 // syncDollarSubs keeps the local subscriptions to '$' filters equal to the union of the peers'
 // ('#' never matches '$' topics, so those publishes would otherwise never be seen). Runs on the
-// dispatcher; the subscribe round trips run aside.
+// dispatcher, so changes apply in order; a failed change is retried on the next batch.
 func (a *Agent) syncDollarSubs(ctx context.Context) {
-	changed := false
+	changed := a.dollarRetry
 	for _, p := range a.peerList() {
 		if p.interest.dollarChanged.Swap(false) {
 			changed = true
@@ -357,6 +409,7 @@ func (a *Agent) syncDollarSubs(ctx context.Context) {
 	if !changed {
 		return
 	}
+	a.dollarRetry = false
 	want := map[string]bool{}
 	for _, p := range a.peerList() {
 		for _, f := range p.interest.DollarFilters() {
@@ -365,38 +418,40 @@ func (a *Agent) syncDollarSubs(ctx context.Context) {
 			}
 		}
 	}
-	a.dollarMu.Lock()
-	var add, remove []string
+	c := a.localConn()
+	if c == nil {
+		a.dollarMu.Lock()
+		a.dollar = want // the next connection subscribes to all of them
+		a.dollarMu.Unlock()
+		return
+	}
+	have := a.dollarSubs()
+	add := map[string]byte{}
+	var remove []string
 	for f := range want {
-		if !a.dollar[f] {
-			add = append(add, f)
+		if !have[f] {
+			add[f] = 2
 		}
 	}
-	for f := range a.dollar {
+	for f := range have {
 		if !want[f] {
 			remove = append(remove, f)
 		}
 	}
+	if len(add) > 0 {
+		if err := c.Subscribe(ctx, add); err != nil {
+			a.log.Warn("subscribing to peers' $ filters failed, will retry", "filters", len(add), "err", err)
+			a.dollarRetry = true
+			return
+		}
+	}
+	if len(remove) > 0 {
+		if err := c.Unsubscribe(ctx, remove); err != nil {
+			a.log.Warn("unsubscribing peers' $ filters failed, will retry", "filters", len(remove), "err", err)
+			a.dollarRetry = true
+		}
+	}
+	a.dollarMu.Lock()
 	a.dollar = want
 	a.dollarMu.Unlock()
-	c := a.localConn()
-	if c == nil || (len(add) == 0 && len(remove) == 0) {
-		return // the next connection subscribes to a.dollar
-	}
-	go func() {
-		if len(add) > 0 {
-			subs := map[string]byte{}
-			for _, f := range add {
-				subs[f] = 2
-			}
-			if err := c.Subscribe(ctx, subs); err != nil {
-				a.log.Warn("subscribing to peers' $ filters failed", "filters", add, "err", err)
-			}
-		}
-		if len(remove) > 0 {
-			if err := c.Unsubscribe(ctx, remove); err != nil {
-				a.log.Warn("unsubscribing peers' $ filters failed", "filters", remove, "err", err)
-			}
-		}
-	}()
 }

@@ -31,6 +31,9 @@ type peer struct {
 	mu    sync.Mutex
 	up    bool
 	ready chan struct{} // closed while up
+	// retainedWhileDown holds the topics of retained relays queued while the peer was down: the
+	// retained pull from that peer must not overwrite them with its older values.
+	retainedWhileDown map[string]bool
 
 	// Counters, read by Stats.
 	relayed, relayedBytes, batches, refused, forged, retries atomic.Uint64
@@ -68,6 +71,7 @@ func (p *peer) setUp() {
 	p.up = true
 	close(p.ready)
 	p.upSince.Store(time.Now().UnixNano())
+	p.queue.setParked(false)
 }
 
 func (p *peer) setDown() {
@@ -80,9 +84,12 @@ func (p *peer) setDown() {
 	p.ready = make(chan struct{})
 	p.downSince.Store(time.Now().UnixNano())
 	p.mu.Unlock()
+	// What the peer's clients want while it is away is unknown: relay everything (the queue
+	// keeps it, bounded) until its interest is synced again after it returns.
+	p.interest.setSynced(false)
 	// The local broker must not wait for a peer that is gone: what is queued stays queued
 	// (bounded) and is sent when the peer returns.
-	p.queue.parkAll()
+	p.queue.setParked(true)
 }
 
 // waitConn blocks until the link is up and returns its connection.
@@ -106,6 +113,15 @@ func (p *peer) waitConn(ctx context.Context) (*conn, bool) {
 }
 
 // disconnect closes the current connection, if any.
+// takeRetainedWhileDown returns and clears the topics of retained relays queued while down.
+func (p *peer) takeRetainedWhileDown() map[string]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	t := p.retainedWhileDown
+	p.retainedWhileDown = nil
+	return t
+}
+
 func (p *peer) disconnect() {
 	if p.link != nil {
 		if c := p.link.Conn(); c != nil {
@@ -115,15 +131,21 @@ func (p *peer) disconnect() {
 }
 
 // enqueue hands a relay to the peer. A QoS 0 relay to a peer that is down is dropped, as a
-// QoS 0 publish to a broker that is down would be.
+// QoS 0 publish to a broker that is down would be, unless it sets a retained value.
 func (p *peer) enqueue(r *relay) {
 	if !p.Up() {
-		if r.qos == 0 {
+		if r.retain {
+			p.mu.Lock()
+			if p.retainedWhileDown == nil {
+				p.retainedWhileDown = map[string]bool{}
+			}
+			p.retainedWhileDown[r.topic] = true
+			p.mu.Unlock()
+		} else if r.qos == 0 {
 			p.queue.dropped.Add(1)
 			r.settle()
 			return
 		}
-		r.settle() // parked: the peer is down
 	}
 	if n := p.queue.push(r); n > 0 {
 		p.log.Warn("relay buffer full, dropped oldest", "dropped", n, "buffered", p.queue.Len())
@@ -141,11 +163,13 @@ func (p *peer) send(ctx context.Context, a *Agent) {
 		}
 		c, ok := p.waitConn(ctx)
 		if !ok {
+			p.queue.pushFront(rs) // settled there if the peer is parked or removed
 			return
 		}
 		select {
 		case p.inflight <- struct{}{}:
 		case <-ctx.Done():
+			p.queue.pushFront(rs)
 			return
 		}
 		batch := append([]*relay(nil), rs...) // owned by the completion callback
@@ -164,13 +188,8 @@ func (p *peer) send(ctx context.Context, a *Agent) {
 				return
 			}
 			// Cut off by a lost connection: back to the head of the queue (at least once: the
-			// peer may see a duplicate).
+			// peer may see a duplicate). A parked queue settles them.
 			p.retries.Add(uint64(len(batch)))
-			if !p.Up() {
-				for _, r := range batch {
-					r.settle() // parked until the peer returns
-				}
-			}
 			p.queue.pushFront(batch)
 		})
 		buf = rs

@@ -46,8 +46,13 @@ func Probe(ctx context.Context, o ProbeOptions) (ProbeResult, error) {
 	lines := make(chan string, 256)
 	opts := probeClientOptions(o, o.ClientID+"-"+nonce)
 	opts.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		// Only the probe's own lines: on a busy broker other clients' lines would crowd them out.
+		line := m.Topic() + " " + string(m.Payload())
+		if !strings.Contains(line, nonce) {
+			return
+		}
 		select {
-		case lines <- m.Topic() + " " + string(m.Payload()):
+		case lines <- line:
 		default:
 		}
 	})

@@ -46,6 +46,10 @@ type relayQueue struct {
 	maxItems int
 	maxBytes int
 	notify   chan struct{} // a token when items were added
+	// parked: the peer is down, so every relay in the queue (and every one added) is settled at
+	// once: the local broker must not wait for it. The relays stay queued and are sent when the
+	// peer returns.
+	parked bool
 
 	dropped atomic.Uint64
 }
@@ -75,6 +79,9 @@ func (q *relayQueue) push(r *relay) (dropped int) {
 	if q.n == len(q.items) {
 		q.grow()
 	}
+	if q.parked {
+		r.settle()
+	}
 	q.items[(q.head+q.n)%len(q.items)] = r
 	q.n++
 	q.bytes += len(r.payload)
@@ -93,6 +100,9 @@ func (q *relayQueue) pushFront(rs []*relay) {
 			q.grow()
 		}
 		q.head = (q.head - 1 + len(q.items)) % len(q.items)
+		if q.parked {
+			rs[i].settle()
+		}
 		q.items[q.head] = rs[i]
 		q.n++
 		q.bytes += len(rs[i].payload)
@@ -142,12 +152,15 @@ func (q *relayQueue) popBatch(ctx context.Context, buf []*relay, maxItems, maxBy
 	}
 }
 
-// parkAll settles every queued relay: the peer is down, so the local broker must not wait for it.
-func (q *relayQueue) parkAll() {
+// setParked parks the queue while its peer is down (see parked) and unparks it when it returns.
+func (q *relayQueue) setParked(v bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for i := 0; i < q.n; i++ {
-		q.items[(q.head+i)%len(q.items)].settle()
+	q.parked = v
+	if v {
+		for i := 0; i < q.n; i++ {
+			q.items[(q.head+i)%len(q.items)].settle()
+		}
 	}
 }
 

@@ -18,10 +18,13 @@ const maxPendingDeltas = 1024
 // wait for a writer.
 type remoteInterest struct {
 	tree    atomic.Pointer[topictree.Tree]
-	all     atomic.Bool  // the peer asked for everything
-	unknown atomic.Bool  // no usable snapshot yet, or a gap: relay everything until the next one
-	synced  atomic.Bool  // every retained message of the current subscription has arrived
-	updated atomic.Int64 // unix nanoseconds of the last applied message
+	all     atomic.Bool // the peer asked for everything
+	unknown atomic.Bool // no usable snapshot yet, or a gap: relay everything until the next one
+	synced  atomic.Bool // every retained message of the current subscription has arrived
+	// agentDown: the peer's agent is gone (its will says so): nobody there tells us what its
+	// clients want, so they get everything, queued in the agent's persistent session.
+	agentDown atomic.Bool
+	updated   atomic.Int64 // unix nanoseconds of the last applied message
 
 	mu      sync.Mutex // serialises writers
 	epoch   uint64
@@ -58,7 +61,7 @@ func newRemoteInterest() *remoteInterest {
 
 // Wants reports whether the peer must receive a publish on topic.
 func (r *remoteInterest) Wants(topic string) bool {
-	if r.all.Load() || r.unknown.Load() || !r.synced.Load() {
+	if r.all.Load() || r.unknown.Load() || !r.synced.Load() || r.agentDown.Load() {
 		return true
 	}
 	return r.tree.Load().Match(topic)
@@ -66,7 +69,7 @@ func (r *remoteInterest) Wants(topic string) bool {
 
 // Known reports whether the interest is exact (a snapshot and every delta since).
 func (r *remoteInterest) Known() bool {
-	return !r.unknown.Load() && !r.all.Load() && r.synced.Load()
+	return !r.unknown.Load() && !r.all.Load() && r.synced.Load() && !r.agentDown.Load()
 }
 
 // setSynced records whether the retained state of the peer's interest topics has fully arrived
@@ -97,18 +100,18 @@ func (r *remoteInterest) apply(m interestMsg, maxFilters int) (inSync bool) {
 
 // redundant reports whether a snapshot of this epoch and sequence would tell nothing new: the
 // peer's view is in sync and already past it.
-func (r *remoteInterest) redundant(epoch, seq uint64) bool {
+func (r *remoteInterest) redundant(epoch, seq uint64, all bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.redundantLocked(epoch, seq)
+	return r.redundantLocked(epoch, seq, all)
 }
 
-func (r *remoteInterest) redundantLocked(epoch, seq uint64) bool {
-	return epoch == r.epoch && seq <= r.seq && !r.unknown.Load() && len(r.pending) == 0
+func (r *remoteInterest) redundantLocked(epoch, seq uint64, all bool) bool {
+	return epoch == r.epoch && seq <= r.seq && all == r.all.Load() && !r.unknown.Load() && len(r.pending) == 0
 }
 
 func (r *remoteInterest) applyMsg(m interestMsg) (inSync bool) {
-	if m.Snapshot && r.redundantLocked(m.Epoch, m.Seq) {
+	if m.Snapshot && r.redundantLocked(m.Epoch, m.Seq, m.All) {
 		return true // a peer in sync already holds everything this snapshot says
 	}
 	if m.Snapshot {

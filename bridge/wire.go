@@ -187,20 +187,21 @@ func decodeInterest(p []byte, lim Limits) (interestMsg, error) {
 	return m, nil
 }
 
-// peekSnapshot reads the epoch and sequence of a snapshot without decoding its filters.
-func peekSnapshot(p []byte) (epoch, seq uint64, ok bool) {
+// peekSnapshot reads the epoch, sequence and "all" flag of a snapshot without decoding its
+// filters.
+func peekSnapshot(p []byte) (epoch, seq uint64, all, ok bool) {
 	if len(p) < len(magic)+1 || string(p[:len(magic)]) != magic || p[len(magic)] != kindSnapshot {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
 	p = p[len(magic)+1:]
 	var err error
 	if epoch, p, err = uvarint(p, "epoch"); err != nil {
-		return 0, 0, false
+		return 0, 0, false, false
 	}
-	if seq, _, err = uvarint(p, "seq"); err != nil {
-		return 0, 0, false
+	if seq, p, err = uvarint(p, "seq"); err != nil || len(p) < 1 {
+		return 0, 0, false, false
 	}
-	return epoch, seq, true
+	return epoch, seq, p[0]&flagAll != 0, true
 }
 
 func uvarint(p []byte, what string) (uint64, []byte, error) {
@@ -338,6 +339,23 @@ func (t Topics) Control() string { return "$HA/" + t.cluster + "/" }
 
 // ClientPrefix starts the client id of every agent connection of the cluster.
 func (t Topics) ClientPrefix() string { return "mha-" + t.cluster + "-" }
+
+// The client ids of the agents' connections. Each broker sees, besides its own agent's local
+// connection, a link and retained pulls from every peer agent, and its own agent's readers.
+
+// LocalID is node's agent's connection to its own broker.
+func (t Topics) LocalID(node string) string { return t.ClientPrefix() + node + "-local" }
+
+// LinkID is from's agent's connection to to's broker.
+func (t Topics) LinkID(from, to string) string { return t.ClientPrefix() + from + "-to-" + to }
+
+// PullID is from's agent's retained pull on to's broker.
+func (t Topics) PullID(from, to string) string { return t.ClientPrefix() + from + "-pull-" + to }
+
+// ReaderID is node's agent's reader of its own broker's retained messages, for a pull from peer.
+func (t Topics) ReaderID(node, peer string) string {
+	return t.ClientPrefix() + node + "-retained-" + peer
+}
 
 // Forward is the topic a relay of topic travels on.
 func (t Topics) Forward(topic string, retained bool) string {
