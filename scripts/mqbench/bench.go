@@ -5,9 +5,11 @@ import (
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -380,6 +382,12 @@ func bench(cfg *config, progress io.Writer) (*result, error) {
 	}
 	setExpected(int64(cfg.publishers) * int64(cfg.count))
 
+	if cfg.phaseFile != "" {
+		if err := phaseHandshake(ctx, cfg.phaseFile, "ready"); err != nil {
+			return nil, err
+		}
+	}
+
 	t0 := time.Now()
 	var pubWG sync.WaitGroup
 	for _, p := range pubs {
@@ -435,6 +443,13 @@ func bench(cfg *config, progress io.Writer) (*result, error) {
 			}
 		}
 		tick.Stop()
+	}
+	// The load is over; the caller may read its counters before the clients disconnect. A run
+	// that reached --timeout does not wait.
+	if cfg.phaseFile != "" {
+		if err := phaseHandshake(ctx, cfg.phaseFile, "done"); err != nil {
+			timedOut = true
+		}
 	}
 
 	res := &result{
@@ -509,6 +524,29 @@ func bench(cfg *config, progress io.Writer) (*result, error) {
 	res.Complete = res.Lost == 0 && !timedOut && res.Published == int64(cfg.publishers)*int64(cfg.count)
 	res.WallS = time.Since(start).Seconds()
 	return res, nil
+}
+
+// phaseHandshake writes word to path, then waits until the caller removes the file (or ctx ends).
+func phaseHandshake(ctx context.Context, path, word string) error {
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err := os.WriteFile(path, []byte(word+"\n"), 0o644); err != nil {
+		return fmt.Errorf("--phase-file: %v", err)
+	}
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			_ = os.Remove(path)
+			return fmt.Errorf("--phase-file %s (%s) was not removed within --timeout", path, word)
+		case <-tick.C:
+		}
+	}
 }
 
 func rate(n int64, secs float64) float64 {

@@ -13,6 +13,11 @@
 // (unix nanoseconds), 24-31 a random run id when --size >= 32 (messages of another run on the same
 // topic are then counted as invalid, not as duplicates), then zero padding up to --size.
 //
+// With --phase-file a caller can read counters (bytes, CPU) between the phases: mqbench writes
+// "ready" to the file once subscribed, settled and connected and publishes only after the caller
+// removed it; after the drain it writes "done" and disconnects only after the file is removed
+// again. Both waits are bounded by --timeout (scripts/bench-reference.sh uses this).
+//
 // Exit status: 0 when the run completed (loss is a measurement, not a failure), 1 for setup errors
 // (a broker cannot be reached or refuses a subscription), 2 for usage errors.
 //
@@ -63,6 +68,7 @@ type config struct {
 	timeout         time.Duration
 	drain           time.Duration
 	settle          time.Duration
+	phaseFile       string // handshake between the phases (--phase-file)
 	clientPrefix    string
 	json            bool
 	quiet           bool
@@ -137,6 +143,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*config, int) {
 	fs.DurationVar(&cfg.timeout, "timeout", 60*time.Second, "overall bound of the run, setup included")
 	fs.DurationVar(&cfg.settle, "settle", 0, "wait after every subscription is acknowledged before publishing (lets a cluster learn the subscriptions)")
 	fs.DurationVar(&cfg.drain, "drain", 2*time.Second, "wait after the last publish for stragglers (ends early once every expected message arrived)")
+	fs.StringVar(&cfg.phaseFile, "phase-file", "", "handshake with a caller that reads counters between phases: when subscribed, settled and connected write \"ready\" to this file and publish once it is removed; after the drain write \"done\" and disconnect once it is removed (bounded by --timeout)")
 	fs.StringVar(&cfg.clientPrefix, "client-prefix", "mqbench-", "client id prefix")
 	fs.BoolVar(&cfg.json, "json", false, "print one JSON object to stdout")
 	fs.BoolVarP(&cfg.quiet, "quiet", "q", false, "no progress lines on stderr")

@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -116,6 +119,65 @@ func TestLossDetected(t *testing.T) {
 	}
 	if r.Acked != 200 || r.E2EDurationS != 0 || r.LatencySamples != 0 {
 		t.Errorf("acked %d e2e %.3f samples %d", r.Acked, r.E2EDurationS, r.LatencySamples)
+	}
+}
+
+// --phase-file: nothing is published before the caller removes "ready", the clients stay
+// connected until it removes "done"; without removal the run ends at --timeout with a setup error.
+func TestPhaseFile(t *testing.T) {
+	b := mosqtest.Start(t, mosqtest.Options{})
+	path := filepath.Join(t.TempDir(), "phase")
+	type out struct {
+		r   *result
+		err error
+	}
+	done := make(chan out, 1)
+	go func() {
+		cfg, code := parseArgs([]string{"--pub-brokers", b.Addr, "--sub-brokers", b.Addr, "--publishers", "1",
+			"--count", "50", "--topic", "bench/1", "--phase-file", path, "--timeout", "10s", "--quiet"}, io.Discard, io.Discard)
+		if cfg == nil {
+			done <- out{err: fmt.Errorf("usage error %d", code)}
+			return
+		}
+		r, err := bench(cfg, io.Discard)
+		done <- out{r, err}
+	}()
+	await := func(word string) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if data, err := os.ReadFile(path); err == nil && string(data) == word+"\n" {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %q in the phase file", word)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond)
+		select {
+		case o := <-done:
+			t.Fatalf("the run ended before %q was removed: %+v %v", word, o.r, o.err)
+		default:
+		}
+		if err := os.Remove(path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	await("ready")
+	await("done")
+	o := <-done
+	if o.err != nil || !o.r.Complete || o.r.TimedOut || o.r.Received != 50 {
+		t.Fatalf("after the handshake: %v, %+v", o.err, o.r)
+	}
+
+	code, _, stderr := runTool(t, "--pub-brokers", b.Addr, "--sub-brokers", b.Addr, "--publishers", "1",
+		"--count", "5", "--topic", "bench/1", "--phase-file", path, "--timeout", "1s", "--quiet")
+	if code != 1 || !strings.Contains(stderr, "was not removed") {
+		t.Errorf("no handshake: exit %d, stderr %q; want 1 and \"was not removed\"", code, stderr)
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("the phase file is left behind: %v", err)
 	}
 }
 
