@@ -12,6 +12,8 @@ command -v haproxy >/dev/null || need+=(haproxy)
 command -v keepalived >/dev/null || need+=(keepalived)
 command -v ip >/dev/null || need+=(iproute2)
 command -v python3 >/dev/null || need+=(python3)  # the benchmark scripts summarise JSON with it
+command -v nft >/dev/null || need+=(nftables)      # bench-reference.sh counts bytes between brokers
+command -v iftop >/dev/null || need+=(iftop)        # ... and also measures them as the study did
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: missing ${need[*]}; run as root or: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
@@ -34,6 +36,11 @@ scripts/demo.sh --for 1s >/tmp/mha-demo-smoke.log 2>&1 || { cat /tmp/mha-demo-sm
 grep -q "hello from b1" /tmp/mha-demo-smoke.log || { echo "demo: the message did not cross"; cat /tmp/mha-demo-smoke.log; exit 1; }
 echo "== smoke: scripts/bench-relay.sh --smoke"
 scripts/bench-relay.sh --smoke
+echo "== smoke: scripts/bench-reference.sh --smoke (the study's experiment in the lab)"
+scripts/bench-reference.sh --smoke >/tmp/mha-ref-smoke.log 2>&1 || { cat /tmp/mha-ref-smoke.log; exit 1; }
+tail -n 12 /tmp/mha-ref-smoke.log
+echo "== smoke: scripts/chaos.sh --smoke (random faults in the lab)"
+scripts/chaos.sh --smoke
 echo "== smoke: Go benchmarks, one iteration each"
 MHA_SCALE_FILTERS=2000 go test -run '^$' -bench . -benchtime 1x ./... >/tmp/mha-bench-smoke.log 2>&1 || { cat /tmp/mha-bench-smoke.log; exit 1; }
 grep -E '^(Benchmark|ok|FAIL)' /tmp/mha-bench-smoke.log
