@@ -292,17 +292,21 @@ start_broker() {
     fail "mosquitto on $b did not start"
 }
 
-agent_settled() { tail -n "+$2" "$LAB/logs/$1.agent.log" | grep -q "advertising exact interest"; }
+agent_logged() { tail -n "+$2" "$LAB/logs/$1.agent.log" | grep -q "$3"; }
 
+# start_agent BROKER [wait|nowait]: a fresh agent (no state file yet) waits until it advertises
+# exact interest; a restarted one until its local connection is up. A restarted agent relays
+# everything until it has seen the clients it restored again, which may take long: by design.
 start_agent() {
-  local b=$1 from
+  local b=$1 from want="advertising exact interest"
   [ "$NATIVE" = 1 ] && return 0
   from=1
   [ -f "$LAB/logs/$b.agent.log" ] && from=$(($(wc -l <"$LAB/logs/$b.agent.log") + 1))
+  [ "$from" -gt 1 ] && want="local broker connected"
   spawn "$b" agent "$BIN" agent --config "$LAB/cluster.yaml" --node "$b"
   [ "${2:-wait}" = nowait ] && return 0
-  wait_for 30 "the agent on $b to settle (\"advertising exact interest\")" agent_settled "$b" "$from" ||
-    fail "the agent on $b did not settle"
+  wait_for 30 "the agent on $b to log \"$want\"" agent_logged "$b" "$from" "$want" ||
+    fail "the agent on $b did not start"
 }
 
 start_haproxy() {
@@ -458,7 +462,7 @@ wait_ready() {
     running "$b" mosquitto || { echo "lab.sh: mosquitto on $b is not running" >&2; return 1; }
     if [ "$NATIVE" = 0 ]; then
       running "$b" agent || { echo "lab.sh: the agent on $b is not running" >&2; return 1; }
-      wait_for $((deadline - SECONDS)) "the agent on $b to settle" agent_settled "$b" 1 || return 1
+      wait_for $((deadline - SECONDS)) "the agent on $b to settle" agent_logged "$b" 1 "advertising exact interest" || return 1
     fi
   done
   for lb in lb1 lb2; do
