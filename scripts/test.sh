@@ -28,7 +28,6 @@ fi
 command -v go >/dev/null || { echo "scripts/test.sh: Go 1.26 is required (https://go.dev/dl)" >&2; exit 1; }
 
 go vet ./...
-go test -count=1 -timeout 20m "$@" ./...
 
 # Smoke runs of the scripts and benchmarks, seconds each, so none of them can rot.
 echo "== smoke: scripts/demo.sh --for 1s"
@@ -44,3 +43,7 @@ scripts/chaos.sh --smoke --seed 7
 echo "== smoke: Go benchmarks, one iteration each"
 MHA_SCALE_FILTERS=2000 go test -run '^$' -bench . -benchtime 1x ./... >/tmp/mha-bench-smoke.log 2>&1 || { cat /tmp/mha-bench-smoke.log; exit 1; }
 grep -E '^(Benchmark|ok|FAIL)' /tmp/mha-bench-smoke.log
+
+# Every test last, so its summary closes the output.
+echo "== go test ./..."
+go test -count=1 -timeout 20m "$@" ./...
