@@ -16,8 +16,10 @@
 //     subscribes to P's interest topics and publishes relays to P's forward topics.
 //
 // Messages from the local broker are acknowledged only once every peer that needed them has
-// acknowledged the relay (or it waits in a bounded buffer for a peer that is down), so a crash of
-// the agent loses nothing the broker accepted: the broker redelivers to the persistent session.
+// acknowledged the relay, so a crash of the agent loses nothing the broker accepted and a live
+// peer was to get: the broker redelivers to the persistent session. Relays for a peer that is
+// down are acknowledged at once and wait in a bounded buffer (the local broker must not stall
+// for it); those are lost if the agent dies before the peer returns.
 //
 // # Control topics (version 1)
 //
@@ -63,8 +65,8 @@
 // broker. The peer's agent strips the prefix and republishes T with the same QoS and retain flag.
 // Retained publishes and deletions go to every peer, whatever its interest, so a later subscriber
 // anywhere gets the current value; this is the documented exception to "only what a peer wants".
-// When a peer link comes up, the agent also pulls the peer broker's stored retained messages
-// (client id "mha-<cluster>-<node>-pull-<peer>", a plain subscription to '#' ended by a marker on
-// `$HA/<cluster>/<node>/sync/<peer>`) and republishes them locally, so a node that was away or
-// joins late catches up.
+// When a peer link comes up, the agent also reads the peer broker's stored retained messages
+// (client id "mha-<cluster>-<node>-pull-<peer>", a plain subscription to '#' ended by a marker
+// publish) and republishes locally those that differ from its own broker's, except the ones it
+// relayed itself while the link was down, so a node that was away or joins late catches up.
 package bridge
