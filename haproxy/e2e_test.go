@@ -11,7 +11,6 @@ package haproxy_test
 // reports where it is, over MQTT, with no log scraping.
 
 import (
-	"bytes"
 	"encoding/csv"
 	"errors"
 	"fmt"
@@ -22,7 +21,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -41,25 +39,8 @@ type hap struct {
 	Bind string // "127.0.0.1:port" where clients connect
 	sock string // stats socket
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *mosqtest.Output
 	done chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startHAProxy generates a configuration for brokers (with Bind on a free loopback port, the
@@ -85,7 +66,7 @@ func startHAProxy(t *testing.T, p haproxy.Params) *hap {
 	if err := os.WriteFile(path, cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h := &hap{t: t, Bind: p.Bind, sock: p.StatsSocket, out: &lockedBuffer{}, done: make(chan struct{})}
+	h := &hap{t: t, Bind: p.Bind, sock: p.StatsSocket, out: &mosqtest.Output{}, done: make(chan struct{})}
 	h.cmd = exec.Command(bin, "-db", "-f", path)
 	h.cmd.Stdout, h.cmd.Stderr = h.out, h.out
 	if err := h.cmd.Start(); err != nil {

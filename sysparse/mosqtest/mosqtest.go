@@ -56,7 +56,7 @@ type Broker struct {
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	out *syncWriter
+	out *Output
 }
 
 // Binary returns the path of the mosquitto binary or fails the test with the install command.
@@ -122,7 +122,7 @@ func (b *Broker) start() {
 		t.Fatalf("mosqtest: %v", err)
 	}
 	cmd := exec.Command(bin, "-c", conf)
-	out := &syncWriter{}
+	out := &Output{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("mosqtest: start mosquitto: %v", err)
@@ -167,9 +167,7 @@ func (b *Broker) Output() string {
 	if out == nil {
 		return ""
 	}
-	out.mu.Lock()
-	defer out.mu.Unlock()
-	return out.w.String()
+	return out.String()
 }
 
 func (b *Broker) signal(sig syscall.Signal) {
@@ -210,13 +208,21 @@ func (b *Broker) StartAgain() {
 	b.start()
 }
 
-type syncWriter struct {
+// Output collects what a process started by a test writes; safe for concurrent use.
+type Output struct {
 	mu sync.Mutex
-	w  bytes.Buffer
+	b  bytes.Buffer
 }
 
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
+func (o *Output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+// String is everything written so far.
+func (o *Output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
 }
