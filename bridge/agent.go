@@ -363,7 +363,6 @@ func (a *Agent) applyPeers(ctx context.Context, wg *sync.WaitGroup, want []PeerA
 		p.disconnect()
 		a.log.Info("peer removed", "peer", p.name, "dropped_buffered", p.queue.Len())
 	}
-	a.snapshotDirty = true
 }
 
 func (a *Agent) probeOptions() ProbeOptions {

@@ -25,10 +25,12 @@ type conn struct {
 	nc net.Conn
 	r  *bufio.Reader
 
-	wmu     sync.Mutex
-	w       *bufio.Writer
-	nextID  uint16
-	pending map[uint16]*outbound // QoS 1/2 publishes, subscriptions and unsubscriptions in flight
+	wmu    sync.Mutex
+	w      *bufio.Writer
+	nextID uint16
+	// pending holds the completion of every packet waiting for its acknowledgement (PUBACK,
+	// PUBCOMP, SUBACK, UNSUBACK) by packet id; a nil completion still holds its id.
+	pending map[uint16]func(error)
 	flush   chan struct{}
 
 	onPublish func(*message) // called on the reader goroutine: must not block on this conn
@@ -43,11 +45,6 @@ type conn struct {
 // errConnLost completes every publish still in flight when a connection ends.
 var errConnLost = errors.New("bridge: connection lost")
 
-// outbound is a packet waiting for its acknowledgement (PUBACK, PUBCOMP, SUBACK, UNSUBACK).
-type outbound struct {
-	cb func(error)
-}
-
 // message is one PUBLISH received. Ack acknowledges it on the connection it came from, once.
 type message struct {
 	c       *conn
@@ -55,7 +52,6 @@ type message struct {
 	Payload []byte
 	QoS     byte
 	Retain  bool
-	Dup     bool
 	id      uint16
 	acked   atomic.Bool
 }
@@ -103,7 +99,7 @@ func dial(ctx context.Context, addr string, o connectOptions, onPublish func(*me
 	}
 	// net sets TCP_NODELAY on TCP connections by default: no Nagle delay on relays.
 	c := &conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10),
-		pending: map[uint16]*outbound{}, flush: make(chan struct{}, 1), onPublish: onPublish,
+		pending: map[uint16]func(error){}, flush: make(chan struct{}, 1), onPublish: onPublish,
 		keepalive: o.Keepalive, done: make(chan struct{})}
 	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := c.w.Write(encodeConnect(o)); err == nil {
@@ -255,7 +251,7 @@ func (c *conn) readLoop() {
 func (c *conn) handle(h byte, body []byte) error {
 	switch h >> 4 {
 	case 3: // PUBLISH
-		m := &message{c: c, QoS: (h >> 1) & 3, Retain: h&1 == 1, Dup: h&8 != 0}
+		m := &message{c: c, QoS: (h >> 1) & 3, Retain: h&1 == 1}
 		if len(body) < 2 {
 			return errors.New("short PUBLISH")
 		}
@@ -313,8 +309,8 @@ func (c *conn) complete(id uint16, err error) {
 	o := c.pending[id]
 	delete(c.pending, id)
 	c.wmu.Unlock()
-	if o != nil && o.cb != nil {
-		o.cb(err)
+	if o != nil {
+		o(err)
 	}
 }
 
@@ -326,11 +322,11 @@ func (c *conn) fail(err error) {
 		close(c.done)
 		c.wmu.Lock()
 		pending := c.pending
-		c.pending = map[uint16]*outbound{}
+		c.pending = map[uint16]func(error){}
 		c.wmu.Unlock()
 		for _, o := range pending {
-			if o.cb != nil {
-				o.cb(errConnLost)
+			if o != nil {
+				o(errConnLost)
 			}
 		}
 	})
@@ -483,7 +479,7 @@ func (c *conn) Publish(topic string, qos byte, retain bool, payload []byte, done
 			}
 			return
 		}
-		c.pending[id] = &outbound{cb: done}
+		c.pending[id] = done
 	}
 	_, _ = c.w.Write(hb)
 	_, _ = c.w.Write([]byte{byte(len(topic) >> 8), byte(len(topic))})
@@ -527,7 +523,7 @@ func (c *conn) request(ctx context.Context, typ byte, payload []byte) error {
 		c.wmu.Unlock()
 		return errNoPacketID
 	}
-	c.pending[id] = &outbound{cb: func(err error) { res <- err }}
+	c.pending[id] = func(err error) { res <- err }
 	pkt := appendRemaining([]byte{typ}, 2+len(payload))
 	pkt = binary.BigEndian.AppendUint16(pkt, id)
 	pkt = append(pkt, payload...)
