@@ -72,24 +72,7 @@ func runCmd(t *testing.T, args ...string) (stdout, stderr string, code int) {
 // agentProc is an agent running as its own process, stopped by pid.
 type agentProc struct {
 	cmd *exec.Cmd
-	out *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	out *mosqtest.Output
 }
 
 func startAgentProc(t *testing.T, config, node string) *agentProc {
@@ -326,7 +309,7 @@ func TestAgentReloadAndMetrics(t *testing.T) {
 
 func startAgentProcArgs(t *testing.T, config, node string, extra ...string) *agentProc {
 	t.Helper()
-	out := &lockedBuffer{}
+	out := &mosqtest.Output{}
 	args := append([]string{"agent", "--config", config, "--node", node, "--log-level", "debug"}, extra...)
 	cmd := exec.Command(binary, args...)
 	cmd.Stdout, cmd.Stderr = out, out
@@ -373,6 +356,43 @@ func TestACLStopsInjection(t *testing.T) {
 	out, errOut, code := runCmd(t, "check", "--config", cfgPath, "--node", "b1")
 	if code != 0 || strings.Contains(errOut, "WARNING") {
 		t.Fatalf("check with the ACL: exit %d\n%s%s", code, out, errOut)
+	}
+	// Nor can it read the cluster's control and relay topics: what the agent account publishes
+	// there never reaches an anonymous subscriber, while it does reach the agent account.
+	readers := map[string]chan string{}
+	for _, who := range []string{"anonymous", "agent"} {
+		got := make(chan string, 10)
+		o := mqtt.NewClientOptions().AddBroker(fmt.Sprintf("tcp://127.0.0.1:%d", port)).SetClientID("acl-read-" + who)
+		if who == "agent" {
+			o.SetUsername("mha-agent").SetPassword("s3cret-agent")
+		}
+		c := mqtt.NewClient(o)
+		if tok := c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			t.Fatalf("%s reader: %v", who, tok.Error())
+		}
+		defer c.Disconnect(10)
+		c.SubscribeMultiple(map[string]byte{"$HA/#": 1, "$forward/#": 1}, func(_ mqtt.Client, m mqtt.Message) { got <- m.Topic() }).WaitTimeout(5 * time.Second)
+		readers[who] = got
+	}
+	writer := mqtt.NewClient(mqtt.NewClientOptions().AddBroker(fmt.Sprintf("tcp://127.0.0.1:%d", port)).
+		SetClientID("acl-writer").SetUsername("mha-agent").SetPassword("s3cret-agent"))
+	if tok := writer.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer writer.Disconnect(10)
+	writer.Publish("$HA/it/b1/interest/delta", 1, false, "x").WaitTimeout(5 * time.Second)
+	writer.Publish("$forward/secret", 1, false, "y").WaitTimeout(5 * time.Second)
+	for i := 0; i < 2; i++ {
+		select {
+		case <-readers["agent"]:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the agent account did not read the cluster's topics: the ACL is too strict")
+		}
+	}
+	select {
+	case topic := <-readers["anonymous"]:
+		t.Errorf("an anonymous client read %q", topic)
+	case <-time.After(300 * time.Millisecond):
 	}
 
 	open := mosqtest.Start(t, mosqtest.Options{Extra: fmt.Sprintf("password_file %s\n", passwd)})
