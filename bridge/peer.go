@@ -113,6 +113,20 @@ func (p *peer) waitConn(ctx context.Context) (*conn, bool) {
 }
 
 // disconnect closes the current connection, if any.
+// markRetained records the retained relays among rs as not yet delivered to the peer.
+func (p *peer) markRetained(rs []*relay) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, r := range rs {
+		if r.retain {
+			if p.retainedWhileDown == nil {
+				p.retainedWhileDown = map[string]bool{}
+			}
+			p.retainedWhileDown[r.topic] = true
+		}
+	}
+}
+
 // takeRetainedWhileDown returns and clears the topics of retained relays queued while down.
 func (p *peer) takeRetainedWhileDown() map[string]bool {
 	p.mu.Lock()
@@ -135,12 +149,7 @@ func (p *peer) disconnect() {
 func (p *peer) enqueue(r *relay) {
 	if !p.Up() {
 		if r.retain {
-			p.mu.Lock()
-			if p.retainedWhileDown == nil {
-				p.retainedWhileDown = map[string]bool{}
-			}
-			p.retainedWhileDown[r.topic] = true
-			p.mu.Unlock()
+			p.markRetained([]*relay{r})
 		} else if r.qos == 0 {
 			p.queue.dropped.Add(1)
 			r.settle()
@@ -176,7 +185,7 @@ func (p *peer) send(ctx context.Context, a *Agent) {
 		topic, payload, qos := a.forwardPublish(p, batch)
 		p.relayed.Add(uint64(len(batch)))
 		p.relayedBytes.Add(uint64(len(payload)))
-		if len(batch) > 1 {
+		if topic == a.topics.Batch(a.opts.Node) {
 			p.batches.Add(1)
 		}
 		c.Publish(topic, qos, false, payload, func(err error) {
@@ -188,8 +197,10 @@ func (p *peer) send(ctx context.Context, a *Agent) {
 				return
 			}
 			// Cut off by a lost connection: back to the head of the queue (at least once: the
-			// peer may see a duplicate). A parked queue settles them.
+			// peer may see a duplicate). A parked queue settles them. Retained values among
+			// them are newer than the peer's: its retained pull must not revert them.
 			p.retries.Add(uint64(len(batch)))
+			p.markRetained(batch)
 			p.queue.pushFront(batch)
 		})
 		buf = rs
@@ -199,7 +210,9 @@ func (p *peer) send(ctx context.Context, a *Agent) {
 // forwardPublish builds the forward publish for relays to p: the plain forward topic for one
 // relay, a batch otherwise, signed when the cluster has a secret.
 func (a *Agent) forwardPublish(p *peer, rs []*relay) (topic string, payload []byte, qos byte) {
-	if len(rs) == 1 {
+	// A retained value must reach the peer even when published at QoS 0 (contract 5): it travels
+	// in a batch, which keeps its own QoS for the republish, acknowledged at QoS 1.
+	if len(rs) == 1 && !(rs[0].retain && rs[0].qos == 0) {
 		r := rs[0]
 		topic = a.topics.Forward(r.topic, r.retain)
 		return topic, a.signer.seal(topic, r.payload), r.qos
@@ -208,6 +221,9 @@ func (a *Agent) forwardPublish(p *peer, rs []*relay) (topic string, payload []by
 	for _, r := range rs {
 		size += len(r.topic) + len(r.payload) + 8
 		qos = max(qos, r.qos)
+		if r.retain {
+			qos = max(qos, 1)
+		}
 	}
 	if a.signer != nil {
 		size += tagSize

@@ -17,7 +17,7 @@ type PeerStatus struct {
 	Buffered      int    `json:"buffered"`
 	Dropped       uint64 `json:"dropped"`
 	Relayed       uint64 `json:"relayed"`
-	// Batches counts forward publishes that carried more than one relay.
+	// Batches counts forward publishes in the batch envelope (several relays, or a retained QoS 0 one).
 	Batches      uint64 `json:"batches"`
 	RelayedBytes uint64 `json:"relayed_bytes"`
 	Refused      uint64 `json:"refused"`
