@@ -28,9 +28,15 @@
 //     sequence (8 bytes), send time in unix nanoseconds (8), run id (8).
 //  5. Marks. Every line read on stdin is a mark (a fault, a heal) stamped with the time it was
 //     read; labcheck reports how long after each mark the subscriber received again.
-//  6. Drain. After the last publish it waits at most --drain for acknowledgements and arrivals,
-//     then deletes its sessions on every broker it can reach and prints one JSON report on
-//     stdout.
+//  6. Drain. After the last publish it waits at most --drain for acknowledgements and arrivals.
+//  7. Return visits. A subscriber that moved (its broker went down, or an HAProxy marked it
+//     down) left its persistent session behind, and that session went on drawing messages:
+//     the ones published before its new subscription took effect elsewhere reached only the
+//     old session. A real client gets them when it connects to that broker again. labcheck
+//     connects directly to each broker the subscriber left, as the subscriber with its
+//     session, collects what waited there, and reports those messages apart ("stranded" when
+//     the subscriber had not received them live). Then it deletes its sessions on every broker
+//     it can reach and prints one JSON report on stdout.
 //
 // Dead letters. A message the publisher's broker acknowledged but that was handed to a broker
 // that then died can only come back with that broker. With --dead B, an acknowledged message
@@ -67,6 +73,7 @@ import (
 	"os"
 	"os/signal"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -464,6 +471,8 @@ type arrival struct {
 	sent time.Time
 	t    time.Time
 	conn int64
+	// visit is the broker of a return visit that collected it ("" for the live subscriber).
+	visit string
 }
 
 type ack struct {
@@ -479,6 +488,79 @@ type recorder struct {
 	warm     chan struct{}
 	warmOnce sync.Once
 	invalid  int
+}
+
+// record books one message the subscriber received on connection conn, or on a return visit
+// to broker visit.
+func (r *recorder) record(topic string, runID [8]byte, m mqtt.Message, conn int64, visit string) {
+	now := time.Now()
+	p := m.Payload()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if m.Topic() != topic || len(p) != payloadLen || string(p[16:24]) != string(runID[:]) {
+		r.invalid++
+		return
+	}
+	seq := binary.BigEndian.Uint64(p[0:8])
+	if seq == 0 {
+		r.warmOnce.Do(func() { close(r.warm) })
+		return
+	}
+	sent := time.Unix(0, int64(binary.BigEndian.Uint64(p[8:16])))
+	r.arrivals = append(r.arrivals, arrival{seq: seq, sent: sent, t: now, conn: conn, visit: visit})
+}
+
+// brokersLeft returns the brokers the subscriber had a connection to before its last one,
+// other than the last one's, in the order it first left them.
+func brokersLeft(conns map[int64]connInfo) []string {
+	sorted := sortedConns(conns)
+	if len(sorted) == 0 {
+		return nil
+	}
+	current := sorted[len(sorted)-1].Broker
+	var out []string
+	for _, c := range sorted {
+		if c.Broker != "" && c.Broker != current && !slices.Contains(out, c.Broker) {
+			out = append(out, c.Broker)
+		}
+	}
+	return out
+}
+
+// returnVisit connects to the broker at addr directly as client id with its persistent session
+// (clean session false, no new subscription), hands each message the broker delivers to
+// handle, and returns how many came once none arrived for a second (at most 15 s).
+func returnVisit(ctx context.Context, addr, id string, handle func(mqtt.Message)) (int, error) {
+	var n atomic.Int64
+	got := make(chan struct{}, 1)
+	c := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).
+		SetCleanSession(false).SetAutoReconnect(false).SetConnectTimeout(2 * time.Second).
+		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+			handle(m)
+			n.Add(1)
+			select {
+			case got <- struct{}{}:
+			default:
+			}
+		}))
+	if tok := c.Connect(); !tok.WaitTimeout(3*time.Second) || tok.Error() != nil {
+		return 0, fmt.Errorf("connect to %s: %v", addr, tok.Error())
+	}
+	defer c.Disconnect(50)
+	quiet := time.NewTimer(time.Second)
+	limit := time.After(15 * time.Second)
+	for {
+		select {
+		case <-got:
+			quiet.Reset(time.Second)
+		case <-quiet.C:
+			return int(n.Load()), nil
+		case <-limit:
+			return int(n.Load()), nil
+		case <-ctx.Done():
+			return int(n.Load()), ctx.Err()
+		}
+	}
 }
 
 func pairOptions(o options, id string, cc *connCounter) *mqtt.ClientOptions {
@@ -520,24 +602,7 @@ func check(ctx context.Context, o options, brokers brokerList, stdin io.Reader, 
 	rec := &recorder{sent: []time.Time{{}}, acks: map[uint64]ack{}, warm: make(chan struct{})}
 	var subConns, pubConns connCounter
 
-	onMessage := func(_ mqtt.Client, m mqtt.Message) {
-		now := time.Now()
-		conn := subConns.n.Load()
-		p := m.Payload()
-		rec.mu.Lock()
-		defer rec.mu.Unlock()
-		if m.Topic() != topic || len(p) != payloadLen || string(p[16:24]) != string(runID[:]) {
-			rec.invalid++
-			return
-		}
-		seq := binary.BigEndian.Uint64(p[0:8])
-		if seq == 0 {
-			rec.warmOnce.Do(func() { close(rec.warm) })
-			return
-		}
-		sent := time.Unix(0, int64(binary.BigEndian.Uint64(p[8:16])))
-		rec.arrivals = append(rec.arrivals, arrival{seq: seq, sent: sent, t: now, conn: conn})
-	}
+	onMessage := func(_ mqtt.Client, m mqtt.Message) { rec.record(topic, runID, m, subConns.n.Load(), "") }
 	subOpts := pairOptions(o, subID, &subConns).SetDefaultPublishHandler(onMessage)
 	subOpts.SetOnConnectHandler(func(c mqtt.Client) {
 		// A session on a broker it never saw starts empty: subscribe on every connection.
@@ -680,6 +745,18 @@ warm:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// Return visits: the subscriber's persistent session on each broker it left holds what was
+	// routed there after it left (see the package doc). A real client gets those messages when it
+	// connects to that broker again; labcheck goes there directly and collects them.
+	subConnsNow := obs.connectionsAfter("sub", subID, subConns.skip.Load())
+	for _, b := range brokersLeft(subConnsNow) {
+		n, err := returnVisit(ctx, brokers.addr(b), subID, func(m mqtt.Message) { rec.record(topic, runID, m, 0, b) })
+		if err != nil {
+			logf("return visit to %s: %v", b, err)
+			continue
+		}
+		logf("return visit to %s: %d messages were waiting in the session left there", b, n)
+	}
 	finished := time.Now()
 
 	marksMu.Lock()
@@ -714,7 +791,8 @@ warm:
 	}
 	rec.mu.Unlock()
 	rep := analyse(in)
-	logf("sent %d acked %d received %d lost %d duplicates %d dead letters %d", rep.Sent, rep.Acked, rep.Received, rep.Lost, rep.Duplicates, rep.DeadLetters)
+	logf("sent %d acked %d received %d lost %d duplicates %d dead letters %d stranded %d (waiting in left sessions %d)",
+		rep.Sent, rep.Acked, rep.Received, rep.Lost, rep.Duplicates, rep.DeadLetters, rep.Stranded, rep.WaitingInLeftSessions)
 	return rep, nil
 }
 
@@ -805,7 +883,16 @@ type report struct {
 	// ReceivedUnacked arrived without a PUBACK reaching the publisher (harmless: QoS 1 is at
 	// least once).
 	ReceivedUnacked int `json:"received_unacked"`
-	// Lost were acknowledged and never received, and are no dead letters.
+	// WaitingInLeftSessions counts the messages the return visits found in the persistent
+	// sessions the subscriber had left on other brokers (not in Deliveries); Stranded are the
+	// acknowledged ones among them that the subscriber had not received: routed only to a
+	// session it had left, delivered when it came back. Neither is lost.
+	WaitingInLeftSessions int            `json:"waiting_in_left_sessions"`
+	Stranded              int            `json:"stranded"`
+	StrandedOn            map[string]int `json:"stranded_on,omitempty"`
+	StrandedSeqs          []uint64       `json:"stranded_seqs,omitempty"`
+	// Lost were acknowledged and never received, not even from a session the subscriber left,
+	// and are no dead letters.
 	Lost     int      `json:"lost"`
 	LostSeqs []uint64 `json:"lost_seqs,omitempty"`
 	// DeadLetters were acknowledged, never received, and routed only to the --dead broker.
@@ -856,10 +943,26 @@ func analyse(in analysisInput) *report {
 		Run: in.run, SubID: in.subID, PubID: in.pubID, SubBroker: in.subBroker, PubBroker: in.pubBroker,
 		Rate: in.rate, WarmupMs: in.warmup.Milliseconds(), StartUnixMs: in.start.UnixMilli(),
 		StopUnixMs: in.stopPub.UnixMilli(), EndUnixMs: in.finished.UnixMilli(),
-		Sent: len(in.sent) - 1, Acked: len(in.acks), Deliveries: len(in.arrivals),
+		Sent: len(in.sent) - 1, Acked: len(in.acks),
 		Invalid: in.invalid, DeadBroker: in.dead, Gaps: []gap{}, Marks: []mark{},
 	}
 	sort.SliceStable(in.arrivals, func(i, j int) bool { return in.arrivals[i].t.Before(in.arrivals[j].t) })
+	// Messages collected on return visits are counted apart: they never reached the live
+	// subscriber during the run.
+	var live []arrival
+	waiting := map[uint64]string{}
+	for _, a := range in.arrivals {
+		if a.visit == "" {
+			live = append(live, a)
+			continue
+		}
+		r.WaitingInLeftSessions++
+		if _, seen := waiting[a.seq]; !seen {
+			waiting[a.seq] = a.visit
+		}
+	}
+	in.arrivals = live
+	r.Deliveries = len(live)
 	first := map[uint64]arrival{}
 	var firsts []arrival
 	var lat []float64
@@ -883,14 +986,16 @@ func analyse(in analysisInput) *report {
 		r.LatencyMaxMs = lat[len(lat)-1]
 	}
 
-	// Reception gaps between consecutive first arrivals.
+	// Reception gaps between consecutive first arrivals, while messages were being sent: a
+	// message that arrives late after the last send ends no outage.
 	threshold := in.gap
 	if threshold <= 0 {
 		threshold = 3 * in.interval
 	}
 	r.GapThresholdMs = threshold.Milliseconds()
+	lastSent := in.sent[len(in.sent)-1]
 	for i := 1; i < len(firsts); i++ {
-		if d := firsts[i].t.Sub(firsts[i-1].t); d > threshold {
+		if d := firsts[i].t.Sub(firsts[i-1].t); d > threshold && firsts[i-1].t.Before(lastSent) {
 			r.Gaps = append(r.Gaps, gap{firsts[i-1].t.UnixMilli(), firsts[i].t.UnixMilli(), d.Milliseconds()})
 		}
 	}
@@ -937,6 +1042,17 @@ func analyse(in analysisInput) *report {
 	sort.Slice(acked, func(i, j int) bool { return acked[i] < acked[j] })
 	for _, seq := range acked {
 		if _, got := first[seq]; got {
+			continue
+		}
+		if b, ok := waiting[seq]; ok {
+			r.Stranded++
+			if r.StrandedOn == nil {
+				r.StrandedOn = map[string]int{}
+			}
+			r.StrandedOn[b]++
+			if len(r.StrandedSeqs) < maxSeqs {
+				r.StrandedSeqs = append(r.StrandedSeqs, seq)
+			}
 			continue
 		}
 		a := in.acks[seq]

@@ -128,3 +128,59 @@ func TestSubSideWindowsBackAndForth(t *testing.T) {
 		t.Errorf("windows %v, want [[10 20]]", w)
 	}
 }
+
+func TestAnalyseStrandedInTheSessionLeftBehind(t *testing.T) {
+	// The subscriber moved from b1 to b2 (movesAt: 11..19 never arrived live); the return visit
+	// to b1 finds 11..30 waiting in the session it left there: 11..19 stranded, 20..30 copies.
+	in := stream(30, "b3", movesAt)
+	late := in.sent[30].Add(time.Second)
+	for seq := 11; seq <= 30; seq++ {
+		in.arrivals = append(in.arrivals, arrival{seq: uint64(seq), sent: in.sent[seq], t: late, visit: "b1"})
+	}
+	r := analyse(in)
+	if r.Lost != 0 || r.Stranded != 9 || r.StrandedOn["b1"] != 9 || r.WaitingInLeftSessions != 20 {
+		t.Errorf("lost %d stranded %d on %v waiting %d, want 0, 9 on b1, 20", r.Lost, r.Stranded, r.StrandedOn, r.WaitingInLeftSessions)
+	}
+	// Visits are no live deliveries: received, duplicates and latency see the live ones only.
+	if r.Received != 21 || r.Deliveries != 21 || r.Duplicates != 0 || r.LatencyMaxMs != 1 {
+		t.Errorf("received %d deliveries %d duplicates %d max latency %v, want 21, 21, 0, 1 ms",
+			r.Received, r.Deliveries, r.Duplicates, r.LatencyMaxMs)
+	}
+	if !slices.Equal(r.StrandedSeqs, []uint64{11, 12, 13, 14, 15, 16, 17, 18, 19}) {
+		t.Errorf("stranded %v", r.StrandedSeqs)
+	}
+}
+
+func TestAnalyseLateMessageAfterTheLastSendEndsNoOutage(t *testing.T) {
+	// All on time but 5, which arrives 5 s after the last send: late, not an outage, since
+	// nothing was published after the last on-time arrival.
+	in := stream(10, "b3", func(int) int64 { return 2 })
+	in.arrivals[4].t = in.sent[10].Add(5 * time.Second)
+	in.gap = time.Second
+	if r := analyse(in); len(r.Gaps) != 0 || r.LatencyMaxMs != 5050 {
+		t.Errorf("gaps %v max latency %v, want none and 5050 ms", r.Gaps, r.LatencyMaxMs)
+	}
+	// Received nothing after 5 (sent before the last send): that is an outage.
+	in = stream(10, "b3", func(seq int) int64 { return 2 })
+	for i := 5; i < 10; i++ {
+		in.arrivals[i].t = in.sent[10].Add(5 * time.Second)
+	}
+	in.gap = time.Second
+	if r := analyse(in); len(r.Gaps) != 1 {
+		t.Errorf("gaps %v, want one outage", r.Gaps)
+	}
+}
+
+func TestBrokersLeft(t *testing.T) {
+	conns := map[int64]connInfo{1: {Broker: "b2"}, 2: {Broker: "b1"}, 3: {Broker: ""}, 4: {Broker: "b2"}, 5: {Broker: "b3"}, 6: {Broker: "b1"}}
+	for k, c := range conns {
+		c.Conn = k
+		conns[k] = c
+	}
+	if got := brokersLeft(conns); !slices.Equal(got, []string{"b2", "b3"}) {
+		t.Errorf("brokersLeft %v, want [b2 b3]", got)
+	}
+	if got := brokersLeft(map[int64]connInfo{1: {Conn: 1, Broker: "b1"}}); len(got) != 0 {
+		t.Errorf("one broker: %v, want none", got)
+	}
+}
