@@ -54,7 +54,10 @@ type labReport struct {
 	DeadPubSide      int    `json:"dead_pub_side"`
 	DeadSubQueued    int    `json:"dead_sub_queued"`
 	DeadSubNoSession int    `json:"dead_sub_no_session"`
-	Marks            []struct {
+	// Stranded reached only a session the subscriber had left (labcheck's return visits).
+	Stranded   int            `json:"stranded"`
+	StrandedOn map[string]int `json:"stranded_on"`
+	Marks      []struct {
 		Label        string `json:"label"`
 		RecoverMs    int64  `json:"recover_ms"`
 		LongestGapMs int64  `json:"longest_gap_ms"`
@@ -518,6 +521,9 @@ func TestLabFailover(t *testing.T) {
 			l.must(t, "repair")
 			row := f.run(t)
 			row.notes = append([]string{"subscriber " + path(row.rep.SubConnections) + ", publisher " + path(row.rep.PubConnections)}, row.notes...)
+			if row.rep.Stranded > 0 {
+				row.notes = append(row.notes, fmt.Sprintf("%d stranded in sessions the subscriber left (%v), collected by a return visit", row.rep.Stranded, row.rep.StrandedOn))
+			}
 			if !native {
 				checkDelivery(t, row.rep)
 			}
