@@ -144,7 +144,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.keepalive, "keepalive", time.Second, "MQTT keepalive of the pair (whole seconds)")
 	fs.DurationVar(&o.retry, "retry", 200*time.Millisecond, "reconnect interval")
 	fs.StringVar(&o.idPrefix, "id-prefix", "", "client id prefix (default: lc-<random>)")
-	fs.DurationVar(&o.maxRuntime, "timeout", 0, "hard bound on the whole run (default: warmup + duration + drain + 30s)")
+	fs.DurationVar(&o.maxRuntime, "timeout", 0, "hard bound on the whole run (default: warmup + duration + drain + 30s + 15s per broker)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
@@ -168,7 +168,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 	if o.maxRuntime == 0 {
-		o.maxRuntime = o.warmup + o.duration + o.drain + 30*time.Second
+		// 15 s per broker: the return visits (at most 15 s each) after the drain.
+		o.maxRuntime = o.warmup + o.duration + o.drain + 30*time.Second + time.Duration(len(brokers))*15*time.Second
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
