@@ -81,6 +81,7 @@ func serveMetrics(ctx context.Context, addr string, a *bridge.Agent, log *slog.L
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		writeMetrics(w, a.Status(), time.Now())
+		writeProcessMetrics(w)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
