@@ -89,8 +89,8 @@ if ! git diff --quiet HEAD -- cmd bridge sysparse topictree haproxy keepalived s
   code_commit="$code_commit+uncommitted:$(git diff HEAD -- cmd bridge sysparse topictree haproxy keepalived scripts | sha256sum | cut -c1-12)"
 fi
 go build -o "$work/bin/mosquitto-ha" ./cmd/mosquitto-ha
-go build -o "$work/bin/labcheck" ./scripts/labcheck
-go build -o "$work/bin/mqbench" ./scripts/mqbench
+go build -o "$work/bin/labcheck" ./scripts/cmd/labcheck
+go build -o "$work/bin/mqbench" ./scripts/cmd/mqbench
 export MHA_BIN=$work/bin/mosquitto-ha MHA_LABCHECK=$work/bin/labcheck
 MQB=$work/bin/mqbench
 hz=$(getconf CLK_TCK)

@@ -37,7 +37,7 @@ pids=()
 stop_all() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done; pids=(); }
 trap 'stop_all; rm -rf "$work"' EXIT
 go build -o "$work/mosquitto-ha" ./cmd/mosquitto-ha
-go build -o "$work/mqbench" ./scripts/mqbench
+go build -o "$work/mqbench" ./scripts/cmd/mqbench
 
 broker() { # name port extra-conf
   local d="$work/$1"; mkdir -p "$d"

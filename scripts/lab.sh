@@ -10,7 +10,7 @@
 #                                               kill-haproxy|start-haproxy|kill-keepalived|start-keepalived lbI,
 #                                               cut|heal HOST (its link down/up), vip (print the holder)
 #   scripts/lab.sh repair                       heal every link, start every stopped process
-#   scripts/lab.sh check [labcheck flags]       run scripts/labcheck in mha-client through the VIP
+#   scripts/lab.sh check [labcheck flags]       run scripts/cmd/labcheck in mha-client through the VIP
 #
 # Hosts (namespaces) mha-lb1, mha-lb2, mha-b1..mha-bN (default N=3), mha-client, each with
 # eth0 on the bridge mha-br0 (host side veth mha-v-<host>) and only 198.18.0.0/15 addresses:
@@ -362,7 +362,7 @@ build() {
   else
     command -v go >/dev/null || die "Go is needed to build labcheck (or set MHA_LABCHECK)"
     LABCHECK=$LAB/bin/labcheck
-    (cd "$ROOT" && go build -o "$LABCHECK" ./scripts/labcheck) || die "go build ./scripts/labcheck failed"
+    (cd "$ROOT" && go build -o "$LABCHECK" ./scripts/cmd/labcheck) || die "go build ./scripts/cmd/labcheck failed"
   fi
   [ -x "$BIN" ] || die "MHA_BIN=$BIN is not an executable"
   [ -x "$LABCHECK" ] || die "MHA_LABCHECK=$LABCHECK is not an executable"

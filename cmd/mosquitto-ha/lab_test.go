@@ -3,7 +3,7 @@ package main
 // TestLabFailover runs the faults of contract line 8 against the lab of scripts/lab.sh: network
 // namespaces as hosts (two HAProxy + keepalived hosts sharing the VIP 198.18.0.100, three
 // Mosquitto brokers each with its agent, one client host), all addresses in 198.18.0.0/15.
-// For each fault scripts/labcheck runs a QoS 1 publisher and a QoS 1 subscriber with persistent
+// For each fault scripts/cmd/labcheck runs a QoS 1 publisher and a QoS 1 subscriber with persistent
 // sessions through the VIP, on different brokers, while the test injects the fault, and reports
 // what the cluster acknowledged, delivered, lost and duplicated, and how long the subscriber
 // waited. The test asserts that every acknowledged message arrives at least once, except the
@@ -318,8 +318,8 @@ func TestLabFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	labcheck := filepath.Join(t.TempDir(), "labcheck")
-	if out, err := exec.Command("go", "build", "-o", labcheck, "../../scripts/labcheck").CombinedOutput(); err != nil {
-		t.Fatalf("go build scripts/labcheck: %v\n%s", err, out)
+	if out, err := exec.Command("go", "build", "-o", labcheck, "../../scripts/cmd/labcheck").CombinedOutput(); err != nil {
+		t.Fatalf("go build scripts/cmd/labcheck: %v\n%s", err, out)
 	}
 	l := &lab{script: script, labcheck: labcheck,
 		env: append(os.Environ(), "MHA_LAB_DIR="+labDir, "MHA_BIN="+binary, "MHA_LABCHECK="+labcheck)}

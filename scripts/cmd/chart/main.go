@@ -3,7 +3,7 @@
 // mosquitto-ha), with the floor of bytes that had to cross. It uses the standard library only and
 // a built-in 5x7 bitmap font.
 //
-//	go run ./scripts/chart -in docs/bench/reference.json -out docs/bench/reference.png \
+//	go run ./scripts/cmd/chart -in docs/bench/reference.json -out docs/bench/reference.png \
 //	    [-relay docs/bench/relay-qos1.json]
 //
 // -relay adds the loopback A->B measurement of scripts/bench-relay.sh to the throughput panel.
