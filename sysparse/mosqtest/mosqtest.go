@@ -1,11 +1,11 @@
-// Package mosqtest starts real Mosquitto brokers for tests: each on a free loopback port,
-// configured to publish the `$SYS/broker/log` lines that package sysparse reads, and stopped by
-// pid when the test ends. It never mocks Mosquitto: a missing binary fails the test with the
-// command that installs it.
+// Package mosqtest is the test-helper package: it starts real Mosquitto brokers for tests, each
+// on a free loopback port, configured to publish the `$SYS/broker/log` lines that package
+// sysparse reads, and stopped by pid when the test ends (mosqtest.go); it starts and stops any
+// other process a test runs, with its output captured (proc.go). It never mocks Mosquitto: a
+// missing binary fails the test with the command that installs it.
 package mosqtest
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -54,9 +53,9 @@ type Broker struct {
 	Port int
 	Addr string
 
-	mu  sync.Mutex
-	cmd *exec.Cmd
-	out *Output
+	mu   sync.Mutex
+	proc *Proc // nil while stopped
+	out  *Output
 }
 
 // Binary returns the path of the mosquitto binary or fails the test with the install command.
@@ -121,23 +120,14 @@ func (b *Broker) start() {
 	if err := os.WriteFile(conf, []byte(b.Conf()), 0o600); err != nil {
 		t.Fatalf("mosqtest: %v", err)
 	}
-	cmd := exec.Command(bin, "-c", conf)
-	out := &Output{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("mosqtest: start mosquitto: %v", err)
-	}
+	p := StartProc(t, exec.Command(bin, "-c", conf))
 	b.mu.Lock()
-	b.cmd, b.out = cmd, out
+	b.proc, b.out = p, p.Out
 	b.mu.Unlock()
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		select {
-		case <-done:
+		if p.Exited() {
 			t.Fatalf("mosqtest: mosquitto exited at start: %s", b.Output())
-		default:
 		}
 		c, err := net.DialTimeout("tcp", b.Addr, 200*time.Millisecond)
 		if err == nil {
@@ -153,10 +143,10 @@ func (b *Broker) start() {
 func (b *Broker) Pid() int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.cmd == nil || b.cmd.Process == nil {
+	if b.proc == nil {
 		return 0
 	}
-	return b.cmd.Process.Pid
+	return b.proc.Pid()
 }
 
 // Output is what the broker printed (its stderr log).
@@ -170,30 +160,28 @@ func (b *Broker) Output() string {
 	return out.String()
 }
 
-func (b *Broker) signal(sig syscall.Signal) {
+// take returns the running process and marks the broker stopped.
+func (b *Broker) take() *Proc {
 	b.mu.Lock()
-	cmd := b.cmd
-	b.cmd = nil
-	b.mu.Unlock()
-	if cmd == nil || cmd.Process == nil {
-		return
-	}
-	_ = cmd.Process.Signal(sig)
-	waited := make(chan struct{})
-	go func() { cmd.Process.Wait(); close(waited) }()
-	select {
-	case <-waited:
-	case <-time.After(5 * time.Second):
-		_ = cmd.Process.Kill()
-		<-waited
-	}
+	defer b.mu.Unlock()
+	p := b.proc
+	b.proc = nil
+	return p
 }
 
 // Stop ends the broker with SIGTERM (it saves persistence) and waits. Safe to call twice.
-func (b *Broker) Stop() { b.signal(syscall.SIGTERM) }
+func (b *Broker) Stop() {
+	if p := b.take(); p != nil {
+		p.Stop()
+	}
+}
 
 // Kill ends the broker with SIGKILL, as a crash would.
-func (b *Broker) Kill() { b.signal(syscall.SIGKILL) }
+func (b *Broker) Kill() {
+	if p := b.take(); p != nil {
+		p.Kill()
+	}
+}
 
 // Restart starts the broker again on the same port and directory.
 func (b *Broker) Restart() {
@@ -206,23 +194,4 @@ func (b *Broker) Restart() {
 func (b *Broker) StartAgain() {
 	b.t.Helper()
 	b.start()
-}
-
-// Output collects what a process started by a test writes; safe for concurrent use.
-type Output struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (o *Output) Write(p []byte) (int, error) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.Write(p)
-}
-
-// String is everything written so far.
-func (o *Output) String() string {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.b.String()
 }
