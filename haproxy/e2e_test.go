@@ -38,9 +38,7 @@ type hap struct {
 	t    *testing.T
 	Bind string // "127.0.0.1:port" where clients connect
 	sock string // stats socket
-	cmd  *exec.Cmd
-	out  *mosqtest.Output
-	done chan struct{}
+	*mosqtest.Proc
 }
 
 // startHAProxy generates a configuration for brokers (with Bind on a free loopback port, the
@@ -66,42 +64,19 @@ func startHAProxy(t *testing.T, p haproxy.Params) *hap {
 	if err := os.WriteFile(path, cfg, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h := &hap{t: t, Bind: p.Bind, sock: p.StatsSocket, out: &mosqtest.Output{}, done: make(chan struct{})}
-	h.cmd = exec.Command(bin, "-db", "-f", path)
-	h.cmd.Stdout, h.cmd.Stderr = h.out, h.out
-	if err := h.cmd.Start(); err != nil {
-		t.Fatalf("start haproxy: %v", err)
-	}
-	go func() { h.cmd.Wait(); close(h.done) }()
-	t.Cleanup(h.stop)
+	h := &hap{t: t, Bind: p.Bind, sock: p.StatsSocket, Proc: mosqtest.StartProc(t, exec.Command(bin, "-db", "-f", path))}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if _, err := h.command("show info"); err == nil {
 			return h
 		}
-		select {
-		case <-h.done:
-			t.Fatalf("haproxy exited at start: %s", h.out)
-		default:
+		if h.Exited() {
+			t.Fatalf("haproxy exited at start: %s", h.Out)
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("haproxy stats socket %s did not answer: %s", h.sock, h.out)
+			t.Fatalf("haproxy stats socket %s did not answer: %s", h.sock, h.Out)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// stop ends haproxy by pid: SIGTERM, then SIGKILL after 5s.
-func (h *hap) stop() {
-	if h.cmd.Process == nil {
-		return
-	}
-	_ = h.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-h.done:
-	case <-time.After(5 * time.Second):
-		_ = h.cmd.Process.Kill()
-		<-h.done
 	}
 }
 
@@ -164,7 +139,7 @@ func (h *hap) waitServer(name string, within time.Duration, what string, ok func
 		}
 		if time.Now().After(deadline) {
 			h.t.Fatalf("server %s not %s within %s: status %q check %q (%s); haproxy said: %s",
-				name, what, within, last["status"], last["check_status"], last["last_chk"], h.out)
+				name, what, within, last["status"], last["check_status"], last["last_chk"], h.Out)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

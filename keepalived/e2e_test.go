@@ -13,7 +13,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -21,53 +20,9 @@ import (
 	"mosquitto-ha/sysparse/mosqtest"
 )
 
-// proc is a process started by a test and stopped by pid when it ends.
-type proc struct {
-	cmd  *exec.Cmd
-	out  *mosqtest.Output
-	done chan struct{}
-}
-
-func start(t *testing.T, cmd *exec.Cmd) *proc {
-	t.Helper()
-	p := &proc{cmd: cmd, out: &mosqtest.Output{}, done: make(chan struct{})}
-	cmd.Stdout, cmd.Stderr = p.out, p.out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %v: %v", cmd.Args, err)
-	}
-	go func() { cmd.Wait(); close(p.done) }()
-	t.Cleanup(p.stop)
-	return p
-}
-
-// stop sends SIGTERM to the process, then SIGKILL after 5s; safe to call twice.
-func (p *proc) stop() {
-	select {
-	case <-p.done:
-		return
-	default:
-	}
-	_ = p.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-p.done:
-	case <-time.After(5 * time.Second):
-		_ = p.cmd.Process.Kill()
-		<-p.done
-	}
-}
-
-func (p *proc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
 // startKeepalived runs keepalived in the foreground (-n) in a new network namespace with the
 // interface iface, VRRP only, logging to the console, with its pid files under t.TempDir().
-func startKeepalived(t *testing.T, conf []byte, iface string, extra ...string) *proc {
+func startKeepalived(t *testing.T, conf []byte, iface string, extra ...string) *mosqtest.Proc {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Fatalf("running keepalived needs root (a network namespace, VIPs): run the tests as root or scripts/test.sh")
@@ -79,13 +34,13 @@ func startKeepalived(t *testing.T, conf []byte, iface string, extra ...string) *
 	}
 	args := append([]string{binary(t, "keepalived", installHint), "-n", "-l", "-D", "-G", "-P",
 		"-p", filepath.Join(dir, "keepalived.pid"), "-r", filepath.Join(dir, "vrrp.pid"), "-f", path}, extra...)
-	k := start(t, inNetns(t, iface, args...))
+	k := mosqtest.StartProc(t, inNetns(t, iface, args...))
 	// Once keepalived prints its banner, unshare and the namespace setup are done and the
 	// pid is keepalived's, in the new namespace (nsenter on it before that could enter the
 	// test's own namespace).
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(k.out.String(), "Starting Keepalived"); {
-		if k.exited() || time.Now().After(deadline) {
-			t.Fatalf("keepalived did not start:\n%s", k.out)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(k.Out.String(), "Starting Keepalived"); {
+		if k.Exited() || time.Now().After(deadline) {
+			t.Fatalf("keepalived did not start:\n%s", k.Out)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -122,14 +77,14 @@ func TestDefaultCheckScriptParsedByKeepalived(t *testing.T) {
 		re := regexp.MustCompile(`Command = (.*)`)
 		var got string
 		for deadline := time.Now().Add(5 * time.Second); got == "" && time.Now().Before(deadline); {
-			if m := re.FindStringSubmatch(k.out.String()); m != nil {
+			if m := re.FindStringSubmatch(k.Out.String()); m != nil {
 				got = m[1]
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		k.stop()
+		k.Stop()
 		if got == "" {
-			t.Fatalf("keepalived -d printed no Command line:\n%s", k.out)
+			t.Fatalf("keepalived -d printed no Command line:\n%s", k.Out)
 		}
 		// keepalived prints each argument in single quotes: 'a' 'b c'.
 		args := regexp.MustCompile(`'([^']*)'`).FindAllStringSubmatch(got, -1)
@@ -172,22 +127,22 @@ func TestVIPFollowsHAProxyInItsNetns(t *testing.T) {
 	}
 
 	// haproxy in the test's network namespace: the "other host".
-	port := freePort(t)
-	foreign := start(t, exec.Command(hap, "-db", "-f", haproxyConf(t, port)))
+	port := mosqtest.FreePort(t)
+	foreign := mosqtest.StartProc(t, exec.Command(hap, "-db", "-f", haproxyConf(t, port)))
 	if err := waitListening(foreign, port); err != nil {
-		t.Fatalf("foreign haproxy: %v: %s", err, foreign.out)
+		t.Fatalf("foreign haproxy: %v: %s", err, foreign.Out)
 	}
 	if out, err := exec.Command("pidof", "haproxy").Output(); err != nil || len(bytes.TrimSpace(out)) == 0 {
 		t.Fatalf("pidof haproxy finds no haproxy in the test's namespace (%v): the negative case proves nothing", err)
 	}
 
 	k := startKeepalived(t, conf, "eth0")
-	pid := k.cmd.Process.Pid
+	pid := k.Pid()
 	vip := func() bool {
 		out, err := nsenter(t, pid, ip, "-o", "addr", "show", "dev", "eth0").CombinedOutput()
 		if err != nil {
-			if k.exited() {
-				t.Fatalf("keepalived exited:\n%s", k.out)
+			if k.Exited() {
+				t.Fatalf("keepalived exited:\n%s", k.Out)
 			}
 			t.Fatalf("ip addr in keepalived's namespace: %v: %s", err, out)
 		}
@@ -198,7 +153,7 @@ func TestVIPFollowsHAProxyInItsNetns(t *testing.T) {
 		deadline := time.Now().Add(within)
 		for vip() != want {
 			if time.Now().After(deadline) {
-				t.Fatalf("%s: VIP present = %v after %s, want %v; keepalived said:\n%s", why, !want, within, want, k.out)
+				t.Fatalf("%s: VIP present = %v after %s, want %v; keepalived said:\n%s", why, !want, within, want, k.Out)
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -208,43 +163,29 @@ func TestVIPFollowsHAProxyInItsNetns(t *testing.T) {
 	// + Master_Down_Interval (0.64s). Watch for twice as long.
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); {
 		if vip() {
-			t.Fatalf("keepalived took the VIP with no haproxy in its namespace (fooled by the one outside):\n%s", k.out)
+			t.Fatalf("keepalived took the VIP with no haproxy in its namespace (fooled by the one outside):\n%s", k.Out)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	if !strings.Contains(k.out.String(), "VRRP_Script(chk_haproxy) failed") &&
-		!strings.Contains(k.out.String(), "Script `chk_haproxy` now returning 1") {
-		t.Fatalf("the check script did not run and fail:\n%s", k.out)
+	if !strings.Contains(k.Out.String(), "VRRP_Script(chk_haproxy) failed") &&
+		!strings.Contains(k.Out.String(), "Script `chk_haproxy` now returning 1") {
+		t.Fatalf("the check script did not run and fail:\n%s", k.Out)
 	}
 
 	// haproxy in keepalived's namespace: the VIP comes.
-	local := start(t, nsenter(t, pid, hap, "-db", "-f", haproxyConf(t, 1883)))
+	local := mosqtest.StartProc(t, nsenter(t, pid, hap, "-db", "-f", haproxyConf(t, 1883)))
 	came := time.Now()
 	waitVIP(true, 8*time.Second, "haproxy running in keepalived's namespace")
 	t.Logf("VIP up %s after haproxy started", time.Since(came).Round(time.Millisecond))
 
 	// haproxy dies: FAULT, the VIP goes.
-	if err := local.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	<-local.done
+	local.Kill()
 	died := time.Now()
 	waitVIP(false, 6*time.Second, "haproxy killed")
 	t.Logf("VIP released %s after haproxy died", time.Since(died).Round(time.Millisecond))
-	if !strings.Contains(k.out.String(), "Entering FAULT STATE") {
-		t.Errorf("keepalived did not log the FAULT state:\n%s", k.out)
+	if !strings.Contains(k.Out.String(), "Entering FAULT STATE") {
+		t.Errorf("keepalived did not log the FAULT state:\n%s", k.Out)
 	}
-}
-
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // haproxyConf writes a minimal haproxy.cfg listening on 127.0.0.1:port (in whichever network
@@ -261,7 +202,7 @@ func haproxyConf(t *testing.T, port int) string {
 }
 
 // waitListening waits until something accepts on 127.0.0.1:port of the test's namespace.
-func waitListening(p *proc, port int) error {
+func waitListening(p *mosqtest.Proc, port int) error {
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(port), 200*time.Millisecond)
@@ -269,7 +210,7 @@ func waitListening(p *proc, port int) error {
 			c.Close()
 			return nil
 		}
-		if p.exited() || time.Now().After(deadline) {
+		if p.Exited() || time.Now().After(deadline) {
 			return err
 		}
 		time.Sleep(20 * time.Millisecond)
