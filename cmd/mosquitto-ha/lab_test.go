@@ -3,10 +3,10 @@ package main
 // TestLabFailover runs the faults of contract line 8 against the lab of scripts/lab.sh: network
 // namespaces as hosts (two HAProxy + keepalived hosts sharing the VIP 198.18.0.100, three
 // Mosquitto brokers each with its agent, one client host), all addresses in 198.18.0.0/15.
-// For each fault scripts/cmd/labcheck runs a QoS 1 publisher and a QoS 1 subscriber with persistent
-// sessions through the VIP, on different brokers, while the test injects the fault, and reports
-// what the cluster acknowledged, delivered, lost and duplicated, and how long the subscriber
-// waited. The test asserts that every acknowledged message arrives at least once, except the
+// For each fault scripts/cmd/labcheck runs a QoS 1 publisher and a QoS 1 subscriber with
+// persistent sessions through the VIP, on different brokers, while the test injects the fault,
+// and reports what the cluster acknowledged, delivered, lost and duplicated, and how long the
+// subscriber waited. The test asserts that every acknowledged message arrives at least once, except the
 // dead letters of a broker that died (labcheck's package doc defines them; they are reported
 // apart); timings are reported (t.Logf, and the file named by MHA_FAILOVER_TABLE), not asserted.
 //
@@ -32,6 +32,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"mosquitto-ha/sysparse/mosqtest"
 )
 
 // labDir is the lab's state directory during the test (fixed, so that a run killed before its
@@ -200,31 +202,11 @@ func movedTo(changes []vipChange, from time.Time, lb string) time.Duration {
 	return -1
 }
 
-// checkRun is one labcheck process in mha-client.
+// checkRun is one labcheck process in mha-client: its report on stdout, its log in Out.
 type checkRun struct {
-	cmd    *exec.Cmd
+	*mosqtest.Proc
 	stdin  io.WriteCloser
-	stdout bytes.Buffer
-	stderr *labBuffer
-	done   chan error
-}
-
-// labBuffer is a goroutine-safe buffer for a child's output.
-type labBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *labBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *labBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	stdout *mosqtest.Output
 }
 
 // startCheck runs labcheck through the VIP and returns once it publishes the measured sequence.
@@ -232,31 +214,21 @@ func (l *lab) startCheck(t *testing.T, args ...string) *checkRun {
 	t.Helper()
 	argv := append([]string{"netns", "exec", "mha-client", l.labcheck,
 		"--config", filepath.Join(labDir, "cluster.yaml"), "--vip", labVIP + ":1883"}, args...)
-	c := &checkRun{cmd: exec.Command("ip", argv...), stderr: &labBuffer{}, done: make(chan error, 1)}
-	c.cmd.Stdout, c.cmd.Stderr = &c.stdout, c.stderr
+	cmd := exec.Command("ip", argv...)
+	c := &checkRun{stdout: &mosqtest.Output{}}
+	cmd.Stdout = c.stdout
 	var err error
-	if c.stdin, err = c.cmd.StdinPipe(); err != nil {
+	if c.stdin, err = cmd.StdinPipe(); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("start labcheck: %v", err)
-	}
-	go func() { c.done <- c.cmd.Wait() }()
-	t.Cleanup(func() {
-		select {
-		case <-c.done:
-		default:
-			_ = c.cmd.Process.Kill()
-		}
-	})
+	c.Proc = mosqtest.StartProc(t, cmd)
 	deadline := time.After(40 * time.Second)
-	for !strings.Contains(c.stderr.String(), "ready:") {
+	for !strings.Contains(c.Out.String(), "ready:") {
 		select {
-		case err := <-c.done:
-			c.done <- err
-			t.Fatalf("labcheck %s ended before it was ready: %v\n%s", strings.Join(args, " "), err, c.stderr)
+		case <-c.Done():
+			t.Fatalf("labcheck %s ended before it was ready: %v\n%s", strings.Join(args, " "), c.Err(), c.Out)
 		case <-deadline:
-			t.Fatalf("labcheck %s not ready within 40s:\n%s", strings.Join(args, " "), c.stderr)
+			t.Fatalf("labcheck %s not ready within 40s:\n%s", strings.Join(args, " "), c.Out)
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
@@ -277,18 +249,18 @@ func (c *checkRun) finish(t *testing.T) *labReport {
 	t.Helper()
 	c.stdin.Close()
 	select {
-	case err := <-c.done:
-		if err != nil {
-			t.Fatalf("labcheck: %v\n%s", err, c.stderr)
+	case <-c.Done():
+		if err := c.Err(); err != nil {
+			t.Fatalf("labcheck: %v\n%s", err, c.Out)
 		}
 	case <-time.After(90 * time.Second):
-		t.Fatalf("labcheck did not end within 90s:\n%s", c.stderr)
+		t.Fatalf("labcheck did not end within 90s:\n%s", c.Out)
 	}
 	var rep labReport
 	if err := json.Unmarshal(c.stdout.Bytes(), &rep); err != nil {
-		t.Fatalf("labcheck report: %v\n%s\n%s", err, c.stdout.String(), c.stderr)
+		t.Fatalf("labcheck report: %v\n%s\n%s", err, c.stdout.String(), c.Out)
 	}
-	t.Logf("labcheck:\n%s", strings.TrimSpace(c.stderr.String()))
+	t.Logf("labcheck:\n%s", strings.TrimSpace(c.Out.String()))
 	return &rep
 }
 

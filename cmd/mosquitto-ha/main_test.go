@@ -69,35 +69,21 @@ func runCmd(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	return o.String(), e.String(), code
 }
 
-// agentProc is an agent running as its own process, stopped by pid.
-type agentProc struct {
-	cmd *exec.Cmd
-	out *mosqtest.Output
-}
-
-func startAgentProc(t *testing.T, config, node string) *agentProc {
+func startAgentProc(t *testing.T, config, node string) *mosqtest.Proc {
 	t.Helper()
 	return startAgentProcArgs(t, config, node)
 }
 
-func (p *agentProc) signal(sig syscall.Signal) {
-	if p.cmd.ProcessState != nil {
-		return
-	}
-	_ = p.cmd.Process.Signal(sig)
-	_ = p.cmd.Wait()
-}
-
-func waitLog(t *testing.T, p *agentProc, text string, limit time.Duration) {
+func waitLog(t *testing.T, p *mosqtest.Proc, text string, limit time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(limit)
 	for time.Now().Before(deadline) {
-		if strings.Contains(p.out.String(), text) {
+		if strings.Contains(p.Out.String(), text) {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Fatalf("agent did not log %q within %s:\n%s", text, limit, p.out.String())
+	t.Fatalf("agent did not log %q within %s:\n%s", text, limit, p.Out.String())
 }
 
 func TestCheckProbesBroker(t *testing.T) {
@@ -137,13 +123,7 @@ func TestMosquittoSnippetRunsAndPassesCheck(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "mosquitto.conf")
 	os.WriteFile(conf, []byte("user root\nallow_anonymous true\npersistence_location "+dir+"/\n"+snippet), 0o600)
-	cmd := exec.Command(mosqtest.Binary(t), "-c", conf)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	broker := mosqtest.StartProc(t, exec.Command(mosqtest.Binary(t), "-c", conf))
 	var checkOut string
 	for i := 0; i < 50; i++ {
 		checkOut, errOut, code = runCmd(t, "check", "--config", cfgPath, "--node", "b1")
@@ -152,7 +132,7 @@ func TestMosquittoSnippetRunsAndPassesCheck(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	t.Fatalf("check against a broker running the snippet: exit %d\n%s%s\nmosquitto: %s", code, checkOut, errOut, out.String())
+	t.Fatalf("check against a broker running the snippet: exit %d\n%s%s\nmosquitto: %s", code, checkOut, errOut, broker.Out.String())
 }
 
 // Contract 8 with a real crash: kill -9 of the agents mid-stream loses no acknowledged QoS 1
@@ -163,7 +143,7 @@ func TestAgentKill9MidStream(t *testing.T) {
 		brokers = append(brokers, mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: "sys_interval 1\n"}))
 	}
 	cfg := writeCluster(t, brokers, "")
-	agents := make([]*agentProc, 3)
+	agents := make([]*mosqtest.Proc, 3)
 	for i := range agents {
 		agents[i] = startAgentProc(t, cfg, fmt.Sprintf("b%d", i+1))
 	}
@@ -203,10 +183,10 @@ func TestAgentKill9MidStream(t *testing.T) {
 		}
 	}()
 	time.Sleep(200 * time.Millisecond)
-	agents[1].signal(syscall.SIGKILL) // the subscriber's side
+	agents[1].Kill() // the subscriber's side
 	agents[1] = startAgentProc(t, cfg, "b2")
 	time.Sleep(200 * time.Millisecond)
-	agents[0].signal(syscall.SIGKILL) // the publisher's side
+	agents[0].Kill() // the publisher's side
 	agents[0] = startAgentProc(t, cfg, "b1")
 	<-done
 
@@ -225,17 +205,17 @@ func TestAgentKill9MidStream(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("%d of %d acknowledged messages never arrived after kill -9 of two agents\nb1: %s\nb2: %s",
-				missing, total, agents[0].out.String(), agents[1].out.String())
+				missing, total, agents[0].Out.String(), agents[1].Out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.Contains(agents[1].out.String(), "interest restored from state file") {
-		t.Errorf("restarted b2 agent did not restore its interest:\n%s", agents[1].out.String())
+	if !strings.Contains(agents[1].Out.String(), "interest restored from state file") {
+		t.Errorf("restarted b2 agent did not restore its interest:\n%s", agents[1].Out.String())
 	}
 	// SIGTERM ends an agent cleanly.
-	agents[2].signal(syscall.SIGTERM)
-	if !strings.Contains(agents[2].out.String(), "agent stopped") {
-		t.Errorf("SIGTERM did not stop the agent cleanly:\n%s", agents[2].out.String())
+	agents[2].Stop()
+	if !strings.Contains(agents[2].Out.String(), "agent stopped") {
+		t.Errorf("SIGTERM did not stop the agent cleanly:\n%s", agents[2].Out.String())
 	}
 }
 
@@ -257,7 +237,9 @@ func TestAgentReloadAndMetrics(t *testing.T) {
 	// An invalid file is refused and changes nothing.
 	good, _ := os.ReadFile(cfg)
 	os.WriteFile(cfg, append(append([]byte{}, good...), "bogus_key: 1\n"...), 0o600)
-	b1.cmd.Process.Signal(syscall.SIGHUP)
+	if err := b1.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP: %v", err)
+	}
 	waitLog(t, b1, "reload refused", 5*time.Second)
 
 	// A third node joins the file; b1 links to it without a restart.
@@ -265,7 +247,9 @@ func TestAgentReloadAndMetrics(t *testing.T) {
 	os.WriteFile(cfg, []byte(withB3), 0o600)
 	b3 := startAgentProc(t, cfg, "b3")
 	waitLog(t, b3, "advertising exact interest", 15*time.Second)
-	b1.cmd.Process.Signal(syscall.SIGHUP)
+	if err := b1.Signal(syscall.SIGHUP); err != nil {
+		t.Fatalf("SIGHUP: %v", err)
+	}
 	waitLog(t, b1, "peer added", 5*time.Second)
 
 	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokers[2].Addr).SetClientID("reload-sub"))
@@ -302,23 +286,15 @@ func TestAgentReloadAndMetrics(t *testing.T) {
 			return
 		case <-time.After(200 * time.Millisecond):
 		case <-deadline:
-			t.Fatalf("a publish on b1 never reached b3 after the reload:\n%s", b1.out.String())
+			t.Fatalf("a publish on b1 never reached b3 after the reload:\n%s", b1.Out.String())
 		}
 	}
 }
 
-func startAgentProcArgs(t *testing.T, config, node string, extra ...string) *agentProc {
+func startAgentProcArgs(t *testing.T, config, node string, extra ...string) *mosqtest.Proc {
 	t.Helper()
-	out := &mosqtest.Output{}
 	args := append([]string{"agent", "--config", config, "--node", node, "--log-level", "debug"}, extra...)
-	cmd := exec.Command(binary, args...)
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &agentProc{cmd: cmd, out: out}
-	t.Cleanup(func() { p.signal(syscall.SIGKILL) })
-	return p
+	return mosqtest.StartProc(t, exec.Command(binary, args...))
 }
 
 func getMetrics(t *testing.T, port int) string {

@@ -108,7 +108,7 @@ func TestAgentsOverTLS(t *testing.T) {
 			return
 		case <-time.After(200 * time.Millisecond):
 		case <-deadline:
-			t.Fatalf("no relay over TLS:\n%s\n%s", a1.out.String(), a2.out.String())
+			t.Fatalf("no relay over TLS:\n%s\n%s", a1.Out.String(), a2.Out.String())
 		}
 	}
 }
