@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
-
 	"mosquitto-ha/haproxy"
+	"mosquitto-ha/sysparse/mosqtest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.cfg from the current output")
@@ -350,111 +349,86 @@ func validParams() haproxy.Params {
 }
 
 func TestGenerateInvalidParams(t *testing.T) {
-	const prefix = "haproxy: invalid params: "
-	for _, tc := range []struct {
-		name   string
-		change func(p *haproxy.Params)
-		want   string
-	}{
-		{"empty cluster", func(p *haproxy.Params) { p.Cluster = "" },
-			`Cluster "": empty (want letters, digits, '-', '_', '.')`},
-		{"cluster with space", func(p *haproxy.Params) { p.Cluster = "my cluster" },
-			`Cluster "my cluster": invalid character ' ' (want letters, digits, '-', '_', '.')`},
-		{"empty bind", func(p *haproxy.Params) { p.Bind = "" },
-			`Bind "": empty (want ip:port or *:port)`},
-		{"bind without port", func(p *haproxy.Params) { p.Bind = "198.18.0.100" },
-			`Bind "198.18.0.100": missing port (want ip:port or *:port)`},
-		{"bind to a host name", func(p *haproxy.Params) { p.Bind = "mqtt.example:1883" },
-			`Bind "mqtt.example:1883": host "mqtt.example" is not an IP address or * (want ip:port or *:port)`},
-		{"bind port zero", func(p *haproxy.Params) { p.Bind = "*:0" },
-			`Bind "*:0": port 0 out of range (want 1-65535)`},
-		{"no brokers", func(p *haproxy.Params) { p.Brokers = nil },
-			`Brokers: empty (want at least one broker)`},
-		{"broker without port", func(p *haproxy.Params) { p.Brokers[1].Address = "10.0.0.7" },
-			`Brokers[1].Address "10.0.0.7": missing port (want host:port)`},
-		{"broker IPv6 without brackets", func(p *haproxy.Params) { p.Brokers[1].Address = "fd00::7:1883" },
-			`Brokers[1].Address "fd00::7:1883": missing port (want host:port)`},
-		{"broker bad host", func(p *haproxy.Params) { p.Brokers[0].Address = "bad_host:1883" },
-			`Brokers[0].Address "bad_host:1883": host "bad_host" is not an IP address or DNS name (want host:port)`},
-		{"broker port not a number", func(p *haproxy.Params) { p.Brokers[0].Address = "10.0.0.7:mqtt" },
-			`Brokers[0].Address "10.0.0.7:mqtt": port "mqtt" is not a number (want 1-65535)`},
-		{"broker empty port", func(p *haproxy.Params) { p.Brokers[0].Address = "10.0.0.7:" },
-			`Brokers[0].Address "10.0.0.7:": missing port (want a port 1-65535)`},
-		{"broker port too big", func(p *haproxy.Params) { p.Brokers[0].Address = "10.0.0.7:65536" },
-			`Brokers[0].Address "10.0.0.7:65536": port 65536 out of range (want 1-65535)`},
-		{"duplicate broker address", func(p *haproxy.Params) { p.Brokers[1].Address = "198.18.0.11:1883" },
-			`Brokers[1].Address "198.18.0.11:1883": same as Brokers[0] (want one entry per broker)`},
-		{"empty broker name", func(p *haproxy.Params) { p.Brokers[0].Name = "" },
-			`Brokers[0].Name "": empty (want letters, digits, '-', '_', '.', ':')`},
-		{"broker name with space", func(p *haproxy.Params) { p.Brokers[0].Name = "b 1" },
-			`Brokers[0].Name "b 1": invalid character ' ' (want letters, digits, '-', '_', '.', ':')`},
-		{"duplicate broker name", func(p *haproxy.Params) { p.Brokers[1].Name = "b1" },
-			`Brokers[1].Name "b1": same as Brokers[0] (want unique names)`},
-		{"negative check interval", func(p *haproxy.Params) { p.CheckInterval = -time.Second },
-			`CheckInterval -1s: negative (want at least 100ms, or 0 for the default 1s)`},
-		{"check interval too short", func(p *haproxy.Params) { p.CheckInterval = 50 * time.Millisecond },
-			`CheckInterval 50ms: below 100ms (want at least 100ms)`},
-		{"check interval below a millisecond", func(p *haproxy.Params) { p.CheckInterval = 150*time.Millisecond + 500*time.Microsecond },
-			`CheckInterval 150.5ms: not a whole number of milliseconds (want e.g. 150ms)`},
-		{"client id with NUL", func(p *haproxy.Params) { p.CheckClientID = "hc\x00" },
-			`CheckClientID "hc\x00": contains U+0000 [MQTT-1.5.3-2] (want text without NUL)`},
-		{"client id not UTF-8", func(p *haproxy.Params) { p.CheckClientID = "hc\xff" },
-			`CheckClientID "hc\xff": not well-formed UTF-8 [MQTT-1.5.3-1] (want UTF-8 text)`},
-		{"client id too long", func(p *haproxy.Params) { p.CheckClientID = strings.Repeat("x", 65536) },
-			`CheckClientID "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...": 65536 bytes, above the MQTT maximum of 65535 [MQTT-1.5.3] (want a shorter value)`},
-		{"username not UTF-8", func(p *haproxy.Params) { p.Username = "\xc3\x28" },
-			`Username "\xc3(": not well-formed UTF-8 [MQTT-1.5.3-1] (want UTF-8 text)`},
-		{"password without username", func(p *haproxy.Params) { p.Password = "secret" },
-			`Password: set without Username [MQTT-3.1.2-22] (want a Username too, or no Password)`},
-		{"password too long", func(p *haproxy.Params) { p.Username = "u"; p.Password = strings.Repeat("p", 65536) },
-			`Password: 65536 bytes, above the MQTT maximum of 65535 (want a shorter password)`},
-		{"check packet too big", func(p *haproxy.Params) { p.Username = "u"; p.Password = strings.Repeat("p", haproxy.MaxCheckPacket-29) },
-			`CheckClientID, Username, Password: the health check CONNECT is 8193 bytes, above 8192 (want shorter values)`},
-		{"negative keepalive", func(p *haproxy.Params) { p.ClientKeepalive = -5 * time.Second },
-			`ClientKeepalive -5s: negative (want 1s to 65535s, or 0 for the default 1m0s)`},
-		{"keepalive not whole seconds", func(p *haproxy.Params) { p.ClientKeepalive = 1500 * time.Millisecond },
-			`ClientKeepalive 1.5s: not a whole number of seconds (want whole seconds, as in MQTT's keepalive)`},
-		{"keepalive above MQTT maximum", func(p *haproxy.Params) { p.ClientKeepalive = 65536 * time.Second },
-			`ClientKeepalive 18h12m16s: above 65535s, the MQTT maximum (want 1s to 65535s)`},
-		{"relative stats socket", func(p *haproxy.Params) { p.StatsSocket = "admin.sock" },
-			`StatsSocket "admin.sock": not an absolute path (want e.g. /run/haproxy/admin.sock)`},
-		{"stats socket with space", func(p *haproxy.Params) { p.StatsSocket = "/run/my haproxy/admin.sock" },
-			`StatsSocket "/run/my haproxy/admin.sock": contains a space, quote, '\' or '#' (want a plain path)`},
-		{"stats socket too long", func(p *haproxy.Params) { p.StatsSocket = "/" + strings.Repeat("s", 107) },
-			`StatsSocket "/` + strings.Repeat("s", 107) + `": 108 bytes, above the 107 of a unix socket path (want a shorter path)`},
-		{"negative maxconn", func(p *haproxy.Params) { p.MaxConn = -1 },
-			`MaxConn -1: negative (want a positive number, or 0 to let HAProxy derive it from its file-descriptor limit)`},
-		{"several problems at once", func(p *haproxy.Params) {
+	g := mosqtest.Generator[haproxy.Params]{Valid: validParams, Generate: haproxy.Generate,
+		Err: haproxy.ErrInvalidParams, Prefix: "haproxy: invalid params: "}
+	mosqtest.InvalidParams(t, g, []mosqtest.InvalidCase[haproxy.Params]{
+		{Name: "empty cluster", Change: func(p *haproxy.Params) { p.Cluster = "" },
+			Want: `Cluster "": empty (want letters, digits, '-', '_', '.')`},
+		{Name: "cluster with space", Change: func(p *haproxy.Params) { p.Cluster = "my cluster" },
+			Want: `Cluster "my cluster": invalid character ' ' (want letters, digits, '-', '_', '.')`},
+		{Name: "empty bind", Change: func(p *haproxy.Params) { p.Bind = "" },
+			Want: `Bind "": empty (want ip:port or *:port)`},
+		{Name: "bind without port", Change: func(p *haproxy.Params) { p.Bind = "198.18.0.100" },
+			Want: `Bind "198.18.0.100": missing port (want ip:port or *:port)`},
+		{Name: "bind to a host name", Change: func(p *haproxy.Params) { p.Bind = "mqtt.example:1883" },
+			Want: `Bind "mqtt.example:1883": host "mqtt.example" is not an IP address or * (want ip:port or *:port)`},
+		{Name: "bind port zero", Change: func(p *haproxy.Params) { p.Bind = "*:0" },
+			Want: `Bind "*:0": port 0 out of range (want 1-65535)`},
+		{Name: "no brokers", Change: func(p *haproxy.Params) { p.Brokers = nil },
+			Want: `Brokers: empty (want at least one broker)`},
+		{Name: "broker without port", Change: func(p *haproxy.Params) { p.Brokers[1].Address = "10.0.0.7" },
+			Want: `Brokers[1].Address "10.0.0.7": missing port (want host:port)`},
+		{Name: "broker IPv6 without brackets", Change: func(p *haproxy.Params) { p.Brokers[1].Address = "fd00::7:1883" },
+			Want: `Brokers[1].Address "fd00::7:1883": missing port (want host:port)`},
+		{Name: "broker bad host", Change: func(p *haproxy.Params) { p.Brokers[0].Address = "bad_host:1883" },
+			Want: `Brokers[0].Address "bad_host:1883": host "bad_host" is not an IP address or DNS name (want host:port)`},
+		{Name: "broker port not a number", Change: func(p *haproxy.Params) { p.Brokers[0].Address = "10.0.0.7:mqtt" },
+			Want: `Brokers[0].Address "10.0.0.7:mqtt": port "mqtt" is not a number (want 1-65535)`},
+		{Name: "broker empty port", Change: func(p *haproxy.Params) { p.Brokers[0].Address = "10.0.0.7:" },
+			Want: `Brokers[0].Address "10.0.0.7:": missing port (want a port 1-65535)`},
+		{Name: "broker port too big", Change: func(p *haproxy.Params) { p.Brokers[0].Address = "10.0.0.7:65536" },
+			Want: `Brokers[0].Address "10.0.0.7:65536": port 65536 out of range (want 1-65535)`},
+		{Name: "duplicate broker address", Change: func(p *haproxy.Params) { p.Brokers[1].Address = "198.18.0.11:1883" },
+			Want: `Brokers[1].Address "198.18.0.11:1883": same as Brokers[0] (want one entry per broker)`},
+		{Name: "empty broker name", Change: func(p *haproxy.Params) { p.Brokers[0].Name = "" },
+			Want: `Brokers[0].Name "": empty (want letters, digits, '-', '_', '.', ':')`},
+		{Name: "broker name with space", Change: func(p *haproxy.Params) { p.Brokers[0].Name = "b 1" },
+			Want: `Brokers[0].Name "b 1": invalid character ' ' (want letters, digits, '-', '_', '.', ':')`},
+		{Name: "duplicate broker name", Change: func(p *haproxy.Params) { p.Brokers[1].Name = "b1" },
+			Want: `Brokers[1].Name "b1": same as Brokers[0] (want unique names)`},
+		{Name: "negative check interval", Change: func(p *haproxy.Params) { p.CheckInterval = -time.Second },
+			Want: `CheckInterval -1s: negative (want at least 100ms, or 0 for the default 1s)`},
+		{Name: "check interval too short", Change: func(p *haproxy.Params) { p.CheckInterval = 50 * time.Millisecond },
+			Want: `CheckInterval 50ms: below 100ms (want at least 100ms)`},
+		{Name: "check interval below a millisecond", Change: func(p *haproxy.Params) { p.CheckInterval = 150*time.Millisecond + 500*time.Microsecond },
+			Want: `CheckInterval 150.5ms: not a whole number of milliseconds (want e.g. 150ms)`},
+		{Name: "client id with NUL", Change: func(p *haproxy.Params) { p.CheckClientID = "hc\x00" },
+			Want: `CheckClientID "hc\x00": contains U+0000 [MQTT-1.5.3-2] (want text without NUL)`},
+		{Name: "client id not UTF-8", Change: func(p *haproxy.Params) { p.CheckClientID = "hc\xff" },
+			Want: `CheckClientID "hc\xff": not well-formed UTF-8 [MQTT-1.5.3-1] (want UTF-8 text)`},
+		{Name: "client id too long", Change: func(p *haproxy.Params) { p.CheckClientID = strings.Repeat("x", 65536) },
+			Want: `CheckClientID "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...": 65536 bytes, above the MQTT maximum of 65535 [MQTT-1.5.3] (want a shorter value)`},
+		{Name: "username not UTF-8", Change: func(p *haproxy.Params) { p.Username = "\xc3\x28" },
+			Want: `Username "\xc3(": not well-formed UTF-8 [MQTT-1.5.3-1] (want UTF-8 text)`},
+		{Name: "password without username", Change: func(p *haproxy.Params) { p.Password = "secret" },
+			Want: `Password: set without Username [MQTT-3.1.2-22] (want a Username too, or no Password)`},
+		{Name: "password too long", Change: func(p *haproxy.Params) { p.Username = "u"; p.Password = strings.Repeat("p", 65536) },
+			Want: `Password: 65536 bytes, above the MQTT maximum of 65535 (want a shorter password)`},
+		{Name: "check packet too big", Change: func(p *haproxy.Params) { p.Username = "u"; p.Password = strings.Repeat("p", haproxy.MaxCheckPacket-29) },
+			Want: `CheckClientID, Username, Password: the health check CONNECT is 8193 bytes, above 8192 (want shorter values)`},
+		{Name: "negative keepalive", Change: func(p *haproxy.Params) { p.ClientKeepalive = -5 * time.Second },
+			Want: `ClientKeepalive -5s: negative (want 1s to 65535s, or 0 for the default 1m0s)`},
+		{Name: "keepalive not whole seconds", Change: func(p *haproxy.Params) { p.ClientKeepalive = 1500 * time.Millisecond },
+			Want: `ClientKeepalive 1.5s: not a whole number of seconds (want whole seconds, as in MQTT's keepalive)`},
+		{Name: "keepalive above MQTT maximum", Change: func(p *haproxy.Params) { p.ClientKeepalive = 65536 * time.Second },
+			Want: `ClientKeepalive 18h12m16s: above 65535s, the MQTT maximum (want 1s to 65535s)`},
+		{Name: "relative stats socket", Change: func(p *haproxy.Params) { p.StatsSocket = "admin.sock" },
+			Want: `StatsSocket "admin.sock": not an absolute path (want e.g. /run/haproxy/admin.sock)`},
+		{Name: "stats socket with space", Change: func(p *haproxy.Params) { p.StatsSocket = "/run/my haproxy/admin.sock" },
+			Want: `StatsSocket "/run/my haproxy/admin.sock": contains a space, quote, '\' or '#' (want a plain path)`},
+		{Name: "stats socket too long", Change: func(p *haproxy.Params) { p.StatsSocket = "/" + strings.Repeat("s", 107) },
+			Want: `StatsSocket "/` + strings.Repeat("s", 107) + `": 108 bytes, above the 107 of a unix socket path (want a shorter path)`},
+		{Name: "negative maxconn", Change: func(p *haproxy.Params) { p.MaxConn = -1 },
+			Want: `MaxConn -1: negative (want a positive number, or 0 to let HAProxy derive it from its file-descriptor limit)`},
+		{Name: "several problems at once", Change: func(p *haproxy.Params) {
 			p.Bind = "198.18.0.100"
 			p.Brokers[1] = haproxy.Backend{Name: "b1", Address: "10.0.0.7"}
 			p.CheckInterval = 10 * time.Millisecond
-		}, `4 problems: Bind "198.18.0.100": missing port (want ip:port or *:port); ` +
+		}, Want: `4 problems: Bind "198.18.0.100": missing port (want ip:port or *:port); ` +
 			`Brokers[1].Name "b1": same as Brokers[0] (want unique names); ` +
 			`Brokers[1].Address "10.0.0.7": missing port (want host:port); ` +
 			`CheckInterval 10ms: below 100ms (want at least 100ms)`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := validParams()
-			tc.change(&p)
-			cfg, err := haproxy.Generate(p)
-			if err == nil {
-				t.Fatalf("Generate accepted the params and wrote:\n%s", cfg)
-			}
-			if cfg != nil {
-				t.Errorf("Generate returned output with an error")
-			}
-			if !errors.Is(err, haproxy.ErrInvalidParams) {
-				t.Errorf("errors.Is(err, ErrInvalidParams) = false for %v", err)
-			}
-			var merr *multierror.Error
-			if !errors.As(err, &merr) {
-				t.Errorf("errors.As(err, *multierror.Error) = false for %v", err)
-			}
-			if got := err.Error(); got != prefix+tc.want {
-				t.Errorf("error\n got %s\nwant %s", got, prefix+tc.want)
-			}
-		})
-	}
+	})
 }
 
 // TestGenerateValidEdgeCases are inputs at the edge of what validate accepts.

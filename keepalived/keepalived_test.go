@@ -2,7 +2,6 @@ package keepalived_test
 
 import (
 	"bytes"
-	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -11,9 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-multierror"
-
 	"mosquitto-ha/keepalived"
+	"mosquitto-ha/sysparse/mosqtest"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/*.golden.conf from the current output")
@@ -271,113 +269,88 @@ func validParams() keepalived.Params {
 }
 
 func TestGenerateInvalidParams(t *testing.T) {
-	const prefix = "keepalived: invalid params: "
-	for _, tc := range []struct {
-		name   string
-		change func(p *keepalived.Params)
-		want   string
-	}{
-		{"empty cluster", func(p *keepalived.Params) { p.Cluster = "" },
-			`Cluster "": empty (want letters, digits, '-', '_', '.')`},
-		{"cluster with slash", func(p *keepalived.Params) { p.Cluster = "a/b" },
-			`Cluster "a/b": invalid character '/' (want letters, digits, '-', '_', '.')`},
-		{"one host", func(p *keepalived.Params) { p.Hosts = p.Hosts[:1] },
-			`Hosts: 1 hosts (want at least 2: VRRP moves the VIP between hosts)`},
-		{"host name with space", func(p *keepalived.Params) { p.Hosts[1].Name = "lb 2" },
-			`Hosts[1].Name "lb 2": invalid character ' ' (want letters, digits, '-', '_', '.')`},
-		{"duplicate host name", func(p *keepalived.Params) { p.Hosts[1].Name = "lb1" },
-			`Hosts[1].Name "lb1": same as Hosts[0] (want unique names)`},
-		{"empty address", func(p *keepalived.Params) { p.Hosts[1].Address = "" },
-			`Hosts[1].Address "": empty (want the host's IP address on the VRRP interface)`},
-		{"address with port", func(p *keepalived.Params) { p.Hosts[1].Address = "10.0.0.7:1883" },
-			`Hosts[1].Address "10.0.0.7:1883": not an IP address (want an IP address, no port)`},
-		{"address with zone", func(p *keepalived.Params) { p.Hosts[1].Address = "fe80::1%eth0" },
-			`Hosts[1].Address "fe80::1%eth0": has a zone (want an IP address without %zone)`},
-		{"duplicate address", func(p *keepalived.Params) { p.Hosts[1].Address = "198.18.0.1" },
-			`Hosts[1].Address "198.18.0.1": same as Hosts[0] (want one address per host)`},
-		{"mixed families", func(p *keepalived.Params) { p.Hosts[1].Address = "fd00::2" },
-			`Hosts[1].Address "fd00::2": IPv6, but Hosts[0] is IPv4 (want one address family)`},
-		{"priority 255", func(p *keepalived.Params) { p.Hosts[0].Priority = 255 },
-			`Hosts[0].Priority 255: out of range (want 1-254; 255 is reserved for the VIP's owner)`},
-		{"negative priority", func(p *keepalived.Params) { p.Hosts[1].Priority = -1 },
-			`Hosts[1].Priority -1: out of range (want 1-254; 255 is reserved for the VIP's owner)`},
-		{"equal priorities", func(p *keepalived.Params) { p.Hosts[0].Priority = 190 }, // lb2 defaults to 190
-			`Hosts[1].Priority 190: same as Hosts[0] (want distinct priorities, so that the first master is known)`},
-		{"self not a host", func(p *keepalived.Params) { p.Self = "lb3" },
-			`Self "lb3": not among Hosts (want one of: lb1, lb2)`},
-		{"empty VIP", func(p *keepalived.Params) { p.VIP = "" },
-			`VIP "": empty (want address/prefix, e.g. 198.18.0.100/15)`},
-		{"VIP without prefix", func(p *keepalived.Params) { p.VIP = "198.18.0.100" },
-			`VIP "198.18.0.100": missing prefix length (want e.g. 198.18.0.100/32)`},
-		{"VIP not an address", func(p *keepalived.Params) { p.VIP = "vip.example/24" },
-			`VIP "vip.example/24": not address/prefix (want e.g. 198.18.0.100/15)`},
-		{"VIP of the other family", func(p *keepalived.Params) { p.VIP = "fd00::100/64" },
-			`VIP "fd00::100/64": IPv6, but Hosts are IPv4 (want one address family)`},
-		{"VIP owned by a host", func(p *keepalived.Params) { p.VIP = "198.18.0.2/15" },
-			`VIP "198.18.0.2/15": the address of Hosts[1] (want an address no host owns)`},
-		{"empty interface", func(p *keepalived.Params) { p.Interface = "" },
-			`Interface "": empty (want the interface of the LB hosts' segment, e.g. eth0)`},
-		{"interface too long", func(p *keepalived.Params) { p.Interface = "enp0s31f6-bridge0" },
-			`Interface "enp0s31f6-bridge0": 17 bytes, above Linux's 15 (want an interface name)`},
-		{"interface with slash", func(p *keepalived.Params) { p.Interface = "eth0/1" },
-			`Interface "eth0/1": not an interface name (want e.g. eth0)`},
-		{"router id too big", func(p *keepalived.Params) { p.RouterID = 256 },
-			`RouterID 256: out of range (want 1-255, or 0 for the default derived from Cluster)`},
-		{"negative router id", func(p *keepalived.Params) { p.RouterID = -3 },
-			`RouterID -3: out of range (want 1-255, or 0 for the default derived from Cluster)`},
-		{"negative advert", func(p *keepalived.Params) { p.AdvertInterval = -time.Second },
-			`AdvertInterval -1s: negative (want 10ms to 40.95s, or 0 for the default 200ms)`},
-		{"advert below centisecond", func(p *keepalived.Params) { p.AdvertInterval = 5 * time.Millisecond },
-			`AdvertInterval 5ms: not a multiple of 10ms (want e.g. 10ms: VRRPv3 counts centiseconds)`},
-		{"advert not centiseconds", func(p *keepalived.Params) { p.AdvertInterval = 204 * time.Millisecond },
-			`AdvertInterval 204ms: not a multiple of 10ms (want e.g. 200ms: VRRPv3 counts centiseconds)`},
-		{"advert too long", func(p *keepalived.Params) { p.AdvertInterval = 41 * time.Second },
-			`AdvertInterval 41s: above 40.95s, the VRRPv3 maximum (want 10ms to 40.95s)`},
-		{"auth pass", func(p *keepalived.Params) { p.AuthPass = "secret" },
-			`AuthPass: set, but VRRPv3 has no authentication (RFC 5798; keepalived ignores it) ` +
+	g := mosqtest.Generator[keepalived.Params]{Valid: validParams, Generate: keepalived.Generate,
+		Err: keepalived.ErrInvalidParams, Prefix: "keepalived: invalid params: "}
+	mosqtest.InvalidParams(t, g, []mosqtest.InvalidCase[keepalived.Params]{
+		{Name: "empty cluster", Change: func(p *keepalived.Params) { p.Cluster = "" },
+			Want: `Cluster "": empty (want letters, digits, '-', '_', '.')`},
+		{Name: "cluster with slash", Change: func(p *keepalived.Params) { p.Cluster = "a/b" },
+			Want: `Cluster "a/b": invalid character '/' (want letters, digits, '-', '_', '.')`},
+		{Name: "one host", Change: func(p *keepalived.Params) { p.Hosts = p.Hosts[:1] },
+			Want: `Hosts: 1 hosts (want at least 2: VRRP moves the VIP between hosts)`},
+		{Name: "host name with space", Change: func(p *keepalived.Params) { p.Hosts[1].Name = "lb 2" },
+			Want: `Hosts[1].Name "lb 2": invalid character ' ' (want letters, digits, '-', '_', '.')`},
+		{Name: "duplicate host name", Change: func(p *keepalived.Params) { p.Hosts[1].Name = "lb1" },
+			Want: `Hosts[1].Name "lb1": same as Hosts[0] (want unique names)`},
+		{Name: "empty address", Change: func(p *keepalived.Params) { p.Hosts[1].Address = "" },
+			Want: `Hosts[1].Address "": empty (want the host's IP address on the VRRP interface)`},
+		{Name: "address with port", Change: func(p *keepalived.Params) { p.Hosts[1].Address = "10.0.0.7:1883" },
+			Want: `Hosts[1].Address "10.0.0.7:1883": not an IP address (want an IP address, no port)`},
+		{Name: "address with zone", Change: func(p *keepalived.Params) { p.Hosts[1].Address = "fe80::1%eth0" },
+			Want: `Hosts[1].Address "fe80::1%eth0": has a zone (want an IP address without %zone)`},
+		{Name: "duplicate address", Change: func(p *keepalived.Params) { p.Hosts[1].Address = "198.18.0.1" },
+			Want: `Hosts[1].Address "198.18.0.1": same as Hosts[0] (want one address per host)`},
+		{Name: "mixed families", Change: func(p *keepalived.Params) { p.Hosts[1].Address = "fd00::2" },
+			Want: `Hosts[1].Address "fd00::2": IPv6, but Hosts[0] is IPv4 (want one address family)`},
+		{Name: "priority 255", Change: func(p *keepalived.Params) { p.Hosts[0].Priority = 255 },
+			Want: `Hosts[0].Priority 255: out of range (want 1-254; 255 is reserved for the VIP's owner)`},
+		{Name: "negative priority", Change: func(p *keepalived.Params) { p.Hosts[1].Priority = -1 },
+			Want: `Hosts[1].Priority -1: out of range (want 1-254; 255 is reserved for the VIP's owner)`},
+		{Name: "equal priorities", Change: func(p *keepalived.Params) { p.Hosts[0].Priority = 190 }, // lb2 defaults to 190
+			Want: `Hosts[1].Priority 190: same as Hosts[0] (want distinct priorities, so that the first master is known)`},
+		{Name: "self not a host", Change: func(p *keepalived.Params) { p.Self = "lb3" },
+			Want: `Self "lb3": not among Hosts (want one of: lb1, lb2)`},
+		{Name: "empty VIP", Change: func(p *keepalived.Params) { p.VIP = "" },
+			Want: `VIP "": empty (want address/prefix, e.g. 198.18.0.100/15)`},
+		{Name: "VIP without prefix", Change: func(p *keepalived.Params) { p.VIP = "198.18.0.100" },
+			Want: `VIP "198.18.0.100": missing prefix length (want e.g. 198.18.0.100/32)`},
+		{Name: "VIP not an address", Change: func(p *keepalived.Params) { p.VIP = "vip.example/24" },
+			Want: `VIP "vip.example/24": not address/prefix (want e.g. 198.18.0.100/15)`},
+		{Name: "VIP of the other family", Change: func(p *keepalived.Params) { p.VIP = "fd00::100/64" },
+			Want: `VIP "fd00::100/64": IPv6, but Hosts are IPv4 (want one address family)`},
+		{Name: "VIP owned by a host", Change: func(p *keepalived.Params) { p.VIP = "198.18.0.2/15" },
+			Want: `VIP "198.18.0.2/15": the address of Hosts[1] (want an address no host owns)`},
+		{Name: "empty interface", Change: func(p *keepalived.Params) { p.Interface = "" },
+			Want: `Interface "": empty (want the interface of the LB hosts' segment, e.g. eth0)`},
+		{Name: "interface too long", Change: func(p *keepalived.Params) { p.Interface = "enp0s31f6-bridge0" },
+			Want: `Interface "enp0s31f6-bridge0": 17 bytes, above Linux's 15 (want an interface name)`},
+		{Name: "interface with slash", Change: func(p *keepalived.Params) { p.Interface = "eth0/1" },
+			Want: `Interface "eth0/1": not an interface name (want e.g. eth0)`},
+		{Name: "router id too big", Change: func(p *keepalived.Params) { p.RouterID = 256 },
+			Want: `RouterID 256: out of range (want 1-255, or 0 for the default derived from Cluster)`},
+		{Name: "negative router id", Change: func(p *keepalived.Params) { p.RouterID = -3 },
+			Want: `RouterID -3: out of range (want 1-255, or 0 for the default derived from Cluster)`},
+		{Name: "negative advert", Change: func(p *keepalived.Params) { p.AdvertInterval = -time.Second },
+			Want: `AdvertInterval -1s: negative (want 10ms to 40.95s, or 0 for the default 200ms)`},
+		{Name: "advert below centisecond", Change: func(p *keepalived.Params) { p.AdvertInterval = 5 * time.Millisecond },
+			Want: `AdvertInterval 5ms: not a multiple of 10ms (want e.g. 10ms: VRRPv3 counts centiseconds)`},
+		{Name: "advert not centiseconds", Change: func(p *keepalived.Params) { p.AdvertInterval = 204 * time.Millisecond },
+			Want: `AdvertInterval 204ms: not a multiple of 10ms (want e.g. 200ms: VRRPv3 counts centiseconds)`},
+		{Name: "advert too long", Change: func(p *keepalived.Params) { p.AdvertInterval = 41 * time.Second },
+			Want: `AdvertInterval 41s: above 40.95s, the VRRPv3 maximum (want 10ms to 40.95s)`},
+		{Name: "auth pass", Change: func(p *keepalived.Params) { p.AuthPass = "secret" },
+			Want: `AuthPass: set, but VRRPv3 has no authentication (RFC 5798; keepalived ignores it) ` +
 				`(want it empty, and a firewall that accepts VRRP, IP protocol 112, only from the peers)`},
-		{"script not absolute", func(p *keepalived.Params) { p.CheckScript = "pidof haproxy" },
-			`CheckScript "pidof haproxy": "pidof" is not an absolute path (want e.g. /usr/bin/pidof: keepalived's script security needs one)`},
-		{"script calls pidof directly", func(p *keepalived.Params) { p.CheckScript = "/usr/bin/pidof haproxy" },
-			`CheckScript "/usr/bin/pidof haproxy": "/usr/bin/pidof" is a symlink to killall5, which keepalived runs as killall5 ` +
+		{Name: "script not absolute", Change: func(p *keepalived.Params) { p.CheckScript = "pidof haproxy" },
+			Want: `CheckScript "pidof haproxy": "pidof" is not an absolute path (want e.g. /usr/bin/pidof: keepalived's script security needs one)`},
+		{Name: "script calls pidof directly", Change: func(p *keepalived.Params) { p.CheckScript = "/usr/bin/pidof haproxy" },
+			Want: `CheckScript "/usr/bin/pidof haproxy": "/usr/bin/pidof" is a symlink to killall5, which keepalived runs as killall5 ` +
 				`(want /bin/sh -c 'pidof ...', or the default, which also checks the network namespace)`},
-		{"blank script", func(p *keepalived.Params) { p.CheckScript = "   " },
-			`CheckScript "   ": blank (want a command, or empty for the default)`},
-		{"script with newline", func(p *keepalived.Params) { p.CheckScript = "/bin/true\n}" },
-			`CheckScript "/bin/true\n}": contains a control character (want one line)`},
-		{"script with backslash", func(p *keepalived.Params) { p.CheckScript = `/bin/sh -c "echo a\\b"` },
-			`CheckScript "/bin/sh -c \"echo a\\\\b\"": contains '\', which keepalived drops (want a command without backslashes, or a script file)`},
-		{"several problems at once", func(p *keepalived.Params) {
+		{Name: "blank script", Change: func(p *keepalived.Params) { p.CheckScript = "   " },
+			Want: `CheckScript "   ": blank (want a command, or empty for the default)`},
+		{Name: "script with newline", Change: func(p *keepalived.Params) { p.CheckScript = "/bin/true\n}" },
+			Want: `CheckScript "/bin/true\n}": contains a control character (want one line)`},
+		{Name: "script with backslash", Change: func(p *keepalived.Params) { p.CheckScript = `/bin/sh -c "echo a\\b"` },
+			Want: `CheckScript "/bin/sh -c \"echo a\\\\b\"": contains '\', which keepalived drops (want a command without backslashes, or a script file)`},
+		{Name: "several problems at once", Change: func(p *keepalived.Params) {
 			p.Self = "lb9"
 			p.Hosts[1].Address = "10.0.0.7:1883"
 			p.AuthPass = "x"
-		}, `3 problems: Hosts[1].Address "10.0.0.7:1883": not an IP address (want an IP address, no port); ` +
+		}, Want: `3 problems: Hosts[1].Address "10.0.0.7:1883": not an IP address (want an IP address, no port); ` +
 			`Self "lb9": not among Hosts (want one of: lb1, lb2); ` +
 			`AuthPass: set, but VRRPv3 has no authentication (RFC 5798; keepalived ignores it) ` +
 			`(want it empty, and a firewall that accepts VRRP, IP protocol 112, only from the peers)`},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			p := validParams()
-			tc.change(&p)
-			conf, err := keepalived.Generate(p)
-			if err == nil {
-				t.Fatalf("Generate accepted the params and wrote:\n%s", conf)
-			}
-			if conf != nil {
-				t.Error("Generate returned output with an error")
-			}
-			if !errors.Is(err, keepalived.ErrInvalidParams) {
-				t.Errorf("errors.Is(err, ErrInvalidParams) = false for %v", err)
-			}
-			var merr *multierror.Error
-			if !errors.As(err, &merr) {
-				t.Errorf("errors.As(err, *multierror.Error) = false for %v", err)
-			}
-			if got := err.Error(); got != prefix+tc.want {
-				t.Errorf("error\n got %s\nwant %s", got, prefix+tc.want)
-			}
-		})
-	}
+	})
 }
 
 func TestGenerateDoesNotModifyHosts(t *testing.T) {

@@ -1,7 +1,8 @@
 // Package mosqtest is the test-helper package: it starts real Mosquitto brokers for tests, each
 // on a free loopback port, configured to publish the `$SYS/broker/log` lines that package
 // sysparse reads, and stopped by pid when the test ends (mosqtest.go); it starts and stops any
-// other process a test runs, with its output captured (proc.go). It never mocks Mosquitto: a
+// other process a test runs, with its output captured (proc.go); and it runs the table test of
+// a configuration generator's invalid parameters (invalid.go). It never mocks Mosquitto: a
 // missing binary fails the test with the command that installs it.
 package mosqtest
 
