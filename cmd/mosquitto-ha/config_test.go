@@ -4,9 +4,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/go-multierror"
+	"gopkg.in/yaml.v3"
 )
 
 // Each testdata/config/invalid-<case>.yaml names the messages it must produce in "# want:" lines.
@@ -82,9 +87,17 @@ func TestConfigPasswordFromEnvironmentWins(t *testing.T) {
 	}
 }
 
+// FuzzParseConfig: any input is accepted or refused with an ErrConfig, never a panic. An
+// accepted config, written back as YAML, parses to the same config (defaults applied twice
+// change nothing, and nothing depends on whether a key was written or defaulted). Every
+// problem Validate reports starts with the key path of a real key of the file.
 func FuzzParseConfig(f *testing.F) {
-	for _, name := range []string{"valid-lab.yaml", "invalid-many-problems.yaml", "invalid-load-balancer.yaml"} {
-		data, err := os.ReadFile("../../testdata/config/" + name)
+	files, err := filepath.Glob("../../testdata/config/*.yaml")
+	if err != nil || len(files) == 0 {
+		f.Fatalf("no config files: %v", err)
+	}
+	for _, name := range files {
+		data, err := os.ReadFile(name)
 		if err != nil {
 			f.Fatal(err)
 		}
@@ -96,10 +109,71 @@ func FuzzParseConfig(f *testing.F) {
 			if !errors.Is(err, ErrConfig) {
 				t.Fatalf("error does not wrap ErrConfig: %v", err)
 			}
+			var problems *multierror.Error
+			if errors.As(err, &problems) {
+				for _, p := range problems.Errors {
+					if key := problemKey(p.Error()); !isConfigKey(key) {
+						t.Errorf("problem %q does not start with a key of the file (got %q)", p, key)
+					}
+				}
+			}
 			return
 		}
-		if err := cfg.Validate(); err != nil {
-			t.Fatalf("accepted config fails Validate: %v", err)
+		out, err := yaml.Marshal(cfg)
+		if err != nil {
+			t.Fatalf("marshal an accepted config: %v", err)
+		}
+		again, err := ParseConfig(out)
+		if err != nil {
+			t.Fatalf("an accepted config, written back, is refused: %v\n%s", err, out)
+		}
+		if !reflect.DeepEqual(cfg, again) {
+			t.Fatalf("an accepted config, written back, parses differently:\n first %+v\nsecond %+v\n%s", cfg, again, out)
 		}
 	})
+}
+
+// problemKey is the key path a problem starts with: `nodes[1].address "x": ...` -> nodes[1].address.
+func problemKey(problem string) string {
+	if i := strings.IndexAny(problem, " :"); i >= 0 {
+		return problem[:i]
+	}
+	return problem
+}
+
+// isConfigKey says whether path (e.g. agent.limits.max_filters, load_balancer.hosts[1].name)
+// names a key of the cluster file, by the yaml tags of Config.
+func isConfigKey(path string) bool {
+	typ := reflect.TypeOf(Config{})
+	for _, part := range strings.Split(path, ".") {
+		name, index, indexed := strings.Cut(part, "[")
+		for typ.Kind() == reflect.Pointer {
+			typ = typ.Elem()
+		}
+		if typ.Kind() != reflect.Struct {
+			return false
+		}
+		field, ok := fieldByYAML(typ, name)
+		if !ok {
+			return false
+		}
+		typ = field.Type
+		if indexed {
+			if _, err := strconv.Atoi(strings.TrimSuffix(index, "]")); err != nil || !strings.HasSuffix(index, "]") || typ.Kind() != reflect.Slice {
+				return false
+			}
+			typ = typ.Elem()
+		}
+	}
+	return true
+}
+
+func fieldByYAML(typ reflect.Type, name string) (reflect.StructField, bool) {
+	for i := range typ.NumField() {
+		f := typ.Field(i)
+		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag == name && name != "" {
+			return f, true
+		}
+	}
+	return reflect.StructField{}, false
 }
