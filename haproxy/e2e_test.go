@@ -476,10 +476,7 @@ func TestE2EHungBrokerSessionsShutDown(t *testing.T) {
 // (allow_anonymous false, password_file made by mosquitto_passwd): the check sees it UP only
 // with the right credentials. The password is long enough for a two-byte remaining length.
 func TestE2EHealthCheckCredentials(t *testing.T) {
-	passwd, err := exec.LookPath("mosquitto_passwd")
-	if err != nil {
-		t.Fatalf("mosquitto_passwd is not installed: %s", mosqtest.InstallHint)
-	}
+	passwd := mosqtest.LookPath(t, "mosquitto_passwd", mosqtest.InstallHint)
 	const user = "ha-check"
 	pass := strings.Repeat("s3cr3t-", 20) // 140 bytes
 	pwfile := filepath.Join(t.TempDir(), "passwd")

@@ -25,13 +25,7 @@ const installHint = "apt-get install -y haproxy keepalived"
 // command.
 func haproxyBinary(t testing.TB) string {
 	t.Helper()
-	for _, p := range []string{"haproxy", "/usr/sbin/haproxy"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("haproxy is not installed: %s", installHint)
-	return ""
+	return mosqtest.LookPath(t, "haproxy", installHint)
 }
 
 // haproxyCheck runs `haproxy -c -f` on cfg and returns its error with the tool's output.

@@ -32,7 +32,7 @@ func startKeepalived(t *testing.T, conf []byte, iface string, extra ...string) *
 	if err := os.WriteFile(path, conf, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := append([]string{binary(t, "keepalived", installHint), "-n", "-l", "-D", "-G", "-P",
+	args := append([]string{mosqtest.LookPath(t, "keepalived", installHint), "-n", "-l", "-D", "-G", "-P",
 		"-p", filepath.Join(dir, "keepalived.pid"), "-r", filepath.Join(dir, "vrrp.pid"), "-f", path}, extra...)
 	k := mosqtest.StartProc(t, inNetns(t, iface, args...))
 	// Once keepalived prints its banner, unshare and the namespace setup are done and the
@@ -50,7 +50,7 @@ func startKeepalived(t *testing.T, conf []byte, iface string, extra ...string) *
 // nsenter returns a command that runs argv in the network namespace of pid.
 func nsenter(t *testing.T, pid int, argv ...string) *exec.Cmd {
 	t.Helper()
-	bin := binary(t, "nsenter", "apt-get install -y util-linux")
+	bin := mosqtest.LookPath(t, "nsenter", "apt-get install -y util-linux")
 	return exec.Command(bin, append([]string{"--net=/proc/" + strconv.Itoa(pid) + "/ns/net", "--"}, argv...)...)
 }
 
@@ -119,8 +119,8 @@ func loopbackParams() keepalived.Params {
 //   - an haproxy in keepalived's namespace brings the VIP;
 //   - killing it gives the VIP away (FAULT).
 func TestVIPFollowsHAProxyInItsNetns(t *testing.T) {
-	hap := binary(t, "haproxy", installHint)
-	ip := binary(t, "ip", "apt-get install -y iproute2")
+	hap := mosqtest.LookPath(t, "haproxy", installHint)
+	ip := mosqtest.LookPath(t, "ip", "apt-get install -y iproute2")
 	conf, err := keepalived.Generate(loopbackParams())
 	if err != nil {
 		t.Fatal(err)

@@ -19,18 +19,6 @@ var update = flag.Bool("update", false, "rewrite testdata/*.golden.conf from the
 // installHint is how to get the real tools the tests run.
 const installHint = "apt-get install -y haproxy keepalived"
 
-// binary returns the path of a tool, or fails the test (never skips) with the install command.
-func binary(t testing.TB, name, hint string) string {
-	t.Helper()
-	for _, p := range []string{name, "/usr/sbin/" + name, "/sbin/" + name} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("%s is not installed: %s", name, hint)
-	return ""
-}
-
 // inNetns returns a command that runs argv in a fresh network namespace (unshare -n) where the
 // loopback is up and a veth pair iface/iface+"p" exists, since keepalived refuses a
 // configuration whose interface is missing or the loopback. Nothing in that namespace reaches
@@ -38,8 +26,8 @@ func binary(t testing.TB, name, hint string) string {
 // namespace (unshare -r), which is enough for `keepalived -t`.
 func inNetns(t testing.TB, iface string, argv ...string) *exec.Cmd {
 	t.Helper()
-	unshare := binary(t, "unshare", "apt-get install -y util-linux")
-	binary(t, "ip", "apt-get install -y iproute2")
+	unshare := mosqtest.LookPath(t, "unshare", "apt-get install -y util-linux")
+	mosqtest.LookPath(t, "ip", "apt-get install -y iproute2")
 	flags := "-n"
 	if os.Geteuid() != 0 {
 		flags = "-rn"
@@ -56,7 +44,7 @@ func keepalivedCheck(t testing.TB, conf []byte, iface string) error {
 	if err := os.WriteFile(path, conf, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := inNetns(t, iface, binary(t, "keepalived", installHint), "-t", "-f", path).CombinedOutput()
+	out, err := inNetns(t, iface, mosqtest.LookPath(t, "keepalived", installHint), "-t", "-f", path).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("%v: %s", err, out)
 	}

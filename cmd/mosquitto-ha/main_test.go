@@ -314,8 +314,8 @@ func getMetrics(t *testing.T, port int) string {
 func TestACLStopsInjection(t *testing.T) {
 	dir := t.TempDir()
 	passwd := filepath.Join(dir, "passwd")
-	if out, err := exec.Command("mosquitto_passwd", "-b", "-c", passwd, "mha-agent", "s3cret-agent").CombinedOutput(); err != nil {
-		t.Fatalf("mosquitto_passwd (apt-get install -y mosquitto): %v %s", err, out)
+	if out, err := exec.Command(mosqtest.LookPath(t, "mosquitto_passwd", mosqtest.InstallHint), "-b", "-c", passwd, "mha-agent", "s3cret-agent").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_passwd: %v %s", err, out)
 	}
 	pwFile := filepath.Join(dir, "agent.pw")
 	os.WriteFile(pwFile, []byte("s3cret-agent\n"), 0o600)

@@ -62,13 +62,7 @@ type Broker struct {
 // Binary returns the path of the mosquitto binary or fails the test with the install command.
 func Binary(t testing.TB) string {
 	t.Helper()
-	for _, p := range []string{"mosquitto", "/usr/sbin/mosquitto"} {
-		if path, err := exec.LookPath(p); err == nil {
-			return path
-		}
-	}
-	t.Fatalf("mosquitto is not installed: %s", InstallHint)
-	return ""
+	return LookPath(t, "mosquitto", InstallHint)
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

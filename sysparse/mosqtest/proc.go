@@ -56,6 +56,20 @@ func StartProc(t testing.TB, cmd *exec.Cmd) *Proc {
 	return p
 }
 
+// LookPath returns the path of the program name (also looked for in /usr/sbin and /sbin, which
+// a non-root PATH may lack), or fails the test, never skips it, with the command hint that
+// installs it.
+func LookPath(t testing.TB, name, hint string) string {
+	t.Helper()
+	for _, p := range []string{name, "/usr/sbin/" + name, "/sbin/" + name} {
+		if path, err := exec.LookPath(p); err == nil {
+			return path
+		}
+	}
+	t.Fatalf("%s is not installed: %s", name, hint)
+	return ""
+}
+
 // Pid is the process id.
 func (p *Proc) Pid() int { return p.cmd.Process.Pid }
 
