@@ -5,7 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"strconv"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,7 @@ func FuzzParseConfig(f *testing.F) {
 		}
 		f.Add(data)
 	}
+	keys := configKeys(reflect.TypeFor[Config](), "")
 	f.Fuzz(func(t *testing.T, data []byte) {
 		cfg, err := ParseConfig(data)
 		if err != nil {
@@ -112,7 +114,7 @@ func FuzzParseConfig(f *testing.F) {
 			var problems *multierror.Error
 			if errors.As(err, &problems) {
 				for _, p := range problems.Errors {
-					if key := problemKey(p.Error()); !isConfigKey(key) {
+					if key := problemKey(p.Error()); !isConfigKey(keys, key) {
 						t.Errorf("problem %q does not start with a key of the file (got %q)", p, key)
 					}
 				}
@@ -141,39 +143,11 @@ func problemKey(problem string) string {
 	return problem
 }
 
-// isConfigKey says whether path (e.g. agent.limits.max_filters, load_balancer.hosts[1].name)
-// names a key of the cluster file, by the yaml tags of Config.
-func isConfigKey(path string) bool {
-	typ := reflect.TypeOf(Config{})
-	for _, part := range strings.Split(path, ".") {
-		name, index, indexed := strings.Cut(part, "[")
-		for typ.Kind() == reflect.Pointer {
-			typ = typ.Elem()
-		}
-		if typ.Kind() != reflect.Struct {
-			return false
-		}
-		field, ok := fieldByYAML(typ, name)
-		if !ok {
-			return false
-		}
-		typ = field.Type
-		if indexed {
-			if _, err := strconv.Atoi(strings.TrimSuffix(index, "]")); err != nil || !strings.HasSuffix(index, "]") || typ.Kind() != reflect.Slice {
-				return false
-			}
-			typ = typ.Elem()
-		}
-	}
-	return true
-}
+// keyIndex is a list index in a key path: nodes[2].name.
+var keyIndex = regexp.MustCompile(`\[\d+\]`)
 
-func fieldByYAML(typ reflect.Type, name string) (reflect.StructField, bool) {
-	for i := range typ.NumField() {
-		f := typ.Field(i)
-		if tag, _, _ := strings.Cut(f.Tag.Get("yaml"), ","); tag == name && name != "" {
-			return f, true
-		}
-	}
-	return reflect.StructField{}, false
+// isConfigKey says whether path (e.g. agent.limits.max_filters, load_balancer.hosts[1].name)
+// names a key of the cluster file, one of keys as configKeys spells them (nodes[].name).
+func isConfigKey(keys []string, path string) bool {
+	return slices.Contains(keys, keyIndex.ReplaceAllString(path, "[]"))
 }
