@@ -3,9 +3,7 @@ package bridge
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/tls"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"mosquitto-ha/bridge/mqttconn"
 	"mosquitto-ha/sysparse"
 )
 
@@ -125,7 +124,7 @@ type Agent struct {
 	reloads  chan []PeerAddr
 	reloadMu sync.Mutex
 
-	local  *link
+	local  *mqttconn.Link
 	signer *signer
 	// dollar is the set of peers' '$' filters the local connection subscribes to.
 	dollarMu    sync.Mutex
@@ -258,7 +257,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-time.After(jitter(time.Second)):
+		case <-time.After(mqttconn.Jitter(time.Second)):
 		}
 	}
 
@@ -267,7 +266,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		a.local.run(ctx)
+		a.local.Run(ctx)
 	}()
 	for _, p := range a.peerList() {
 		a.startPeer(ctx, &wg, p)
@@ -315,7 +314,7 @@ func (a *Agent) startPeer(ctx context.Context, wg *sync.WaitGroup, p *peer) {
 	wg.Add(2)
 	go func() {
 		defer wg.Done()
-		p.link.run(pctx)
+		p.link.Run(pctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -615,6 +614,9 @@ func (a *Agent) snapshotInterval() time.Duration {
 	return max(a.opts.SnapshotInterval, time.Duration(a.snapshotEvery.Load()))
 }
 
+// message is one publish from the local broker, as the dispatcher and the relay queues hold it.
+type message = mqttconn.Message
+
 // reconnected marks, in the inbox, where a new local connection begins.
 var reconnected = &message{QoS: 1}
 
@@ -652,10 +654,4 @@ func (b *inbox) take(buf []*message) []*message {
 	buf, b.msgs = b.msgs, buf
 	b.mu.Unlock()
 	return buf
-}
-
-func jitter(d time.Duration) time.Duration {
-	var b [2]byte
-	_, _ = rand.Read(b[:])
-	return d/2 + time.Duration(binary.LittleEndian.Uint16(b[:]))*d/65536
 }

@@ -10,10 +10,12 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"mosquitto-ha/bridge/mqttconn"
 )
 
 // localConn is the current connection to the local broker, or nil.
-func (a *Agent) localConn() *conn {
+func (a *Agent) localConn() *mqttconn.Conn {
 	if a.local == nil {
 		return nil
 	}
@@ -23,28 +25,28 @@ func (a *Agent) localConn() *conn {
 // localLink is the connection to this node's broker: MQTT 3.1.1 with the bridge bit (no-local,
 // retain-as-published) and a persistent session, so the broker queues for the agent while it
 // restarts. Every message goes to the inbox; the dispatcher handles them in order.
-func (a *Agent) localLink() *link {
-	l := &link{
-		addr: a.opts.Local,
-		opts: connectOptions{ClientID: a.localID, Protocol: 0x84, CleanSession: false,
+func (a *Agent) localLink() *mqttconn.Link {
+	l := &mqttconn.Link{
+		Addr: a.opts.Local,
+		Options: mqttconn.ConnectOptions{ClientID: a.localID, Protocol: 0x84, CleanSession: false,
 			Keepalive: a.opts.Keepalive, Username: a.opts.Username, Password: a.opts.Password,
 			WillTopic: a.topics.Status(a.opts.Node), WillPayload: a.willPayload(), WillRetain: true,
 			TLS: a.opts.LocalTLS},
-		log: a.log,
+		Log: a.log,
 	}
-	var marked atomic.Pointer[conn]
+	var marked atomic.Pointer[mqttconn.Conn]
 	// The reconnected marker goes ahead of the first message of each connection, so the
 	// dispatcher widens the interest before it sees anything the new connection brings.
-	mark := func(c *conn) {
+	mark := func(c *mqttconn.Conn) {
 		if marked.Swap(c) != c {
 			a.inbox.put(reconnected)
 		}
 	}
-	l.onPublish = func(m *message) {
-		mark(m.c)
+	l.OnPublish = func(m *message) {
+		mark(m.Conn())
 		a.inbox.put(m)
 	}
-	l.up = func(ctx context.Context, c *conn, sessionPresent bool) error {
+	l.Up = func(ctx context.Context, c *mqttconn.Conn, sessionPresent bool) error {
 		mark(c)
 		subs := map[string]byte{
 			"$SYS/broker/log/#":         0,
@@ -75,23 +77,23 @@ func (a *Agent) localLink() *link {
 		a.log.Info("local broker connected", "addr", a.opts.Local)
 		return nil
 	}
-	l.down = func(err error) { a.log.Warn("local broker connection lost", "err", err) }
+	l.Down = func(err error) { a.log.Warn("local broker connection lost", "err", err) }
 	return l
 }
 
 // peerLink is the connection to a peer broker: a clean session that follows the peer's interest
 // topics and carries relays.
-func (a *Agent) peerLink(p *peer) *link {
+func (a *Agent) peerLink(p *peer) *mqttconn.Link {
 	marker := a.topics.Control() + a.opts.Node + "/synced/" + p.name
-	l := &link{
-		addr: p.addr,
-		opts: connectOptions{ClientID: a.topics.LinkID(a.opts.Node, p.name), Protocol: 4,
+	l := &mqttconn.Link{
+		Addr: p.addr,
+		Options: mqttconn.ConnectOptions{ClientID: a.topics.LinkID(a.opts.Node, p.name), Protocol: 4,
 			CleanSession: true, Keepalive: a.opts.Keepalive, Username: a.opts.Username,
 			Password: a.opts.Password, TLS: p.tls},
-		log: p.log,
+		Log: p.log,
 	}
 	status := a.topics.Status(p.name)
-	l.onPublish = func(m *message) {
+	l.OnPublish = func(m *message) {
 		switch m.Topic {
 		case marker:
 			// Every retained interest message of the subscription came before the marker.
@@ -110,7 +112,7 @@ func (a *Agent) peerLink(p *peer) *link {
 			a.peerMessage(p, m)
 		}
 	}
-	l.up = func(ctx context.Context, c *conn, _ bool) error {
+	l.Up = func(ctx context.Context, c *mqttconn.Conn, _ bool) error {
 		// Until the marker returns, the retained snapshot may be behind: send everything.
 		p.interest.setSynced(false)
 		if err := c.Subscribe(ctx, map[string]byte{a.topics.InterestFilter(p.name): 1, marker: 1, status: 0}); err != nil {
@@ -123,7 +125,7 @@ func (a *Agent) peerLink(p *peer) *link {
 		go a.pullRetained(ctx, p)
 		return nil
 	}
-	l.down = func(err error) {
+	l.Down = func(err error) {
 		p.setDown()
 		p.log.Warn("peer lost", "addr", p.addr, "err", err, "buffered", p.queue.Len())
 	}
@@ -214,7 +216,7 @@ func (a *Agent) readRetained(ctx context.Context, addr string, tlsConf *tls.Conf
 	out := map[string]retainedValue{}
 	done := make(chan struct{})
 	var once sync.Once
-	c, _, err := dial(ctx, addr, connectOptions{ClientID: clientID, Protocol: 4, CleanSession: true,
+	c, _, err := mqttconn.Dial(ctx, addr, mqttconn.ConnectOptions{ClientID: clientID, Protocol: 4, CleanSession: true,
 		Keepalive: a.opts.Keepalive, Username: a.opts.Username, Password: a.opts.Password, TLS: tlsConf},
 		func(m *message) {
 			m.Ack()
@@ -259,7 +261,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		a.publishSnapshot()
 		return
 	}
-	if m.QoS > 0 && m.c != a.localConn() {
+	if m.QoS > 0 && m.Conn() != a.localConn() {
 		return // from a connection that ended: the broker sends it again on the current one
 	}
 	topic := m.Topic

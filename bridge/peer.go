@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"mosquitto-ha/bridge/mqttconn"
 )
 
 // Batching bounds: one forward publish carries at most this many relays or about this many
@@ -24,7 +26,7 @@ type peer struct {
 	log      *slog.Logger
 	interest *remoteInterest
 	queue    *relayQueue
-	link     *link
+	link     *mqttconn.Link
 	inflight chan struct{}      // a token per unacknowledged forward publish
 	stop     context.CancelFunc // ends the link and the sender; set by startPeer
 
@@ -93,7 +95,7 @@ func (p *peer) setDown() {
 }
 
 // waitConn blocks until the link is up and returns its connection.
-func (p *peer) waitConn(ctx context.Context) (*conn, bool) {
+func (p *peer) waitConn(ctx context.Context) (*mqttconn.Conn, bool) {
 	for {
 		p.mu.Lock()
 		up, ready := p.up, p.ready
