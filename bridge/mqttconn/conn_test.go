@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -147,8 +148,8 @@ func TestConnBlackholedPeer(t *testing.T) {
 			return
 		}
 		buf := make([]byte, 1024)
-		s.Read(buf)                    // CONNECT
-		s.Write([]byte{0x20, 2, 0, 0}) // CONNACK, then silence
+		s.Read(buf)                                                       // CONNECT
+		s.Write(AppendPacket(nil, FixedHeader(Connack, 0), []byte{0, 0})) // CONNACK, then silence
 		time.Sleep(20 * time.Second)
 		s.Close()
 	}()
@@ -173,5 +174,14 @@ func TestConnBlackholedPeer(t *testing.T) {
 	case <-done:
 	case <-time.After(3 * time.Second):
 		t.Fatal("Close blocked on a blackholed peer")
+	}
+}
+
+// A broker's refusal reaches the caller as ErrRefused with the CONNACK's reason.
+func TestDialRefused(t *testing.T) {
+	b := mosqtest.Start(t, mosqtest.Options{})
+	_, _, err := Dial(context.Background(), b.Addr, ConnectOptions{ClientID: "refused", Protocol: 7, CleanSession: true}, func(*Message) {})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "unacceptable protocol version") {
+		t.Errorf("CONNECT with protocol level 7: %v, want ErrRefused: unacceptable protocol version", err)
 	}
 }
