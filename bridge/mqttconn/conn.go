@@ -103,6 +103,19 @@ type ConnectOptions struct {
 // Dial connects and completes the MQTT handshake; it also reports the CONNACK's session present
 // flag. onPublish receives every PUBLISH, on the connection's reader goroutine.
 func Dial(ctx context.Context, addr string, o ConnectOptions, onPublish func(*Message)) (*Conn, bool, error) {
+	c, present, err := handshake(ctx, addr, o, onPublish)
+	if err != nil {
+		return nil, false, err
+	}
+	c.start()
+	return c, present, nil
+}
+
+// handshake connects and completes the MQTT handshake; nothing is read after CONNACK until
+// start. A broker sends a persistent session's queued messages right after CONNACK: a Link
+// makes the connection its current one in between, so no message arrives on a connection its
+// user does not know yet.
+func handshake(ctx context.Context, addr string, o ConnectOptions, onPublish func(*Message)) (*Conn, bool, error) {
 	d := net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}
 	var nc net.Conn
 	var err error
@@ -143,13 +156,17 @@ func Dial(ctx context.Context, addr string, o ConnectOptions, onPublish func(*Me
 		return nil, false, fmt.Errorf("%w: connection refused: %s", ErrRefused, connackReason(body[1]))
 	}
 	_ = nc.SetDeadline(time.Time{})
+	return c, body[0]&1 == 1, nil // §3.2.2.2 bit 0 of the acknowledge flags: session present
+}
+
+// start runs the reader, the writer and the keepalive of a connection after its handshake.
+func (c *Conn) start() {
 	c.lastRead.Store(time.Now().UnixNano())
 	go c.readLoop()
 	go c.writeLoop()
-	if o.Keepalive > 0 {
+	if c.keepalive > 0 {
 		go c.keepaliveLoop()
 	}
-	return c, body[0]&1 == 1, nil // §3.2.2.2 bit 0 of the acknowledge flags: session present
 }
 
 func (c *Conn) readLoop() {

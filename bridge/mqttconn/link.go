@@ -35,9 +35,12 @@ func (l *Link) Run(ctx context.Context) {
 	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
 	for ctx.Err() == nil {
-		c, present, err := Dial(ctx, l.Addr, l.Options, l.OnPublish)
+		c, present, err := handshake(ctx, l.Addr, l.Options, l.OnPublish)
 		if err == nil {
+			// Current before the first message is read: a user that drops messages from a
+			// connection that is not the current one (it ended) must not drop the first ones.
 			l.cur.Store(c)
+			c.start()
 			if err = l.Up(ctx, c, present); err != nil {
 				c.fail(err)
 				l.cur.Store(nil)
