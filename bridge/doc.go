@@ -11,10 +11,10 @@
 //     (protocol 0x84), persistent session. Mosquitto then applies no-local (the agent never
 //     receives its own publishes) and retain-as-published. It subscribes to
 //     `$SYS/broker/log/#`, `$SYS/broker/clients/total`, `$SYS/broker/uptime`, `#` (every local
-//     publish, QoS 2), its own interest topics, the forward topics (below) and the `$` filters
-//     of its peers' clients ('#' never matches those [MQTT-4.7.2-1]). A relayed publish is
-//     republished on this same connection, so no-local keeps it from being relayed again:
-//     exactly one hop.
+//     publish, QoS 2), its own interest topics, the forward topics (below; '#' covers them
+//     when the forward prefix does not start with '$') and the `$` filters of its peers'
+//     clients ('#' never matches those [MQTT-4.7.2-1]). A relayed publish is republished on
+//     this same connection, so no-local keeps it from being relayed again: exactly one hop.
 //   - Peer connection to broker P, client id "mha-<cluster>-<node>-to-<P>", clean session. It
 //     subscribes to P's interest and status topics and publishes relays to P's forward topics.
 //
