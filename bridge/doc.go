@@ -4,16 +4,19 @@
 //
 // # Connections
 //
-// Each agent holds one connection to its own broker and one to every peer broker (full mesh).
+// Each agent holds one connection to its own broker and one to every peer broker (full mesh),
+// both with the small MQTT 3.1.1 client of package bridge/mqttconn.
 //
 //   - Local connection, client id "mha-<cluster>-<node>-local", MQTT 3.1.1 with the bridge bit
 //     (protocol 0x84), persistent session. Mosquitto then applies no-local (the agent never
 //     receives its own publishes) and retain-as-published. It subscribes to
-//     `$SYS/broker/log/#`, `$SYS/broker/clients/total`, `#` (every local publish, QoS 2) and the
-//     forward topics (below). A relayed publish is republished on this same connection, so
-//     no-local keeps it from being relayed again: exactly one hop.
+//     `$SYS/broker/log/#`, `$SYS/broker/clients/total`, `$SYS/broker/uptime`, `#` (every local
+//     publish, QoS 2), its own interest topics, the forward topics (below; '#' covers them
+//     when the forward prefix does not start with '$') and the `$` filters of its peers'
+//     clients ('#' never matches those [MQTT-4.7.2-1]). A relayed publish is republished on
+//     this same connection, so no-local keeps it from being relayed again: exactly one hop.
 //   - Peer connection to broker P, client id "mha-<cluster>-<node>-to-<P>", clean session. It
-//     subscribes to P's interest topics and publishes relays to P's forward topics.
+//     subscribes to P's interest and status topics and publishes relays to P's forward topics.
 //
 // Messages from the local broker are acknowledged only once every peer that needed them has
 // acknowledged the relay, so a crash of the agent loses nothing the broker accepted and a live
@@ -21,18 +24,35 @@
 // down are acknowledged at once and wait in a bounded buffer (the local broker must not stall
 // for it); those are lost if the agent dies before the peer returns.
 //
-// # Control topics (version 1)
+// # Wire format (version 1)
 //
-// All control traffic lives under `$HA/<cluster>/`; MQTT wildcards at the first level never match
-// `$` topics [MQTT-4.7.2-1], so ordinary `#` subscribers never see it.
+// Everything one agent says to another travels as MQTT publishes on the brokers. The topics,
+// with <cluster> and <node> names from the cluster file and T an application topic; the control
+// topics are published by <node>'s agent on its own broker unless said otherwise:
 //
-//	$HA/<cluster>/<node>/interest        retained snapshot of <node>'s interest, QoS 1
-//	$HA/<cluster>/<node>/interest/delta  ordered changes since the snapshot, QoS 1; the last
-//	                                     one is retained too
+//	$HA/<cluster>/<node>/interest         snapshot of <node>'s interest; QoS 1, retained
+//	$HA/<cluster>/<node>/interest/delta   a delta; QoS 1, retained (the last one stays)
+//	$HA/<cluster>/<node>/status           Status JSON; QoS 0, retained, every 2 s; the will and
+//	                                      the last word on stopping: QoS 1, retained
+//	$HA/<cluster>/<node>/synced/<peer>    empty, QoS 1, on <peer>'s broker: the sync marker
+//	$HA/<cluster>/<name>/retained-marker  empty, QoS 1: ends a read of retained messages; <name>
+//	                                      is <node>/local/<peer> on the own broker and
+//	                                      <node>/sync/<peer> on <peer>'s
+//	$HA/<cluster>/probe/<nonce>           subscribed and unsubscribed by the startup probe
+//	<forward_prefix>T                     "$forward/T": one relay of a publish on T
+//	<forward_prefix-r>T                   "$forward-r/T": one relay of a retained publish on T
+//	<forward_prefix-b><node>              "$forward-b/<node>": a batch of relays from <node>
+//	<forward_prefix>$mha-probe/<nonce>    "probe", QoS 1, from a client without credentials:
+//	                                      the startup probe's check of the broker's ACL
 //
-// Both are published by <node>'s agent on its own broker; a peer that connects or reconnects gets
-// the retained snapshot at once, then follows the deltas. Snapshot and delta share one binary
-// layout (integers are unsigned varints, as encoding/binary.AppendUvarint writes them):
+// Relays are published by the sending agent on the receiving node's broker and are never
+// retained themselves. Control traffic lives under `$HA/<cluster>/` and relays under the forward
+// prefix (a `$` topic by default); MQTT wildcards at the first level never match `$` topics
+// [MQTT-4.7.2-1], so ordinary `#` subscribers see neither. The forward topics of the retained relays and of batches
+// are the forward prefix without its trailing '/', then "-r/" or "-b/".
+//
+// Interest. Snapshot and delta share one binary layout (integers are unsigned varints, as
+// encoding/binary.AppendUvarint writes them):
 //
 //	"MHA1"        magic and version
 //	kind    byte  'S' snapshot, 'D' delta
@@ -43,30 +63,73 @@
 //	                 lines) and wants every publish
 //	count   uvarint  number of entries
 //	entries          delta: op byte '+' or '-', then filter; snapshot: filter only.
-//	                 filter = uvarint length, then that many bytes of UTF-8
+//	                 filter = uvarint length (1 to Limits.MaxFilterBytes, at most 65535), then
+//	                 that many bytes of UTF-8 without NUL
 //
-// A peer applies a delta only when it has the snapshot of the same epoch and the delta's seq is
-// one past the last it applied. On any gap it treats the node as wanting everything (more
+// A peer that connects or reconnects gets the retained snapshot at once, then follows the
+// deltas. It applies a delta only when it has the snapshot of the same epoch and the delta's seq
+// is one past the last it applied. On any gap it treats the node as wanting everything (more
 // traffic, never less delivery) until the next snapshot, which the node republishes at most every
 // snapshot interval while its interest changes. The retained snapshot may lag the deltas by up
 // to that interval; the retained last delta shows a joining peer the gap. A peer trusts what it
 // learned only after its own marker publish on `$HA/<cluster>/<self>/synced/<node>` comes back,
-// which follows every retained message of its subscription. Changes are batched: one delta message carries
-// every change the agent made while handling one batch of log lines.
+// which follows every retained message of its subscription. Changes are batched: one delta
+// message carries every change the agent made while handling one batch of log lines.
+// Messages over Limits.MaxInterestBytes or Limits.MaxFilters are refused, and so widen.
 //
-// # Relayed publishes
+// Status. The JSON of Status, refreshed every 2 s; the broker publishes the agent's will, the
+// same JSON with "agent_up": false and zero counters, when the agent vanishes, and the agent
+// publishes it itself when it stops. A peer reads only "agent_up": while it is false, nobody
+// tells the peer what that node's clients want, so it relays everything to that broker, where the
+// agent's persistent session queues it.
 //
-// A local publish on topic T that some peer wants goes to that peer's broker, once, as
+// Relays. A local publish on topic T that some peer wants goes to that peer's broker, once, as
+// a forward publish that is never retained itself:
 //
-//	<forward_prefix>T      (default "$forward/T")  not retained
-//	<forward_prefix-r>T    (default "$forward-r/T") a retained publish (or a deletion)
+//   - one relay of a non-retained publish: `$forward/T` with the original QoS and payload;
+//   - one relay of a retained publish (or a deletion, an empty payload) at QoS 1 or 2:
+//     `$forward-r/T` with the original QoS and payload;
+//   - otherwise a batch on `$forward-b/<node>`: two or more relays, or a single retained relay
+//     published at QoS 0 (which must still reach the peer). Its QoS is the highest QoS of its
+//     relays, at least 1 when one of them is retained. A sender batches what waited in its queue:
+//     at most 512 relays and, past the first, at most 256 KiB of payloads.
 //
-// with the original QoS and payload; the forward publish itself is never retained on the peer
-// broker. The peer's agent strips the prefix and republishes T with the same QoS and retain flag.
-// Retained publishes and deletions go to every peer, whatever its interest, so a later subscriber
-// anywhere gets the current value; this is the documented exception to "only what a peer wants".
-// When a peer link comes up, the agent also reads the peer broker's stored retained messages
-// (client id "mha-<cluster>-<node>-pull-<peer>", a plain subscription to '#' ended by a marker
-// publish) and republishes locally those that differ from its own broker's, except the ones it
-// relayed itself while the link was down, so a node that was away or joins late catches up.
+// The batch payload:
+//
+//	"MHB1"        magic and version
+//	count   uvarint  number of relays, at least 1
+//	per relay:
+//	  flags   byte     bits 0-1 QoS (0, 1 or 2), bit 2 retain, bits 3-7 zero
+//	  topic   uvarint length (1 to 65535), then the topic: UTF-8 without '+', '#' or NUL
+//	  payload uvarint length (at most Limits.MaxPayloadBytes), then the payload
+//
+// The receiving agent strips the prefix (or unpacks the batch) and republishes each T on its own
+// broker with its own QoS and retain flag; it acknowledges the forward publish once its broker
+// acknowledged every republish. Retained publishes and deletions go to every peer, whatever its
+// interest, so a later subscriber anywhere gets the current value; this is the documented
+// exception to "only what a peer wants". When a peer link comes up, the agent also reads the
+// peer broker's stored retained messages (client id "mha-<cluster>-<node>-pull-<peer>", a plain
+// subscription to '#' ended by a retained-marker publish, and its own broker's the same way as
+// "mha-<cluster>-<node>-retained-<peer>") and republishes locally those that differ from its own
+// broker's, except the ones it relayed itself while the link was down, so a node that was away
+// or joins late catches up.
+//
+// Signature. With a cluster secret, every interest message (snapshot and delta) and every
+// forward publish (single relay or batch) carries a tag appended to its payload:
+//
+//	tag = first 16 bytes of HMAC-SHA256(secret, topic || 0x00 || payload)
+//
+// where topic is the topic the message travels on, so a tag cannot be moved to another topic.
+// A message whose tag is missing or wrong is dropped and counted as forged. Status and marker
+// messages are not signed. Without a secret nothing is appended.
+//
+// # Files
+//
+// agent.go (lifecycle), options.go (options and defaults), local.go (local connection and
+// dispatcher), sys.go (log lines and client accounting), interest.go (the local interest model),
+// journal.go (its state file), announce.go (own interest out), interestwire.go (interest
+// layout), peer.go (one peer's state), peerlink.go (peer connection and peer interest in),
+// remote.go (a peer's interest), relayout.go and queue.go (relays out), relayin.go (relays in),
+// relaywire.go (relay layout), retained.go (retained pull), dollar.go ('$' subscriptions),
+// topics.go (names), auth.go (signature), status.go (status), probe.go (startup probe).
 package bridge

@@ -321,3 +321,29 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	return os.Rename(tmp.Name(), path)
 }
+
+// The agent reads and steers the model through the methods below, never its fields.
+
+// filterCount is the number of distinct filters of the local clients.
+func (l *localInterest) filterCount() int { return l.tree.Len() }
+
+// filters lists the distinct filters of the local clients.
+func (l *localInterest) filters() []string { return l.tree.Filters() }
+
+// setUncertain mirrors the agent's "want everything" (see uncertain).
+func (l *localInterest) setUncertain(v bool) { l.uncertain = v }
+
+// resetCounters zeroes the counters of lines that widened the interest: a restored model counts
+// only this run's lines.
+func (l *localInterest) resetCounters() { l.Ambiguous, l.Truncated, l.Malformed = 0, 0, 0 }
+
+// connectedClients lists the clients the model holds as connected.
+func (l *localInterest) connectedClients() []string {
+	var ids []string
+	for id, c := range l.clients {
+		if c.Connected {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}

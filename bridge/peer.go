@@ -1,3 +1,6 @@
+// peer.go owns one peer: its state (up or down), its relay queue, and what every peer is given
+// at construction (peerEnv). Its connection is in peerlink.go, its sender in relayout.go.
+
 package bridge
 
 import (
@@ -7,13 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-)
 
-// Batching bounds: one forward publish carries at most this many relays or about this many
-// payload bytes.
-const (
-	maxBatchItems = 512
-	maxBatchBytes = 256 << 10
+	"mosquitto-ha/bridge/mqttconn"
 )
 
 // peer is the link to one peer broker: it learns that broker's interest and carries relays to it.
@@ -24,9 +22,10 @@ type peer struct {
 	log      *slog.Logger
 	interest *remoteInterest
 	queue    *relayQueue
-	link     *link
+	env      *peerEnv
+	link     *mqttconn.Link
 	inflight chan struct{}      // a token per unacknowledged forward publish
-	stop     context.CancelFunc // ends the link and the sender; set by startPeer
+	stop     context.CancelFunc // ends the link and the sender; set by start
 
 	mu    sync.Mutex
 	up    bool
@@ -40,19 +39,51 @@ type peer struct {
 	upSince, downSince                                       atomic.Int64 // unix nanoseconds
 }
 
-func newPeer(pa PeerAddr, a *Agent) *peer {
+// peerEnv is what every peer is built with: the agent's settings and the workers it shares,
+// never the Agent itself.
+type peerEnv struct {
+	node   string // this node
+	topics Topics
+	conn   connSettings
+	wire   relayWire // encodes the relays the sender publishes
+	signer *signer   // checks the peer's interest messages
+	limits *atomic.Pointer[Limits]
+	log    *slog.Logger
+	pull   *retainedPull // runs each time the link comes up
+
+	bufferMessages, bufferBytes, maxInflight int
+}
+
+func newPeer(pa PeerAddr, env *peerEnv) *peer {
 	p := &peer{
 		name:     pa.Name,
 		addr:     pa.Address,
 		tls:      pa.TLS,
-		log:      a.log.With("peer", pa.Name),
+		env:      env,
+		log:      env.log.With("peer", pa.Name),
 		interest: newRemoteInterest(),
-		queue:    newRelayQueue(a.opts.BufferMessages, a.opts.BufferBytes),
-		inflight: make(chan struct{}, a.opts.MaxInflight),
+		queue:    newRelayQueue(env.bufferMessages, env.bufferBytes),
+		inflight: make(chan struct{}, env.maxInflight),
 		ready:    make(chan struct{}),
 	}
 	p.downSince.Store(time.Now().UnixNano())
+	p.link = p.newLink()
 	return p
+}
+
+// start runs the peer's link and its sender until ctx ends or p.stop is called.
+func (p *peer) start(ctx context.Context, wg *sync.WaitGroup) {
+	pctx, cancel := context.WithCancel(ctx)
+	p.stop = cancel
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		p.link.Run(pctx)
+	}()
+	go func() {
+		defer wg.Done()
+		p.send(pctx)
+	}()
 }
 
 // Up reports whether the connection to the peer broker is established.
@@ -93,7 +124,7 @@ func (p *peer) setDown() {
 }
 
 // waitConn blocks until the link is up and returns its connection.
-func (p *peer) waitConn(ctx context.Context) (*conn, bool) {
+func (p *peer) waitConn(ctx context.Context) (*mqttconn.Conn, bool) {
 	for {
 		p.mu.Lock()
 		up, ready := p.up, p.ready
@@ -112,7 +143,6 @@ func (p *peer) waitConn(ctx context.Context) (*conn, bool) {
 	}
 }
 
-// disconnect closes the current connection, if any.
 // markRetained records the retained relays among rs as not yet delivered to the peer.
 func (p *peer) markRetained(rs []*relay) {
 	p.mu.Lock()
@@ -136,6 +166,7 @@ func (p *peer) takeRetainedWhileDown() map[string]bool {
 	return t
 }
 
+// disconnect closes the current connection, if any.
 func (p *peer) disconnect() {
 	if p.link != nil {
 		if c := p.link.Conn(); c != nil {
@@ -159,79 +190,4 @@ func (p *peer) enqueue(r *relay) {
 	if n := p.queue.push(r); n > 0 {
 		p.log.Warn("relay buffer full, dropped oldest", "dropped", n, "buffered", p.queue.Len())
 	}
-}
-
-// send publishes queued relays until ctx ends: one at a time when idle, many per forward
-// publish when a backlog exists, at most cap(p.inflight) forward publishes unacknowledged.
-func (p *peer) send(ctx context.Context, a *Agent) {
-	var buf []*relay
-	for {
-		rs, ok := p.queue.popBatch(ctx, buf[:0], maxBatchItems, maxBatchBytes)
-		if !ok {
-			return
-		}
-		c, ok := p.waitConn(ctx)
-		if !ok {
-			p.queue.pushFront(rs) // settled there if the peer is parked or removed
-			return
-		}
-		select {
-		case p.inflight <- struct{}{}:
-		case <-ctx.Done():
-			p.queue.pushFront(rs)
-			return
-		}
-		batch := append([]*relay(nil), rs...) // owned by the completion callback
-		topic, payload, qos := a.forwardPublish(p, batch)
-		p.relayed.Add(uint64(len(batch)))
-		p.relayedBytes.Add(uint64(len(payload)))
-		if topic == a.topics.Batch(a.opts.Node) {
-			p.batches.Add(1)
-		}
-		c.Publish(topic, qos, false, payload, func(err error) {
-			<-p.inflight
-			if err == nil {
-				for _, r := range batch {
-					r.settle()
-				}
-				return
-			}
-			// Cut off by a lost connection: back to the head of the queue (at least once: the
-			// peer may see a duplicate). A parked queue settles them. Retained values among
-			// them are newer than the peer's: its retained pull must not revert them.
-			p.retries.Add(uint64(len(batch)))
-			p.markRetained(batch)
-			p.queue.pushFront(batch)
-		})
-		buf = rs
-	}
-}
-
-// forwardPublish builds the forward publish for relays to p: the plain forward topic for one
-// relay, a batch otherwise, signed when the cluster has a secret.
-func (a *Agent) forwardPublish(p *peer, rs []*relay) (topic string, payload []byte, qos byte) {
-	// A retained value must reach the peer even when published at QoS 0 (contract 5): it travels
-	// in a batch, which keeps its own QoS for the republish, acknowledged at QoS 1.
-	if len(rs) == 1 && !(rs[0].retain && rs[0].qos == 0) {
-		r := rs[0]
-		topic = a.topics.Forward(r.topic, r.retain)
-		return topic, a.signer.seal(topic, r.payload), r.qos
-	}
-	size := 16
-	for _, r := range rs {
-		size += len(r.topic) + len(r.payload) + 8
-		qos = max(qos, r.qos)
-		if r.retain {
-			qos = max(qos, 1)
-		}
-	}
-	if a.signer != nil {
-		size += tagSize
-	}
-	topic = a.topics.Batch(a.opts.Node)
-	payload = appendBatch(make([]byte, 0, size), rs)
-	if a.signer != nil {
-		payload = a.signer.tag(payload, topic, payload)
-	}
-	return topic, payload, qos
 }

@@ -66,12 +66,12 @@ func (a *Agent) Status() Status {
 	s.Node = a.opts.Node
 	s.AgentUp = true
 	s.Time = time.Now().UTC()
-	s.Republished = a.republished.Load()
+	s.Republished = a.in.republished.Load()
 	s.InboxDropped = a.inbox.dropped.Load()
-	s.Forged = a.forged.Load()
-	s.ControlBytes = a.controlBytes.Load()
-	s.Oversized = a.oversized.Load()
-	s.ForgedInterest = a.forgedInterest.Load()
+	s.Forged = a.in.forged.Load()
+	s.ControlBytes = a.ann.controlBytes.Load()
+	s.Oversized = a.in.oversized.Load()
+	s.ForgedInterest = a.ann.forgedInterest.Load()
 	peers := a.peerList()
 	s.Peers = make([]PeerStatus, len(peers))
 	for i, p := range peers {
@@ -96,10 +96,10 @@ func (a *Agent) Status() Status {
 func (a *Agent) updateStatus() {
 	a.statsMu.Lock()
 	defer a.statsMu.Unlock()
-	a.status.LocalFilters = a.model.tree.Len()
+	a.status.LocalFilters = a.model.filterCount()
 	a.status.LocalClients = a.model.KnownClients()
-	a.status.WantAll = a.wantAll
-	a.status.WantAllReason = a.wantAllReason
+	a.status.WantAll = a.ann.wantAll
+	a.status.WantAllReason = a.ann.wantAllReason
 	a.status.Ambiguous = a.model.Ambiguous
 	a.status.Truncated = a.model.Truncated
 	a.status.Malformed = a.model.Malformed

@@ -3,10 +3,11 @@ package sysparse
 import (
 	"bufio"
 	"encoding/binary"
-	"io"
 	"net"
 	"testing"
 	"time"
+
+	"mosquitto-ha/bridge/mqttconn"
 )
 
 // rawClient speaks just enough MQTT 3.1, 3.1.1 and 5 over TCP to drive a broker through cases
@@ -48,28 +49,13 @@ func connectRaw(t testing.TB, addr string, o rawConnect) *rawClient {
 	return c
 }
 
-func appendString(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))
-	return append(b, s...)
-}
+// The raw client encodes with the relay connection's encoder (bridge/mqttconn). It stays in
+// package sysparse, not sysparse_test, because the capture cases that drive it share their ids
+// and filters (longFilter, longClientID) with the internal replay tests; a test file importing
+// that leaf package (which imports nothing from this module) adds no dependency to sysparse.
+var appendString = mqttconn.AppendString
 
-func appendVarint(b []byte, n int) []byte {
-	for {
-		d := byte(n % 128)
-		n /= 128
-		if n > 0 {
-			d |= 0x80
-		}
-		b = append(b, d)
-		if n == 0 {
-			return b
-		}
-	}
-}
-
-func packet(header byte, body []byte) []byte {
-	return append(appendVarint([]byte{header}, len(body)), body...)
-}
+func packet(header byte, body []byte) []byte { return mqttconn.AppendPacket(nil, header, body) }
 
 func (c *rawClient) write(b []byte) {
 	c.t.Helper()
@@ -107,16 +93,16 @@ func (c *rawClient) connect(o rawConnect) {
 		if o.sessionExpiry != 0 {
 			props = binary.BigEndian.AppendUint32([]byte{0x11}, o.sessionExpiry)
 		}
-		b = appendVarint(b, len(props))
+		b = mqttconn.AppendRemainingLength(b, len(props)) // a Variable Byte Integer, encoded alike
 		b = append(b, props...)
 	}
 	b = appendString(b, o.id)
 	if o.username != "" {
 		b = appendString(b, o.username)
 	}
-	c.write(packet(0x10, b))
+	c.write(packet(mqttconn.FixedHeader(mqttconn.Connect, 0), b))
 	typ, body := c.read()
-	if typ != 0x20 || len(body) < 2 || body[1] != 0 {
+	if typ != mqttconn.FixedHeader(mqttconn.Connack, 0) || len(body) < 2 || body[1] != 0 {
 		c.t.Fatalf("CONNACK for %q: type %#x body %x", o.id, typ, body)
 	}
 }
@@ -125,24 +111,8 @@ func (c *rawClient) connect(o rawConnect) {
 func (c *rawClient) read() (byte, []byte) {
 	c.t.Helper()
 	c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	h, err := c.r.ReadByte()
+	h, body, err := mqttconn.ReadPacket(c.r)
 	if err != nil {
-		c.t.Fatalf("read: %v", err)
-	}
-	n, mult := 0, 1
-	for {
-		d, err := c.r.ReadByte()
-		if err != nil {
-			c.t.Fatalf("read: %v", err)
-		}
-		n += int(d&0x7f) * mult
-		mult *= 128
-		if d&0x80 == 0 {
-			break
-		}
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(c.r, body); err != nil {
 		c.t.Fatalf("read: %v", err)
 	}
 	return h, body
@@ -160,8 +130,8 @@ func (c *rawClient) subscribe(filters []string, qos []byte) {
 		b = appendString(b, f)
 		b = append(b, qos[i])
 	}
-	c.write(packet(0x82, b))
-	if typ, body := c.read(); typ != 0x90 {
+	c.write(packet(mqttconn.FixedHeader(mqttconn.Subscribe, 2), b))
+	if typ, body := c.read(); typ != mqttconn.FixedHeader(mqttconn.Suback, 0) {
 		c.t.Fatalf("SUBACK: type %#x body %x", typ, body)
 	}
 }
@@ -177,8 +147,8 @@ func (c *rawClient) unsubscribe(filters ...string) {
 	for _, f := range filters {
 		b = appendString(b, f)
 	}
-	c.write(packet(0xa2, b))
-	if typ, body := c.read(); typ != 0xb0 {
+	c.write(packet(mqttconn.FixedHeader(mqttconn.Unsubscribe, 2), b))
+	if typ, body := c.read(); typ != mqttconn.FixedHeader(mqttconn.Unsuback, 0) {
 		c.t.Fatalf("UNSUBACK: type %#x body %x", typ, body)
 	}
 }
@@ -186,11 +156,11 @@ func (c *rawClient) unsubscribe(filters ...string) {
 // disconnect sends DISCONNECT and closes the connection.
 func (c *rawClient) disconnect() {
 	c.t.Helper()
+	var body []byte
 	if c.v5() {
-		c.write([]byte{0xe0, 0x01, 0x00})
-	} else {
-		c.write([]byte{0xe0, 0x00})
+		body = []byte{0} // reason code 0: normal disconnection
 	}
+	c.write(packet(mqttconn.FixedHeader(mqttconn.Disconnect, 0), body))
 	c.close()
 }
 

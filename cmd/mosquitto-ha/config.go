@@ -16,6 +16,9 @@ import (
 
 	"github.com/hashicorp/go-multierror"
 	"gopkg.in/yaml.v3"
+
+	"mosquitto-ha/bridge"
+	"mosquitto-ha/haproxy"
 )
 
 // ErrConfig is returned for any problem with the cluster file.
@@ -112,32 +115,33 @@ type LBHost struct {
 	Priority int    `yaml:"priority"`
 }
 
-// applyDefaults fills every unset field. This is the one place defaults live.
+// applyDefaults fills every unset field. The agent's defaults are bridge's (options.go), so the
+// cluster file and the library agree; the rest are set here, each with its reason.
 func (c *Config) applyDefaults() {
 	a := &c.Agent
 	if a.ForwardPrefix == "" {
-		a.ForwardPrefix = "$forward/" // a $ topic: '#' subscribers never see relays [MQTT-4.7.2-1]
+		a.ForwardPrefix = bridge.DefaultForwardPrefix
 	}
 	if a.IgnoreClients == nil {
-		a.IgnoreClients = []string{"haproxy-hc"} // HAProxy's MQTT health check
+		a.IgnoreClients = []string{haproxy.DefaultCheckClientID} // HAProxy's MQTT health check
 	}
 	if a.StateDir == "" {
 		a.StateDir = "/var/lib/mosquitto-ha" // interest survives agent restarts here
 	}
 	if a.BufferMessages == 0 {
-		a.BufferMessages = 100000 // per peer: ~10 s of a busy link
+		a.BufferMessages = bridge.DefaultBufferMessages
 	}
 	if a.BufferBytes == 0 {
-		a.BufferBytes = 64 << 20 // per peer: 64 MiB of payload
+		a.BufferBytes = bridge.DefaultBufferBytes
 	}
 	if a.MaxInflight == 0 {
-		a.MaxInflight = 16 // Mosquitto drops publishes past ~20 unfinished QoS 2 (design.md)
+		a.MaxInflight = bridge.DefaultMaxInflight
 	}
 	if a.Keepalive == 0 {
-		a.Keepalive = 10 * time.Second // a dead peer is noticed within 1.5 x this
+		a.Keepalive = bridge.DefaultKeepalive
 	}
 	if a.SnapshotInterval == 0 {
-		a.SnapshotInterval = time.Second // joiners wait at most this for a fresh snapshot
+		a.SnapshotInterval = bridge.DefaultSnapshotInterval
 	}
 	if lb := c.LoadBalancer; lb != nil {
 		if lb.Listen == "" {

@@ -161,38 +161,3 @@ func FuzzSignerOpen(f *testing.F) {
 		}
 	})
 }
-
-func FuzzDecodeBatch(f *testing.F) {
-	f.Add(appendBatch(nil, []*relay{{topic: "a/b", payload: []byte("x"), qos: 1}, {topic: "c", retain: true}}))
-	f.Add([]byte("MHB1\x01\x00\x01a\x00"))
-	f.Fuzz(func(t *testing.T, p []byte) {
-		es, err := decodeBatch(p, 1<<20)
-		if err != nil {
-			return
-		}
-		// What decodes re-encodes to the same bytes.
-		rs := make([]*relay, len(es))
-		for i, e := range es {
-			rs[i] = &relay{topic: e.Topic, payload: e.Payload, qos: e.QoS, retain: e.Retain}
-		}
-		if again := appendBatch(nil, rs); !bytes.Equal(again, p) {
-			t.Fatalf("re-encoded batch differs")
-		}
-	})
-}
-
-func TestDecodeBatchRefuses(t *testing.T) {
-	good := appendBatch(nil, []*relay{{topic: "a", payload: []byte("x"), qos: 1}})
-	for name, p := range map[string][]byte{
-		"no magic":        []byte("XXXX\x01"),
-		"zero count":      []byte("MHB1\x00"),
-		"QoS 3":           []byte("MHB1\x01\x03\x01a\x00"),
-		"wildcard topic":  []byte("MHB1\x01\x01\x01#\x00"),
-		"payload too big": appendBatch(nil, []*relay{{topic: "a", payload: make([]byte, 100)}}),
-		"trailing":        append(good, 0),
-	} {
-		if _, err := decodeBatch(p, 50); !errors.Is(err, ErrBadMessage) {
-			t.Errorf("%s: %v, want ErrBadMessage", name, err)
-		}
-	}
-}

@@ -1,10 +1,11 @@
-package bridge
+package mqttconn
 
 import (
 	"context"
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,13 +15,13 @@ import (
 
 type collector struct {
 	mu   sync.Mutex
-	msgs []*message
+	msgs []*Message
 	ch   chan struct{}
 }
 
 func newCollector() *collector { return &collector{ch: make(chan struct{}, 1000)} }
 
-func (c *collector) on(m *message) {
+func (c *collector) on(m *Message) {
 	c.mu.Lock()
 	c.msgs = append(c.msgs, m)
 	c.mu.Unlock()
@@ -28,7 +29,7 @@ func (c *collector) on(m *message) {
 	c.ch <- struct{}{}
 }
 
-func (c *collector) wait(t *testing.T, n int) []*message {
+func (c *collector) wait(t *testing.T, n int) []*Message {
 	t.Helper()
 	for i := 0; ; i++ {
 		c.mu.Lock()
@@ -45,13 +46,13 @@ func (c *collector) wait(t *testing.T, n int) []*message {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return append([]*message(nil), c.msgs...)
+	return append([]*Message(nil), c.msgs...)
 }
 
 func TestConnPublishSubscribeQoS(t *testing.T) {
 	b := mosqtest.Start(t, mosqtest.Options{})
 	col := newCollector()
-	c, present, err := dial(context.Background(), b.Addr, connectOptions{ClientID: "conn-test", Protocol: 4, CleanSession: true, Keepalive: 5 * time.Second}, col.on)
+	c, present, err := Dial(context.Background(), b.Addr, ConnectOptions{ClientID: "conn-test", Protocol: 4, CleanSession: true, Keepalive: 5 * time.Second}, col.on)
 	if err != nil || present {
 		t.Fatalf("dial: %v present=%v", err, present)
 	}
@@ -87,7 +88,7 @@ func TestConnPublishSubscribeQoS(t *testing.T) {
 func TestConnBridgeBitNoLocal(t *testing.T) {
 	b := mosqtest.Start(t, mosqtest.Options{})
 	col := newCollector()
-	c, _, err := dial(context.Background(), b.Addr, connectOptions{ClientID: "bridge-test", Protocol: 0x84, CleanSession: true}, col.on)
+	c, _, err := Dial(context.Background(), b.Addr, ConnectOptions{ClientID: "bridge-test", Protocol: 0x84, CleanSession: true}, col.on)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +98,7 @@ func TestConnBridgeBitNoLocal(t *testing.T) {
 	c.Publish("own", 1, false, []byte("x"), func(err error) { done <- err })
 	<-done
 	other := newCollector()
-	o, _, err := dial(context.Background(), b.Addr, connectOptions{ClientID: "other", Protocol: 4, CleanSession: true}, other.on)
+	o, _, err := Dial(context.Background(), b.Addr, ConnectOptions{ClientID: "other", Protocol: 4, CleanSession: true}, other.on)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +115,7 @@ func TestConnBridgeBitNoLocal(t *testing.T) {
 
 func TestConnLostCompletesInFlight(t *testing.T) {
 	b := mosqtest.Start(t, mosqtest.Options{})
-	c, _, err := dial(context.Background(), b.Addr, connectOptions{ClientID: "lost-test", Protocol: 4, CleanSession: true, Keepalive: time.Second}, func(*message) {})
+	c, _, err := Dial(context.Background(), b.Addr, ConnectOptions{ClientID: "lost-test", Protocol: 4, CleanSession: true, Keepalive: time.Second}, func(*Message) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,10 +127,10 @@ func TestConnLostCompletesInFlight(t *testing.T) {
 	}
 	res := make(chan error, 1)
 	c.Publish("x", 1, false, nil, func(err error) { res <- err })
-	if err := <-res; !errors.Is(err, errConnLost) {
+	if err := <-res; !errors.Is(err, ErrConnLost) {
 		t.Errorf("publish on a dead connection: %v", err)
 	}
-	if _, _, err := dial(context.Background(), b.Addr, connectOptions{ClientID: "x", Protocol: 4}, func(*message) {}); err == nil {
+	if _, _, err := Dial(context.Background(), b.Addr, ConnectOptions{ClientID: "x", Protocol: 4}, func(*Message) {}); err == nil {
 		t.Error("dial to a dead broker succeeded")
 	}
 }
@@ -147,12 +148,12 @@ func TestConnBlackholedPeer(t *testing.T) {
 			return
 		}
 		buf := make([]byte, 1024)
-		s.Read(buf)                    // CONNECT
-		s.Write([]byte{0x20, 2, 0, 0}) // CONNACK, then silence
+		s.Read(buf)                                                       // CONNECT
+		s.Write(AppendPacket(nil, FixedHeader(Connack, 0), []byte{0, 0})) // CONNACK, then silence
 		time.Sleep(20 * time.Second)
 		s.Close()
 	}()
-	c, _, err := dial(context.Background(), ln.Addr().String(), connectOptions{ClientID: "x", Protocol: 4, CleanSession: true, Keepalive: time.Second}, func(*message) {})
+	c, _, err := Dial(context.Background(), ln.Addr().String(), ConnectOptions{ClientID: "x", Protocol: 4, CleanSession: true, Keepalive: time.Second}, func(*Message) {})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,5 +174,14 @@ func TestConnBlackholedPeer(t *testing.T) {
 	case <-done:
 	case <-time.After(3 * time.Second):
 		t.Fatal("Close blocked on a blackholed peer")
+	}
+}
+
+// A broker's refusal reaches the caller as ErrRefused with the CONNACK's reason.
+func TestDialRefused(t *testing.T) {
+	b := mosqtest.Start(t, mosqtest.Options{})
+	_, _, err := Dial(context.Background(), b.Addr, ConnectOptions{ClientID: "refused", Protocol: 7, CleanSession: true}, func(*Message) {})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "unacceptable protocol version") {
+		t.Errorf("CONNECT with protocol level 7: %v, want ErrRefused: unacceptable protocol version", err)
 	}
 }

@@ -1,0 +1,209 @@
+// local.go owns the connection to this node's broker and the dispatcher: every message the
+// local broker sends goes through the inbox to dispatch, which hands it, in arrival order, to
+// the log reader (sys.go), the relays in (relayin.go) or the relays out (relayout.go), and
+// announces the batch's interest changes afterwards.
+
+package bridge
+
+import (
+	"context"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mosquitto-ha/bridge/mqttconn"
+	"mosquitto-ha/sysparse"
+)
+
+// maxInbox bounds the local messages waiting for the dispatcher; past it QoS 0 publishes are
+// dropped (as Mosquitto itself drops for a slow subscriber). QoS 1/2 are bounded by the broker's
+// in-flight window, since the agent acknowledges them only once relayed.
+const maxInbox = 200000
+
+// Topics of the local broker's $SYS tree the agent reads besides the log lines.
+const (
+	topicClientsTotal = "$SYS/broker/clients/total"
+	topicUptime       = "$SYS/broker/uptime"
+)
+
+// message is one publish from the local broker, as the dispatcher and the relay queues hold it.
+type message = mqttconn.Message
+
+// localConn is the current connection to the local broker, or nil.
+func (a *Agent) localConn() *mqttconn.Conn { return a.local.Conn() }
+
+// localLink is the connection to this node's broker: MQTT 3.1.1 with the bridge bit (no-local,
+// retain-as-published) and a persistent session, so the broker queues for the agent while it
+// restarts. Every message goes to the inbox; the dispatcher handles them in order.
+func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
+	opts := conn.options(a.localID, 0x84, false, a.opts.LocalTLS)
+	opts.WillTopic, opts.WillPayload, opts.WillRetain = a.topics.Status(a.opts.Node), a.willPayload(), true
+	l := &mqttconn.Link{Addr: a.opts.Local, Options: opts, Log: a.log}
+	var marked atomic.Pointer[mqttconn.Conn]
+	// The reconnected marker goes ahead of the first message of each connection, so the
+	// dispatcher widens the interest before it sees anything the new connection brings.
+	mark := func(c *mqttconn.Conn) {
+		if marked.Swap(c) != c {
+			a.inbox.put(reconnected)
+		}
+	}
+	l.OnPublish = func(m *message) {
+		mark(m.Conn())
+		a.inbox.put(m)
+	}
+	l.Up = func(ctx context.Context, c *mqttconn.Conn, sessionPresent bool) error {
+		mark(c)
+		subs := map[string]byte{
+			sysparse.TopicLog: 0,
+			topicClientsTotal: 0,
+			topicUptime:       0,
+			"#":               2,
+			// No-local: whatever arrives here was published by somebody else.
+			a.topics.InterestFilter(a.opts.Node): 0,
+		}
+		if strings.HasPrefix(a.opts.ForwardPrefix, "$") {
+			for _, f := range a.topics.ForwardFilters() {
+				subs[f] = 2
+			}
+		}
+		for f := range a.dollar.current() {
+			subs[f] = 2
+		}
+		if sessionPresent {
+			// The broker kept the session's subscription to '#'. Subscribing again would make it
+			// send every stored retained message, which the agent would take for live publishes
+			// and relay: older values over newer ones on the peers. Peers pull what they miss.
+			delete(subs, "#")
+		}
+		if err := c.Subscribe(ctx, subs); err != nil {
+			a.log.Warn("local subscribe failed", "err", err)
+			return err
+		}
+		a.log.Info("local broker connected", "addr", a.opts.Local)
+		return nil
+	}
+	l.Down = func(err error) { a.log.Warn("local broker connection lost", "err", err) }
+	return l
+}
+
+// dispatch handles local messages in arrival order until ctx ends.
+func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup) {
+	var batch []*message
+	for {
+		wait := 100 * time.Millisecond
+		if due, dirty := a.ann.nextSnapshot(); dirty {
+			if d := time.Until(due); d < wait {
+				wait = max(d, time.Millisecond)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.inbox.notify:
+		case peers := <-a.reloads:
+			a.applyPeers(ctx, wg, peers)
+		case <-time.After(wait):
+		}
+		a.dollar.sync(ctx, a.localConn(), a.peerList())
+		batch = a.inbox.take(batch[:0])
+		for _, m := range batch {
+			a.handleLocal(ctx, m)
+		}
+		clear(batch)
+		a.afterBatch()
+	}
+}
+
+// handleLocal handles one message from the local broker, on the dispatcher.
+func (a *Agent) handleLocal(ctx context.Context, m *message) {
+	if m == reconnected {
+		// The broker may have lost our retained snapshot, and log lines were missed.
+		a.lastTotal, a.sysRounds = -1, 0
+		a.setWantAll("local broker connection (re)established: log lines may have been missed")
+		a.ann.snapshotNow()
+		return
+	}
+	if m.QoS > 0 && m.Conn() != a.localConn() {
+		return // from a connection that ended: the broker sends it again on the current one
+	}
+	topic := m.Topic
+	switch {
+	case a.ann.isOwn(topic):
+		a.ann.checkOwn(topic, m.Payload)
+		m.Ack()
+	case strings.HasPrefix(topic, "$SYS/"):
+		a.handleSys(topic, m.Payload)
+		m.Ack()
+	case a.in.handle(ctx, m): // a relay addressed to this node, republished
+	case a.topics.IsReserved(topic):
+		m.Ack()
+	default:
+		relayToPeers(m, a.peerList())
+	}
+}
+
+// afterBatch announces the batch's interest changes as one delta, refreshes the snapshot when
+// due, and keeps the state file current.
+func (a *Agent) afterBatch() {
+	a.checkAccounted(a.lastTotal)
+	if changes := a.model.Drain(); len(changes) > 0 {
+		a.ann.changed(changes)
+	}
+	if due, dirty := a.ann.nextSnapshot(); dirty && !time.Now().Before(due) {
+		a.ann.snapshot()
+	}
+	if a.journal != nil {
+		// Fold the journal into a new base once it outgrows the model: rare, since at 1,000
+		// changes a second a model of 100k subscriptions is rewritten every few minutes.
+		if a.journal.lines > max(10000, 2*a.model.subscriptions()) {
+			a.compactState()
+		} else if err := a.journal.flush(); err != nil {
+			a.log.Warn("state journal not written", "err", err)
+		}
+	}
+	a.updateStatus()
+	if time.Since(a.lastStatus) >= statusInterval {
+		a.publishStatus()
+	}
+}
+
+// reconnected marks, in the inbox, where a new local connection begins.
+var reconnected = &message{QoS: 1}
+
+// inbox holds local messages between the connection's reader, which must never block, and the
+// dispatcher.
+type inbox struct {
+	mu      sync.Mutex
+	msgs    []*message
+	notify  chan struct{}
+	dropped atomic.Uint64
+}
+
+func (b *inbox) put(m *message) {
+	b.mu.Lock()
+	// Log lines are never dropped: a lost subscribe line would under-serve its client for good.
+	if len(b.msgs) >= maxInbox && m.QoS == 0 && !strings.HasPrefix(m.Topic, "$SYS/") {
+		b.mu.Unlock()
+		b.dropped.Add(1)
+		return
+	}
+	b.msgs = append(b.msgs, m)
+	b.mu.Unlock()
+	b.wake()
+}
+
+func (b *inbox) wake() {
+	select {
+	case b.notify <- struct{}{}:
+	default:
+	}
+}
+
+// take swaps the waiting messages into buf.
+func (b *inbox) take(buf []*message) []*message {
+	b.mu.Lock()
+	buf, b.msgs = b.msgs, buf
+	b.mu.Unlock()
+	return buf
+}

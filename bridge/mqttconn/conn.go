@@ -1,0 +1,469 @@
+// conn.go owns one MQTT 3.1.1 client connection: dial and handshake, the reader that
+// dispatches every packet the broker sends, the coalescing writer, keepalive, and the
+// acknowledgement of publishes in both directions.
+
+package mqttconn
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Conn is a minimal MQTT 3.1.1 client connection for the relay's hot path. Compared with a
+// general client it reads through one buffer (one read system call for many packets), coalesces
+// writes (one write for every packet queued while the previous write ran), and completes
+// acknowledged publishes with callbacks instead of a token and a goroutine each.
+//
+// It does not reconnect: a Link owns one Conn at a time and dials again when it ends.
+type Conn struct {
+	nc net.Conn
+	r  *bufio.Reader
+
+	wmu    sync.Mutex
+	w      *bufio.Writer
+	nextID uint16
+	// pending holds the completion of every packet waiting for its acknowledgement (PUBACK,
+	// PUBCOMP, SUBACK, UNSUBACK) by packet id; a nil completion still holds its id.
+	pending map[uint16]func(error)
+	flush   chan struct{}
+
+	onPublish func(*Message) // called on the reader goroutine: must not block on this conn
+	keepalive time.Duration
+	lastRead  atomic.Int64 // unix nanoseconds
+
+	done    chan struct{}
+	errOnce sync.Once
+	err     error
+}
+
+// ErrConnLost completes every publish still in flight when a connection ends.
+var ErrConnLost = errors.New("mqttconn: connection lost")
+
+// ErrNoPacketID means every packet id is in flight; the caller sent far more than any bound
+// allows.
+var ErrNoPacketID = errors.New("mqttconn: no free packet id")
+
+// ErrRefused marks a CONNACK with a non-zero return code, or a SUBACK that refused a filter.
+var ErrRefused = errors.New("mqttconn: refused")
+
+// Message is one PUBLISH received. Ack acknowledges it on the connection it came from, once.
+type Message struct {
+	c       *Conn
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+	id      uint16
+	acked   atomic.Bool
+}
+
+// Conn is the connection the message arrived on; nil for a message made by its user.
+func (m *Message) Conn() *Conn { return m.c }
+
+// Ack sends PUBACK (QoS 1) or PUBREC (QoS 2). On a connection that has ended it does nothing:
+// the broker sends the message again on the next one.
+func (m *Message) Ack() {
+	if m.QoS == 0 || m.c == nil || !m.acked.CompareAndSwap(false, true) || m.c.Err() != nil {
+		return
+	}
+	if m.QoS == 1 {
+		m.c.writeAck(Puback, m.id) // [MQTT-4.3.2-2] QoS 1: PUBACK with the PUBLISH's packet id
+	} else {
+		m.c.writeAck(Pubrec, m.id) // [MQTT-4.3.3-2] QoS 2: PUBREC first, PUBCOMP on PUBREL
+	}
+}
+
+// ConnectOptions are the fields of CONNECT (§3.1).
+type ConnectOptions struct {
+	ClientID string
+	// Protocol is the protocol level: 4 for MQTT 3.1.1 [MQTT-3.1.2-2]; 0x84 is 4 with the bridge
+	// bit, a Mosquitto extension that makes the broker treat the client as a bridge (no-local,
+	// retain-as-published).
+	Protocol     byte
+	CleanSession bool
+	// Keepalive is sent in whole seconds; zero turns keepalive off (§3.1.2.10).
+	Keepalive   time.Duration
+	Username    string
+	Password    string
+	WillTopic   string // "" sends no will
+	WillPayload []byte
+	WillRetain  bool
+	// TLS, when set, makes Dial use TLS (the encoder ignores it).
+	TLS *tls.Config
+}
+
+// Dial connects and completes the MQTT handshake; it also reports the CONNACK's session present
+// flag. onPublish receives every PUBLISH, on the connection's reader goroutine.
+func Dial(ctx context.Context, addr string, o ConnectOptions, onPublish func(*Message)) (*Conn, bool, error) {
+	c, present, err := handshake(ctx, addr, o, onPublish)
+	if err != nil {
+		return nil, false, err
+	}
+	c.start()
+	return c, present, nil
+}
+
+// handshake connects and completes the MQTT handshake; nothing is read after CONNACK until
+// start. A broker sends a persistent session's queued messages right after CONNACK: a Link
+// makes the connection its current one in between, so no message arrives on a connection its
+// user does not know yet.
+func handshake(ctx context.Context, addr string, o ConnectOptions, onPublish func(*Message)) (*Conn, bool, error) {
+	d := net.Dialer{Timeout: 3 * time.Second, KeepAlive: 15 * time.Second}
+	var nc net.Conn
+	var err error
+	if o.TLS != nil {
+		td := tls.Dialer{NetDialer: &d, Config: o.TLS}
+		nc, err = td.DialContext(ctx, "tcp", addr)
+	} else {
+		nc, err = d.DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	// net sets TCP_NODELAY on TCP connections by default: no Nagle delay on relays.
+	c := &Conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10),
+		pending: map[uint16]func(error){}, flush: make(chan struct{}, 1), onPublish: onPublish,
+		keepalive: o.Keepalive, done: make(chan struct{})}
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	// [MQTT-3.1.0-1] CONNECT is the first packet the client sends.
+	if _, err := c.w.Write(AppendConnect(nil, o)); err == nil {
+		err = c.w.Flush()
+	}
+	if err != nil {
+		nc.Close()
+		return nil, false, err
+	}
+	h, body, err := ReadPacket(c.r)
+	if err != nil {
+		nc.Close()
+		return nil, false, fmt.Errorf("no CONNACK: %w", err)
+	}
+	// [MQTT-3.2.0-1] the server's first packet is CONNACK: 2 bytes, acknowledge flags and code.
+	if h != FixedHeader(Connack, 0) || len(body) != 2 {
+		nc.Close()
+		return nil, false, fmt.Errorf("%w: expected CONNACK, got packet type %#x", ErrMalformed, h)
+	}
+	if body[1] != 0 {
+		nc.Close()
+		return nil, false, fmt.Errorf("%w: connection refused: %s", ErrRefused, connackReason(body[1]))
+	}
+	_ = nc.SetDeadline(time.Time{})
+	return c, body[0]&1 == 1, nil // §3.2.2.2 bit 0 of the acknowledge flags: session present
+}
+
+// start runs the reader, the writer and the keepalive of a connection after its handshake.
+func (c *Conn) start() {
+	c.lastRead.Store(time.Now().UnixNano())
+	go c.readLoop()
+	go c.writeLoop()
+	if c.keepalive > 0 {
+		go c.keepaliveLoop()
+	}
+}
+
+func (c *Conn) readLoop() {
+	for {
+		h, body, err := ReadPacket(c.r)
+		if err != nil {
+			c.fail(err)
+			return
+		}
+		c.lastRead.Store(time.Now().UnixNano())
+		if err := c.handle(h, body); err != nil {
+			c.fail(err) // [MQTT-4.8.0-1] a protocol violation closes the connection
+			return
+		}
+	}
+}
+
+// handle acts on one packet from the broker.
+func (c *Conn) handle(h byte, body []byte) error {
+	switch PacketType(h >> 4) {
+	case Publish:
+		m := &Message{c: c, QoS: (h >> qosShift) & 3, Retain: h&flagRetain != 0}
+		if m.QoS == 3 {
+			return fmt.Errorf("%w: PUBLISH with QoS 3 [MQTT-3.3.1-4]", ErrMalformed)
+		}
+		if len(body) < 2 {
+			return fmt.Errorf("%w: short PUBLISH", ErrMalformed)
+		}
+		tl := int(binary.BigEndian.Uint16(body))
+		p := 2 + tl
+		if len(body) < p {
+			return fmt.Errorf("%w: short PUBLISH topic", ErrMalformed)
+		}
+		m.Topic = string(body[2:p])
+		if m.QoS > 0 {
+			if len(body) < p+2 {
+				return fmt.Errorf("%w: short PUBLISH id", ErrMalformed)
+			}
+			m.id = binary.BigEndian.Uint16(body[p:])
+			p += 2
+		}
+		m.Payload = body[p:]
+		c.onPublish(m)
+	case Puback, Pubcomp: // the end of our QoS 1 or QoS 2 publish
+		if len(body) >= 2 {
+			c.complete(binary.BigEndian.Uint16(body), nil)
+		}
+	case Pubrec:
+		// [MQTT-4.3.3-1] our QoS 2 publish was received: release it with PUBREL.
+		if len(body) >= 2 {
+			c.writeAck(Pubrel, binary.BigEndian.Uint16(body))
+		}
+	case Pubrel:
+		// [MQTT-4.3.3-2] the broker released a QoS 2 message we acknowledged with PUBREC.
+		if len(body) >= 2 {
+			c.writeAck(Pubcomp, binary.BigEndian.Uint16(body))
+		}
+	case Suback:
+		if len(body) >= 2 {
+			id := binary.BigEndian.Uint16(body)
+			var err error
+			for _, rc := range body[2:] {
+				if rc >= 0x80 { // §3.9.3 0x80: failure
+					err = fmt.Errorf("%w: subscription refused", ErrRefused)
+				}
+			}
+			c.complete(id, err)
+		}
+	case Unsuback:
+		if len(body) >= 2 {
+			c.complete(binary.BigEndian.Uint16(body), nil)
+		}
+	case Pingresp:
+	default:
+		return fmt.Errorf("%w: unexpected packet type %d", ErrMalformed, h>>4)
+	}
+	return nil
+}
+
+func (c *Conn) complete(id uint16, err error) {
+	c.wmu.Lock()
+	o := c.pending[id]
+	delete(c.pending, id)
+	c.wmu.Unlock()
+	if o != nil {
+		o(err)
+	}
+}
+
+// Fail ends the connection once, without DISCONNECT, and completes everything in flight with
+// ErrConnLost; Err then returns err.
+func (c *Conn) Fail(err error) { c.fail(err) }
+
+func (c *Conn) fail(err error) {
+	c.errOnce.Do(func() {
+		c.err = err
+		c.nc.Close()
+		close(c.done)
+		c.wmu.Lock()
+		pending := c.pending
+		c.pending = map[uint16]func(error){}
+		c.wmu.Unlock()
+		for _, o := range pending {
+			if o != nil {
+				o(ErrConnLost)
+			}
+		}
+	})
+}
+
+// Done is closed when the connection has ended; Err then says why.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// Err is why the connection ended.
+func (c *Conn) Err() error {
+	select {
+	case <-c.done:
+		return c.err
+	default:
+		return nil
+	}
+}
+
+// Close sends DISCONNECT and closes the connection, waiting at most a second for a peer that
+// does not read. Safe to call twice.
+func (c *Conn) Close() {
+	_ = c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	if c.wmu.TryLock() || waitLock(&c.wmu, time.Second) {
+		_, _ = c.w.Write(disconnect)
+		_ = c.w.Flush()
+		c.wmu.Unlock()
+	}
+	// [MQTT-3.14.4-1] after DISCONNECT the client closes the network connection.
+	c.fail(errors.New("closed"))
+}
+
+// waitLock tries to take mu for at most d.
+func waitLock(mu *sync.Mutex, d time.Duration) bool {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if mu.TryLock() {
+			return true
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return false
+}
+
+// writeTimeout bounds one flush: 1.5 keepalives, at least 5 s.
+func (c *Conn) writeTimeout() time.Duration { return max(5*time.Second, c.keepalive*3/2) }
+
+func (c *Conn) writeLoop() {
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-c.flush:
+		}
+		c.wmu.Lock()
+		// A peer that stops reading must not hold the writer (and everyone waiting for wmu)
+		// forever: a write that makes no progress for the write timeout ends the connection.
+		_ = c.nc.SetWriteDeadline(time.Now().Add(c.writeTimeout()))
+		err := c.w.Flush()
+		c.wmu.Unlock()
+		if err != nil {
+			c.fail(err)
+			return
+		}
+	}
+}
+
+func (c *Conn) kick() {
+	select {
+	case c.flush <- struct{}{}:
+	default:
+	}
+}
+
+// keepaliveLoop sends PINGREQ every half keepalive ([MQTT-3.1.2-23] the client must send a
+// packet within each keepalive) and ends a connection that read nothing for 1.5 keepalives, the
+// limit the server applies to its clients ([MQTT-3.1.2-24]).
+func (c *Conn) keepaliveLoop() {
+	t := time.NewTicker(c.keepalive / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+		}
+		if time.Since(time.Unix(0, c.lastRead.Load())) > c.keepalive*3/2 {
+			c.fail(errors.New("keepalive timeout"))
+			return
+		}
+		// Never wait for wmu here: a writer stuck on a dead peer must not stop the check above.
+		if c.wmu.TryLock() {
+			_, _ = c.w.Write(pingreq)
+			c.wmu.Unlock()
+			c.kick()
+		}
+	}
+}
+
+func (c *Conn) writeAck(t PacketType, id uint16) {
+	var buf [4]byte
+	c.wmu.Lock()
+	_, _ = c.w.Write(AppendAck(buf[:0], t, id))
+	c.wmu.Unlock()
+	c.kick()
+}
+
+// allocID returns a free packet id, or 0 when all 65535 are in flight; the caller holds wmu.
+// [MQTT-2.3.1-1] the id of a PUBLISH (QoS > 0), SUBSCRIBE or UNSUBSCRIBE is non-zero;
+// [MQTT-2.3.1-2] a new packet takes an id not in use.
+func (c *Conn) allocID() uint16 {
+	if len(c.pending) >= 65535 {
+		return 0
+	}
+	for {
+		c.nextID++
+		if c.nextID == 0 {
+			c.nextID = 1
+		}
+		if _, used := c.pending[c.nextID]; !used {
+			return c.nextID
+		}
+	}
+}
+
+// Publish queues a PUBLISH. For QoS 1 and 2, done runs once the broker acknowledged it (nil)
+// or the connection ended (ErrConnLost); for QoS 0 it runs once the packet is queued.
+func (c *Conn) Publish(topic string, qos byte, retain bool, payload []byte, done func(error)) {
+	c.wmu.Lock()
+	select {
+	case <-c.done:
+		c.wmu.Unlock()
+		if done != nil {
+			done(ErrConnLost)
+		}
+		return
+	default:
+	}
+	var id uint16
+	if qos > 0 {
+		if id = c.allocID(); id == 0 {
+			c.wmu.Unlock()
+			if done != nil {
+				done(ErrNoPacketID)
+			}
+			return
+		}
+		c.pending[id] = done
+	}
+	hb := AppendPublishHeader(make([]byte, 0, 9+len(topic)), topic, qos, retain, id, len(payload))
+	_, _ = c.w.Write(hb)
+	_, _ = c.w.Write(payload)
+	c.wmu.Unlock()
+	c.kick()
+	if qos == 0 && done != nil {
+		done(nil)
+	}
+}
+
+// Subscribe sends one SUBSCRIBE for every filter and waits for the SUBACK.
+func (c *Conn) Subscribe(ctx context.Context, filters map[string]byte) error {
+	return c.request(ctx, func(id uint16) []byte { return AppendSubscribe(nil, id, filters) })
+}
+
+// Unsubscribe sends one UNSUBSCRIBE for the filters and waits for the UNSUBACK.
+func (c *Conn) Unsubscribe(ctx context.Context, filters []string) error {
+	return c.request(ctx, func(id uint16) []byte { return AppendUnsubscribe(nil, id, filters) })
+}
+
+// request sends the SUBSCRIBE or UNSUBSCRIBE that encode builds for a packet id and waits for
+// its acknowledgement.
+func (c *Conn) request(ctx context.Context, encode func(id uint16) []byte) error {
+	res := make(chan error, 1)
+	c.wmu.Lock()
+	id := c.allocID()
+	if id == 0 {
+		c.wmu.Unlock()
+		return ErrNoPacketID
+	}
+	c.pending[id] = func(err error) { res <- err }
+	_, _ = c.w.Write(encode(id))
+	c.wmu.Unlock()
+	c.kick()
+	t := time.NewTimer(10 * time.Second)
+	defer t.Stop()
+	select {
+	case err := <-res:
+		return err
+	case <-c.done:
+		return ErrConnLost
+	case <-t.C:
+		return errors.New("no acknowledgement within 10s")
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}

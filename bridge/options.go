@@ -1,0 +1,128 @@
+// options.go owns what configures an Agent: Options, the Limits on what peers may send, and
+// every default, exported so that cmd applies the same values (the one place defaults live).
+
+package bridge
+
+import (
+	"crypto/tls"
+	"log/slog"
+	"time"
+)
+
+// PeerAddr names a peer broker.
+type PeerAddr struct {
+	Name    string
+	Address string // host:port
+	// TLS, when set, makes the connection to this broker use TLS.
+	TLS *tls.Config
+}
+
+// Options configure an Agent. Zero values take the defaults below.
+type Options struct {
+	Cluster string
+	Node    string
+	// Local is this node's broker, host:port; LocalTLS, when set, makes it a TLS connection.
+	Local    string
+	LocalTLS *tls.Config
+	Peers    []PeerAddr
+	// Username and Password authenticate every agent connection (optional).
+	Username, Password string
+	ForwardPrefix      string
+	// IgnoreClients never count as interest (health checkers); agent connections never do.
+	IgnoreClients []string
+	// StatePath is where the local interest is kept across restarts; "" keeps none.
+	StatePath        string
+	BufferMessages   int
+	BufferBytes      int
+	MaxInflight      int
+	Keepalive        time.Duration
+	SnapshotInterval time.Duration
+	// ProbeTimeout bounds the wait for the probe's own log lines.
+	ProbeTimeout time.Duration
+	// ClusterSecret, when set, signs every relay and interest message (HMAC-SHA256); messages
+	// without a valid signature are dropped and counted as forged.
+	ClusterSecret []byte
+	// Limits bound what peers may send.
+	Limits Limits
+	Logger *slog.Logger
+}
+
+// Limits bound what peers may send. Whatever exceeds them is refused, logged and counted, and
+// the agent keeps running; a peer whose interest was refused is sent everything (never less).
+type Limits struct {
+	// MaxFilters is the most filters a peer may hold (default 1,048,576).
+	MaxFilters int
+	// MaxFilterBytes is the longest filter accepted (default 65535, the MQTT limit).
+	MaxFilterBytes int
+	// MaxInterestBytes is the largest interest message accepted (default 64 MiB).
+	MaxInterestBytes int
+	// MaxPayloadBytes is the largest relayed payload republished (default 268435455, the MQTT
+	// limit).
+	MaxPayloadBytes int
+}
+
+// The defaults of Options and Limits, each taken when the field is zero (or negative).
+const (
+	// DefaultForwardPrefix is a $ topic: '#' subscribers never see relays [MQTT-4.7.2-1].
+	DefaultForwardPrefix = "$forward/"
+	// DefaultBufferMessages bounds the relays kept per peer while it is down or slow: about 10 s
+	// of a busy link.
+	DefaultBufferMessages = 100000
+	// DefaultBufferBytes bounds the payload bytes kept per peer: 64 MiB.
+	DefaultBufferBytes = 64 << 20
+	// DefaultMaxInflight bounds unacknowledged QoS >= 1 publishes per connection: Mosquitto drops
+	// publishes past about 20 unfinished QoS 2 ones (design.md).
+	DefaultMaxInflight = 16
+	// DefaultKeepalive is the MQTT keepalive of agent connections: a dead peer is noticed within
+	// 1.5 x this.
+	DefaultKeepalive = 10 * time.Second
+	// DefaultSnapshotInterval is the least time between two retained interest snapshots: a
+	// joining peer waits at most about this for a fresh one.
+	DefaultSnapshotInterval = time.Second
+	// DefaultProbeTimeout bounds the wait for the probe's own log lines.
+	DefaultProbeTimeout = 5 * time.Second
+
+	// DefaultMaxFilters is the most filters one peer may hold.
+	DefaultMaxFilters = 1 << 20
+	// DefaultMaxFilterBytes is the longest filter accepted: the MQTT limit [MQTT-4.7.3-3].
+	DefaultMaxFilterBytes = maxFilterBytes
+	// DefaultMaxInterestBytes is the largest interest message accepted: 64 MiB.
+	DefaultMaxInterestBytes = 64 << 20
+	// DefaultMaxPayloadBytes is the largest relayed payload republished: the MQTT maximum
+	// Remaining Length.
+	DefaultMaxPayloadBytes = 268435455
+)
+
+// withDefaults returns o with every unset field at its default.
+func (o Options) withDefaults() Options {
+	if o.ForwardPrefix == "" {
+		o.ForwardPrefix = DefaultForwardPrefix
+	}
+	o.BufferMessages = orDefault(o.BufferMessages, DefaultBufferMessages)
+	o.BufferBytes = orDefault(o.BufferBytes, DefaultBufferBytes)
+	o.MaxInflight = orDefault(o.MaxInflight, DefaultMaxInflight)
+	o.Keepalive = orDefault(o.Keepalive, DefaultKeepalive)
+	o.SnapshotInterval = orDefault(o.SnapshotInterval, DefaultSnapshotInterval)
+	o.ProbeTimeout = orDefault(o.ProbeTimeout, DefaultProbeTimeout)
+	o.Limits = o.Limits.withDefaults()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// withDefaults returns l with every unset limit at its default.
+func (l Limits) withDefaults() Limits {
+	l.MaxFilters = orDefault(l.MaxFilters, DefaultMaxFilters)
+	l.MaxFilterBytes = orDefault(l.MaxFilterBytes, DefaultMaxFilterBytes)
+	l.MaxInterestBytes = orDefault(l.MaxInterestBytes, DefaultMaxInterestBytes)
+	l.MaxPayloadBytes = orDefault(l.MaxPayloadBytes, DefaultMaxPayloadBytes)
+	return l
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
+}

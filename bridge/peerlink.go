@@ -1,0 +1,101 @@
+// peerlink.go owns the connection to one peer broker and what arrives on it: the peer's interest
+// (snapshots and deltas, decoded by interestwire.go), the sync marker that says the retained
+// interest has arrived, and the peer agent's status. Each time the link comes up it starts the
+// retained pull (retained.go).
+
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+
+	"mosquitto-ha/bridge/mqttconn"
+)
+
+// newLink builds the connection to the peer broker: a clean session that follows the peer's
+// interest topics and carries relays.
+func (p *peer) newLink() *mqttconn.Link {
+	env := p.env
+	marker := env.topics.Synced(env.node, p.name)
+	l := &mqttconn.Link{
+		Addr:    p.addr,
+		Options: env.conn.options(env.topics.LinkID(env.node, p.name), 4, true, p.tls),
+		Log:     p.log,
+	}
+	status := env.topics.Status(p.name)
+	l.OnPublish = func(m *message) {
+		switch m.Topic {
+		case marker:
+			// Every retained interest message of the subscription came before the marker.
+			m.Ack()
+			p.interest.setSynced(true)
+		case status:
+			var st struct {
+				AgentUp bool `json:"agent_up"`
+			}
+			if json.Unmarshal(m.Payload, &st) == nil {
+				if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
+					p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")
+				}
+			}
+		default:
+			p.interestMessage(m)
+		}
+	}
+	l.Up = func(ctx context.Context, c *mqttconn.Conn, _ bool) error {
+		// Until the marker returns, the retained snapshot may be behind: send everything.
+		p.interest.setSynced(false)
+		if err := c.Subscribe(ctx, map[string]byte{env.topics.InterestFilter(p.name): 1, marker: 1, status: 0}); err != nil {
+			p.log.Warn("peer subscribe failed", "err", err)
+			return err
+		}
+		c.Publish(marker, 1, false, nil, nil)
+		p.setUp()
+		p.log.Info("peer connected", "addr", p.addr)
+		go env.pull.run(ctx, p)
+		return nil
+	}
+	l.Down = func(err error) {
+		p.setDown()
+		p.log.Warn("peer lost", "addr", p.addr, "err", err, "buffered", p.queue.Len())
+	}
+	return l
+}
+
+// interestMessage applies an interest message from the peer's broker.
+func (p *peer) interestMessage(m *message) {
+	m.Ack()
+	lim := *p.env.limits.Load()
+	if n := len(m.Payload); n > lim.MaxInterestBytes {
+		p.refused.Add(1)
+		p.log.Warn("interest message over the size limit refused", "bytes", n, "limit", lim.MaxInterestBytes)
+		p.interest.markUnknown()
+		return
+	}
+	payload, err := p.env.signer.open(m.Topic, m.Payload)
+	if err != nil {
+		p.forged.Add(1)
+		p.log.Warn("forged interest message dropped", "topic", m.Topic, "err", err)
+		return // a forgery does not make the real interest unknown
+	}
+	if epoch, seq, all, ok := peekSnapshot(payload); ok && p.interest.redundant(epoch, seq, all) {
+		return // in sync already: skip decoding a possibly large snapshot
+	}
+	msg, err := decodeInterest(payload, lim)
+	if err != nil {
+		p.refused.Add(1)
+		p.interest.markUnknown() // refused interest widens: everything until a usable snapshot
+		p.log.Warn("interest message refused: relaying everything to this peer", "topic", m.Topic, "bytes", len(m.Payload), "err", err)
+		return
+	}
+	if wantSnapshot := m.Topic == p.env.topics.Interest(p.name); msg.Snapshot != wantSnapshot {
+		p.refused.Add(1)
+		p.interest.markUnknown()
+		p.log.Warn("interest message on the wrong topic refused: relaying everything to this peer", "topic", m.Topic)
+		return
+	}
+	if !p.interest.apply(msg, lim.MaxFilters) {
+		p.log.Info("interest gap or over the filter limit: relaying everything to this peer until its next usable snapshot",
+			"epoch", msg.Epoch, "seq", msg.Seq, "filters", p.interest.Len(), "limit", lim.MaxFilters)
+	}
+}

@@ -1,0 +1,103 @@
+// relayin.go owns relays in: a relay addressed to this node is checked and decoded
+// (relaywire.go) and each publish it carries is republished on the local connection; the relay
+// is acknowledged once the local broker acknowledged every one.
+
+package bridge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync/atomic"
+
+	"mosquitto-ha/bridge/mqttconn"
+)
+
+// republishWindowQoS1 bounds unacknowledged QoS 1 republishes on the local connection; QoS 2
+// ones are bounded by Options.MaxInflight.
+const republishWindowQoS1 = 256
+
+// relayIn republishes relays from peers on the local broker.
+type relayIn struct {
+	local  *mqttconn.Link
+	wire   relayWire
+	limits *atomic.Pointer[Limits]
+	log    *slog.Logger
+	// Tokens per unacknowledged republish on the local connection, by QoS.
+	qos1, qos2 chan struct{}
+
+	// Counters, read by Status.
+	republished atomic.Uint64
+	received    atomic.Uint64 // publishes carried by the relays received
+	forged      atomic.Uint64 // relays that failed the signature check
+	oversized   atomic.Uint64 // relays over Limits.MaxPayloadBytes
+}
+
+// handle republishes m when it is a relay addressed to this node, and reports whether it was.
+func (in *relayIn) handle(ctx context.Context, m *message) bool {
+	entries, isRelay, err := in.wire.decode(m.Topic, m.QoS, m.Payload, in.limits.Load().MaxPayloadBytes)
+	switch {
+	case !isRelay:
+		return false
+	case errors.Is(err, ErrForged):
+		in.forged.Add(1)
+		in.refuse(m, "forged relay dropped")
+	case errors.Is(err, errOversized):
+		in.oversized.Add(1)
+		in.refuse(m, "relay over the payload limit dropped")
+	case err != nil:
+		in.log.Warn("bad relay batch dropped", "topic", m.Topic, "err", err)
+		m.Ack()
+	default:
+		in.received.Add(uint64(len(entries)))
+		var left atomic.Int32
+		left.Store(int32(len(entries)))
+		ackOne := func() {
+			if left.Add(-1) == 0 {
+				m.Ack()
+			}
+		}
+		for _, e := range entries {
+			in.republish(ctx, e.Topic, e.QoS, e.Retain, e.Payload, ackOne)
+		}
+	}
+	return true
+}
+
+func (in *relayIn) refuse(m *message, why string) {
+	in.log.Warn(why, "topic", m.Topic, "bytes", len(m.Payload))
+	m.Ack()
+}
+
+// republish publishes a relayed message on the local connection (the bridge bit's no-local keeps
+// it from being relayed again) and calls ack once the local broker acknowledged it. Without that
+// acknowledgement the relay is not acknowledged, and the broker sends it again after a
+// reconnect. In-flight QoS 1 and QoS 2 republishes are bounded (Mosquitto drops publishes from a
+// client with too many unfinished QoS 2 ones).
+func (in *relayIn) republish(ctx context.Context, topic string, qos byte, retain bool, payload []byte, ack func()) {
+	c := in.local.Conn()
+	if c == nil {
+		return // not acknowledged: redelivered on the next connection
+	}
+	in.republished.Add(1)
+	if qos == 0 {
+		c.Publish(topic, 0, retain, payload, nil)
+		ack()
+		return
+	}
+	sem := in.qos1
+	if qos == 2 {
+		sem = in.qos2
+	}
+	select {
+	case sem <- struct{}{}:
+	case <-ctx.Done():
+		return
+	}
+	c.Publish(topic, qos, retain, payload, func(err error) {
+		<-sem
+		if err == nil {
+			ack()
+		}
+	})
+}

@@ -1,0 +1,129 @@
+// sys.go owns what the agent learns from its broker's $SYS tree: log lines applied to the local
+// interest (and journaled), broker restarts, and the count of clients that decides when the
+// agent knows its interest exactly instead of wanting everything.
+
+package bridge
+
+import (
+	"strconv"
+	"strings"
+	"time"
+
+	"mosquitto-ha/sysparse"
+)
+
+// logPrefix starts every log line topic.
+var logPrefix = strings.TrimSuffix(sysparse.TopicLog, "#")
+
+func (a *Agent) handleSys(topic string, payload []byte) {
+	switch {
+	case topic == topicClientsTotal:
+		if n, err := strconv.Atoi(strings.TrimSpace(string(payload))); err == nil {
+			a.lastTotal = n
+		}
+		return
+	case topic == topicUptime:
+		// "<n> seconds": a broker that started again lost every clean session.
+		secs, err := strconv.Atoi(strings.TrimSuffix(string(payload), " seconds"))
+		if err != nil {
+			return
+		}
+		a.sysRounds++
+		start := time.Now().Add(-time.Duration(secs) * time.Second)
+		if !a.brokerStart.IsZero() && start.Sub(a.brokerStart) > 5*time.Second {
+			a.log.Info("local broker restarted: dropping clean sessions")
+			a.model.brokerRestarted()
+			a.record(journalEntry{Op: "restart"})
+		}
+		a.brokerStart = start
+		return
+	case !strings.HasPrefix(topic, logPrefix):
+		return
+	}
+	ev, err := a.parser.Parse(topic, payload)
+	if err != nil {
+		if topic == sysparse.TopicSubscribe {
+			a.model.MalformedSubscribe()
+			a.record(journalEntry{Op: "malformed"})
+			a.log.Warn("unparsable subscribe line: relaying everything here from now on", "line", string(payload), "err", err)
+		} else {
+			a.log.Warn("unparsable log line", "topic", topic, "line", string(payload), "err", err)
+		}
+		return
+	}
+	if ev.Kind == sysparse.Ignored {
+		return
+	}
+	a.log.Debug("log event", "kind", ev.Kind, "client", ev.ClientID, "filter", ev.Filter, "readings", len(ev.Readings))
+	if len(ev.Readings) > 1 {
+		a.log.Warn("ambiguous log line: taking every reading", "line", string(payload), "readings", len(ev.Readings))
+	}
+	if ev.Truncated {
+		a.log.Warn("truncated log line: widening", "line_bytes", len(payload), "widened", ev.Widened)
+	}
+	a.model.Apply(ev)
+	a.record(journalEntry{Event: &ev})
+}
+
+// record queues a journal entry for the event just applied to the model.
+func (a *Agent) record(e journalEntry) {
+	if a.journal != nil {
+		a.journal.add(e)
+	}
+}
+
+// compactState writes the whole model as the new base and empties the journal.
+func (a *Agent) compactState() {
+	if err := a.model.save(a.opts.StatePath, a.opts.Node); err != nil {
+		a.log.Warn("state file not saved", "err", err)
+		return
+	}
+	if err := a.journal.reset(); err != nil {
+		a.log.Warn("state journal not reset", "err", err)
+	}
+}
+
+// setWantAll makes the agent advertise interest in everything, for reason.
+func (a *Agent) setWantAll(reason string) {
+	a.model.setUncertain(true)
+	a.ann.wantEverything(reason)
+}
+
+// checkAccounted ends the "want everything" state once every client the broker counts is one
+// the agent knows: its model, its own connection, and its peers' connections to this broker.
+func (a *Agent) checkAccounted(total int) {
+	if !a.ann.wantAll || total < 0 || a.sysRounds < 3 {
+		return
+	}
+	known := a.model.KnownClients()
+	for _, id := range a.linkIDs() {
+		if !a.model.Confirmed(id) {
+			known++ // the cluster's own links count whether or not their lines were seen
+		}
+	}
+	if total <= known {
+		a.log.Info("every client of the broker is accounted for: advertising exact interest", "clients", total, "filters", a.model.filterCount())
+		a.model.setUncertain(false)
+		a.ann.exact()
+	}
+}
+
+// linkIDs are the long-lived connections of the cluster to this broker, which the broker counts
+// in $SYS/broker/clients/total even when their connect lines came before the agent's.
+func (a *Agent) linkIDs() []string {
+	ids := []string{a.localID}
+	for _, p := range a.peerList() {
+		ids = append(ids, a.topics.LinkID(p.name, a.opts.Node))
+	}
+	return ids
+}
+
+// ownIDs are the ids of every cluster connection to this broker: links, peers' retained pulls,
+// and this agent's own retained readers.
+func (a *Agent) ownIDs() []string {
+	ids := a.linkIDs()
+	for _, p := range a.peerList() {
+		ids = append(ids, a.topics.PullID(p.name, a.opts.Node), a.topics.ReaderID(a.opts.Node, p.name))
+	}
+	return ids
+}
