@@ -21,25 +21,27 @@ import (
 // ErrConfig is returned for any problem with the cluster file.
 var ErrConfig = errors.New("config")
 
-// Config is the one cluster file, identical on every host.
+// Config is the one cluster file, identical on every host. The `reload` tags say what a SIGHUP
+// does with a changed field (reload.go); a field without one needs an agent restart.
 type Config struct {
 	// Cluster names the cluster; it is part of every control topic and agent client id.
 	Cluster string `yaml:"cluster"`
 	// Nodes are the brokers, each with its own agent.
-	Nodes []Node `yaml:"nodes"`
+	Nodes []Node `yaml:"nodes" reload:"nodes"`
 	// Agent holds settings shared by every agent.
 	Agent AgentConfig `yaml:"agent"`
 	// LoadBalancer describes the HAProxy + keepalived pair in front of the brokers (optional).
-	LoadBalancer *LoadBalancer `yaml:"load_balancer"`
+	LoadBalancer *LoadBalancer `yaml:"load_balancer" reload:"unused"`
 }
 
-// Node is one Mosquitto broker and the agent beside it.
+// Node is one Mosquitto broker and the agent beside it. Its reload tags apply to other nodes:
+// every change to the agent's own node needs a restart.
 type Node struct {
 	Name string `yaml:"name"`
 	// Address is how peers and HAProxy reach this broker, host:port.
-	Address string `yaml:"address"`
+	Address string `yaml:"address" reload:"live"`
 	// Local is how this node's own agent reaches its broker; default: Address.
-	Local string `yaml:"local"`
+	Local string `yaml:"local" reload:"unused"`
 	// TLS, when set, replaces agent.tls for connections to this node's broker.
 	TLS *TLSConfig `yaml:"tls"`
 }
@@ -85,10 +87,10 @@ type AgentConfig struct {
 
 // LimitsConfig bounds what a peer may send; 0 takes the default.
 type LimitsConfig struct {
-	MaxFilters       int `yaml:"max_filters"`        // filters per peer (default 1,048,576)
-	MaxFilterBytes   int `yaml:"max_filter_bytes"`   // default 65535
-	MaxInterestBytes int `yaml:"max_interest_bytes"` // one interest message (default 64 MiB)
-	MaxPayloadBytes  int `yaml:"max_payload_bytes"`  // one relayed payload (default 268435455)
+	MaxFilters       int `yaml:"max_filters" reload:"live"`        // filters per peer (default 1,048,576)
+	MaxFilterBytes   int `yaml:"max_filter_bytes" reload:"live"`   // default 65535
+	MaxInterestBytes int `yaml:"max_interest_bytes" reload:"live"` // one interest message (default 64 MiB)
+	MaxPayloadBytes  int `yaml:"max_payload_bytes" reload:"live"`  // one relayed payload (default 268435455)
 }
 
 // LoadBalancer is the HAProxy + keepalived front.
