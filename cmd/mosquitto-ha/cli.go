@@ -130,8 +130,7 @@ func (f *flags) addLogFlags() {
 func (f *flags) parse(args []string, stderr io.Writer) (*Config, int) {
 	if err := f.fs.Parse(args); err != nil {
 		if errors.Is(err, pflag.ErrHelp) {
-			f.fs.Usage() // pflag printed nothing yet
-			return nil, exitOK
+			return nil, exitOK // pflag has printed the usage
 		}
 		return nil, f.usageError(stderr, err.Error())
 	}

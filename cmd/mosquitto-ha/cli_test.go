@@ -64,6 +64,9 @@ func TestCLIHelpAndUsageErrors(t *testing.T) {
 					t.Errorf("stderr lacks %q:\n%s", w, errOut)
 				}
 			}
+			if n := strings.Count(out+errOut, "usage: "); n > 1 {
+				t.Errorf("usage printed %d times:\n%s%s", n, out, errOut)
+			}
 			if tc.quietOut && out != "" {
 				t.Errorf("stdout not empty:\n%s", out)
 			}

@@ -174,6 +174,15 @@ func TestReloadPlanEveryField(t *testing.T) {
 		"load_balancer.stats_socket": unused, "load_balancer.hosts[0].name": unused,
 		"load_balancer.hosts[0].address": unused, "load_balancer.hosts[0].priority": unused,
 	}
+	doc, err := os.ReadFile("../../docs/cli.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, class := range want {
+		if class == live && strings.HasPrefix(path, "agent.") && !strings.Contains(string(doc), "`"+path+"`") {
+			t.Errorf("docs/cli.md does not list %s among the keys a reload applies", path)
+		}
+	}
 	base := reloadBase(t)
 	paths := leafPaths("", reflect.ValueOf(base))
 	for _, path := range paths {
@@ -260,7 +269,9 @@ func TestReloadPlanSectionsNodesAndFiles(t *testing.T) {
 		{"nodes reordered", func(c *Config) { c.Nodes[1], c.Nodes[2] = c.Nodes[2], c.Nodes[1] }, "", ""},
 		{"own node removed", func(c *Config) { c.Nodes = c.Nodes[1:] }, "error", ""},
 		{"password file contents", func(c *Config) { os.WriteFile(c.Agent.PasswordFile, []byte("other\n"), 0o600) }, reloadRestart, "agent.password_file (contents of "},
-		{"secret file contents", func(c *Config) { os.WriteFile(c.Agent.ClusterSecretFile, []byte("another secret of 16+ bytes\n"), 0o600) }, reloadRestart, "agent.cluster_secret_file (contents of "},
+		{"secret file contents", func(c *Config) {
+			os.WriteFile(c.Agent.ClusterSecretFile, []byte("another secret of 16+ bytes\n"), 0o600)
+		}, reloadRestart, "agent.cluster_secret_file (contents of "},
 		{"certificate rotated", func(c *Config) {
 			_, _, _, cc, ck := pki(t, t.TempDir())
 			b, _ := os.ReadFile(cc)
