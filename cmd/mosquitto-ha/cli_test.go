@@ -195,6 +195,17 @@ agent:
 	if !regexp.MustCompile(`(?m)^b2\s+up\s+-.*no agent status`).MatchString(out) {
 		t.Errorf("status with the right password:\n%s%s", out, errOut)
 	}
+
+	// A killed agent: its will says down, and status shows no counters or interest for it
+	// (not zeros and "exact").
+	a.signal(syscall.SIGKILL)
+	down := regexp.MustCompile(`(?m)^b1\s+up\s+down\s+-\s+-\s+-.*agent down`)
+	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if out, errOut, _ = runCmd(t, "status", "--config", cfg); down.MatchString(out) {
+			return
+		}
+	}
+	t.Errorf("status after kill -9 of b1's agent:\n%s%s", out, errOut)
 }
 
 // A SIGHUP against a running agent: a file that changes restart-only keys is refused, names

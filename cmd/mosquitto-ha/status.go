@@ -161,10 +161,13 @@ func printHealth(w io.Writer, health []nodeHealth) {
 			continue
 		}
 		s := h.Agent
-		agent := "down"
-		if s.AgentUp {
-			agent = "up " + time.Since(s.Time).Round(time.Second).String() + " ago"
+		if !s.AgentUp {
+			// The broker published the agent's will: its counters are not a state of the
+			// cluster, and nothing is known about its interest.
+			fmt.Fprintf(tw, "%s\t%s\tdown\t-\t-\t-\t-\t-\t-\tagent down (its will: counters and interest unknown)\n", h.Node, broker)
+			continue
 		}
+		agent := "up " + time.Since(s.Time).Round(time.Second).String() + " ago"
 		up, relayed, buffered := 0, uint64(0), 0
 		var down []string
 		for _, p := range s.Peers {
