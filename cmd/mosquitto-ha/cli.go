@@ -66,6 +66,12 @@ func buildVersion() (ver, rev, goVersion string) {
 	return ver, rev, runtime.Version()
 }
 
+// writeBuildInfo renders the build as Prometheus' usual info metric.
+func writeBuildInfo(w io.Writer) {
+	v, c, g := buildVersion()
+	fmt.Fprintf(w, "# HELP mosquitto_ha_build_info The version, commit and Go release of the agent (value 1).\n# TYPE mosquitto_ha_build_info gauge\nmosquitto_ha_build_info{version=%q,commit=%q,goversion=%q} 1\n", v, c, g)
+}
+
 func versionLine() string {
 	v, c, g := buildVersion()
 	return fmt.Sprintf("mosquitto-ha %s (commit %s, %s)", v, c, g)

@@ -220,9 +220,26 @@ func TestAgentReloadAppliesAndRefuses(t *testing.T) {
 	}
 	cfg := writeCluster(t, brokers, "")
 	good, _ := os.ReadFile(cfg)
-	b1, b2 := startAgentProc(t, cfg, "b1"), startAgentProc(t, cfg, "b2")
+	metricsPort := mosqtest.FreePort(t)
+	b1 := startAgentProcArgs(t, cfg, "b1", "--metrics", fmt.Sprintf("127.0.0.1:%d", metricsPort))
+	b2 := startAgentProc(t, cfg, "b2")
 	waitLog(t, b1, "advertising exact interest", 15*time.Second)
 	waitLog(t, b2, "advertising exact interest", 15*time.Second)
+	metric := func(name string) string {
+		t.Helper()
+		m := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(name) + `(\{[^}]*\})? (\S+)$`).FindStringSubmatch(getMetrics(t, metricsPort))
+		if m == nil {
+			t.Fatalf("metrics lack %s", name)
+		}
+		return m[1] + " " + m[2]
+	}
+	if got := metric("mosquitto_ha_build_info"); !strings.Contains(got, `commit="`) || !strings.HasSuffix(got, " 1") {
+		t.Errorf("mosquitto_ha_build_info = %q", got)
+	}
+	if got := metric("mosquitto_ha_config_last_reload_successful"); got != " 1" {
+		t.Errorf("before any reload: last_reload_successful %q, want 1", got)
+	}
+	started := time.Now().Unix()
 
 	got := make(chan string, 100)
 	sub := mqtt.NewClient(mqtt.NewClientOptions().AddBroker("tcp://" + brokers[0].Addr).SetClientID("hup-sub"))
@@ -295,6 +312,9 @@ func TestAgentReloadAppliesAndRefuses(t *testing.T) {
 	if out := relayed(long, "short after refusal"); len(out) != 2 || out[0] != long {
 		t.Fatalf("after a refused reload: got %q, want the long payload still relayed", out)
 	}
+	if got := metric("mosquitto_ha_config_last_reload_successful"); got != " 0" {
+		t.Errorf("after a refused reload: last_reload_successful %q, want 0", got)
+	}
 
 	// A live key alone: applied, named, and in force for the next relay.
 	applied := strings.Replace(string(good), "  snapshot_interval: 200ms\n", "  snapshot_interval: 200ms\n  limits: {max_payload_bytes: 10}\n", 1)
@@ -306,6 +326,14 @@ func TestAgentReloadAppliesAndRefuses(t *testing.T) {
 	}
 	if out := relayed(long, "short"); len(out) != 1 || out[0] != "short" {
 		t.Fatalf("after reloading max_payload_bytes 10: got %q, want only the short payload", out)
+	}
+	if got := metric("mosquitto_ha_config_last_reload_successful"); got != " 1" {
+		t.Errorf("after an applied reload: last_reload_successful %q, want 1", got)
+	}
+	var at int64
+	fmt.Sscan(metric("mosquitto_ha_config_last_reload_success_timestamp_seconds"), &at)
+	if at < started {
+		t.Errorf("last_reload_success_timestamp_seconds %d, want the applied reload's time (>= %d)", at, started)
 	}
 }
 

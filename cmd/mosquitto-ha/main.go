@@ -150,8 +150,9 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
 		return exitFail
 	}
+	reloads := newReloadState()
 	if *metrics != "" {
-		if err := serveMetrics(ctx, *metrics, a, log); err != nil {
+		if err := serveMetrics(ctx, *metrics, a, reloads, log); err != nil {
 			fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
 			return exitUsage
 		}
@@ -167,7 +168,7 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 		}
 		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
-	go reloadOnHUP(ctx, f.config, withDigests(cfg), f.node, a, log)
+	go reloadOnHUP(ctx, f.config, withDigests(cfg), f.node, a, reloads, log)
 	if err := a.Run(ctx); err != nil {
 		log.Error("agent cannot run", "err", err)
 		if errors.Is(err, bridge.ErrNoLog) {

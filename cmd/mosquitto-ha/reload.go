@@ -17,6 +17,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"os"
@@ -24,7 +25,9 @@ import (
 	"reflect"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
+	"time"
 
 	"mosquitto-ha/bridge"
 )
@@ -193,10 +196,41 @@ func diffFields(path string, a, b reflect.Value, class string, useTags bool, pla
 	}
 }
 
+// reloadState is the outcome of the last SIGHUP, for the metrics.
+type reloadState struct {
+	mu      sync.Mutex
+	ok      bool      // the last reload was applied (true before the first)
+	success time.Time // when the configuration in force was loaded
+}
+
+func newReloadState() *reloadState { return &reloadState{ok: true, success: time.Now()} }
+
+func (r *reloadState) set(ok bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ok = ok
+	if ok {
+		r.success = time.Now()
+	}
+}
+
+// writeMetrics renders the reload state in the names Prometheus uses for its own.
+func (r *reloadState) writeMetrics(w io.Writer) {
+	r.mu.Lock()
+	ok, success := r.ok, r.success
+	r.mu.Unlock()
+	v := 0
+	if ok {
+		v = 1
+	}
+	fmt.Fprintf(w, "# HELP mosquitto_ha_config_last_reload_successful 1 if the last SIGHUP was applied (or none came yet), 0 if it was refused.\n# TYPE mosquitto_ha_config_last_reload_successful gauge\nmosquitto_ha_config_last_reload_successful %d\n", v)
+	fmt.Fprintf(w, "# HELP mosquitto_ha_config_last_reload_success_timestamp_seconds When the configuration in force was loaded, since the Unix epoch.\n# TYPE mosquitto_ha_config_last_reload_success_timestamp_seconds gauge\nmosquitto_ha_config_last_reload_success_timestamp_seconds %d\n", success.Unix())
+}
+
 // reloadOnHUP re-reads the cluster file on SIGHUP and applies what can change while running.
 // An invalid file, or one that changes a key that needs a restart, keeps the running
 // configuration, applies nothing, and names each such key.
-func reloadOnHUP(ctx context.Context, path string, running loadedConfig, node string, a *bridge.Agent, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, path string, running loadedConfig, node string, a *bridge.Agent, state *reloadState, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -216,15 +250,18 @@ func reloadOnHUP(ctx context.Context, path string, running loadedConfig, node st
 			opts, err = agentOptions(next.Config, node, log)
 		}
 		if err != nil {
+			state.set(false)
 			log.Error("reload refused: keeping the running configuration", "config", path, "err", err)
 			continue
 		}
 		if len(plan.restart) > 0 {
+			state.set(false)
 			log.Error("reload refused: these keys need an agent restart; nothing applied, the running configuration is kept",
 				"config", path, "restart", strings.Join(plan.restart, ", "))
 			continue
 		}
 		a.Reload(opts.Peers, opts.Limits)
+		state.set(true)
 		running = next
 		log.Info("configuration reloaded", "config", path, "applied", listOrNone(plan.live),
 			"not_used_by_agent", listOrNone(plan.unused), "peers", len(opts.Peers))
