@@ -304,3 +304,23 @@ func TestReloadPlanSectionsNodesAndFiles(t *testing.T) {
 		})
 	}
 }
+
+// A field added later without a reload tag is restart-only: a reload that changes it is
+// refused and names it, never logged as reloaded and ignored.
+func TestReloadUntaggedFieldIsRestartOnly(t *testing.T) {
+	type section struct {
+		Added  int `yaml:"added"`
+		Limit  int `yaml:"limit" reload:"live"`
+		Unused struct {
+			Added int `yaml:"added"`
+		} `yaml:"unused" reload:"unused"`
+	}
+	var a, b section
+	b.Added, b.Limit, b.Unused.Added = 1, 1, 1
+	var plan reloadPlan
+	diffFields("agent", reflect.ValueOf(a), reflect.ValueOf(b), reloadRestart, true, &plan)
+	if !slices.Equal(plan.restart, []string{"agent.added"}) || !slices.Equal(plan.live, []string{"agent.limit"}) ||
+		!slices.Equal(plan.unused, []string{"agent.unused.added"}) {
+		t.Errorf("plan %+v: want agent.added restart-only, agent.limit live, agent.unused.added unused", plan)
+	}
+}
