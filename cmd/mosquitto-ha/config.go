@@ -24,25 +24,27 @@ import (
 // ErrConfig is returned for any problem with the cluster file.
 var ErrConfig = errors.New("config")
 
-// Config is the one cluster file, identical on every host.
+// Config is the one cluster file, identical on every host. The `reload` tags say what a SIGHUP
+// does with a changed field (reload.go); a field without one needs an agent restart.
 type Config struct {
 	// Cluster names the cluster; it is part of every control topic and agent client id.
 	Cluster string `yaml:"cluster"`
 	// Nodes are the brokers, each with its own agent.
-	Nodes []Node `yaml:"nodes"`
+	Nodes []Node `yaml:"nodes" reload:"nodes"`
 	// Agent holds settings shared by every agent.
 	Agent AgentConfig `yaml:"agent"`
 	// LoadBalancer describes the HAProxy + keepalived pair in front of the brokers (optional).
-	LoadBalancer *LoadBalancer `yaml:"load_balancer"`
+	LoadBalancer *LoadBalancer `yaml:"load_balancer" reload:"unused"`
 }
 
-// Node is one Mosquitto broker and the agent beside it.
+// Node is one Mosquitto broker and the agent beside it. Its reload tags apply to other nodes:
+// every change to the agent's own node needs a restart.
 type Node struct {
 	Name string `yaml:"name"`
 	// Address is how peers and HAProxy reach this broker, host:port.
-	Address string `yaml:"address"`
+	Address string `yaml:"address" reload:"live"`
 	// Local is how this node's own agent reaches its broker; default: Address.
-	Local string `yaml:"local"`
+	Local string `yaml:"local" reload:"unused"`
 	// TLS, when set, replaces agent.tls for connections to this node's broker.
 	TLS *TLSConfig `yaml:"tls"`
 }
@@ -88,10 +90,10 @@ type AgentConfig struct {
 
 // LimitsConfig bounds what a peer may send; 0 takes the default.
 type LimitsConfig struct {
-	MaxFilters       int `yaml:"max_filters"`        // filters per peer (default 1,048,576)
-	MaxFilterBytes   int `yaml:"max_filter_bytes"`   // default 65535
-	MaxInterestBytes int `yaml:"max_interest_bytes"` // one interest message (default 64 MiB)
-	MaxPayloadBytes  int `yaml:"max_payload_bytes"`  // one relayed payload (default 268435455)
+	MaxFilters       int `yaml:"max_filters" reload:"live"`        // filters per peer (default 1,048,576)
+	MaxFilterBytes   int `yaml:"max_filter_bytes" reload:"live"`   // default 65535
+	MaxInterestBytes int `yaml:"max_interest_bytes" reload:"live"` // one interest message (default 64 MiB)
+	MaxPayloadBytes  int `yaml:"max_payload_bytes" reload:"live"`  // one relayed payload (default 268435455)
 }
 
 // LoadBalancer is the HAProxy + keepalived front.
@@ -171,25 +173,77 @@ func LoadConfig(path string) (*Config, error) {
 	return ParseConfig(data)
 }
 
-// ParseConfig decodes and validates a cluster file.
+// ParseConfig decodes and validates a cluster file. Every problem is reported at once: the
+// file's structure (configcheck.go), then the values (Validate), each naming its key path.
 func ParseConfig(data []byte) (*Config, error) {
+	problems, readable, cleaned := checkYAML(data)
+	if !readable {
+		return nil, problemList(problems, nil)
+	}
+	if cleaned != nil {
+		data = cleaned
+	}
 	var c Config
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+	// A type mismatch leaves that field zero and decoding goes on (yaml.TypeError); checkYAML
+	// has named it already. Without a problem from checkYAML the error is reported as is.
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) && len(problems) == 0 {
 		return nil, fmt.Errorf("%w: %v", ErrConfig, err)
 	}
 	c.applyDefaults()
-	if err := c.Validate(); err != nil {
-		return nil, err
+	var invalid []error
+	if err := c.validate(); err != nil {
+		invalid = err.Errors
 	}
-	return &c, nil
+	if len(problems) == 0 && len(invalid) == 0 {
+		return &c, nil
+	}
+	return nil, problemList(problems, invalid)
+}
+
+// problemList joins structural problems and Validate's findings into one error. A value whose
+// key already has a structural problem (a type mismatch leaves it zero) is not reported twice.
+func problemList(problems []problem, invalid []error) error {
+	errs := &multierror.Error{ErrorFormat: listErrors}
+	for _, p := range problems {
+		errs.Errors = append(errs.Errors, p.err)
+	}
+next:
+	for _, e := range invalid {
+		for _, p := range problems {
+			if p.path != "" && hasKeyPrefix(e.Error(), p.path) {
+				continue next
+			}
+		}
+		errs.Errors = append(errs.Errors, e)
+	}
+	return fmt.Errorf("%w: %w", ErrConfig, errs)
+}
+
+// hasKeyPrefix reports whether message msg is about key path or a key under it.
+func hasKeyPrefix(msg, path string) bool {
+	rest, ok := strings.CutPrefix(msg, path)
+	return ok && (rest == "" || strings.ContainsAny(rest[:1], " :.["))
 }
 
 var nameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]{1,64}$`)
 
-// Validate reports every problem at once, each with key path, value and fix.
+// maxNodes bounds the cluster: every agent links to every other broker, so N nodes make
+// N x (N-1) connections, and a larger file is a mistake rather than a cluster.
+const maxNodes = 256
+
+// Validate reports every problem at once, each with key path, value and fix. The agent and
+// `check` run the same validation, including reading the secret, password and TLS files.
 func (c *Config) Validate() error {
+	errs := c.validate()
+	if errs == nil {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrConfig, errs)
+}
+
+func (c *Config) validate() *multierror.Error {
 	var errs *multierror.Error
 	add := func(format string, args ...any) {
 		errs = multierror.Append(errs, fmt.Errorf(format, args...))
@@ -199,6 +253,9 @@ func (c *Config) Validate() error {
 	}
 	if len(c.Nodes) == 0 {
 		add("nodes: empty (want at least one {name, address})")
+	}
+	if len(c.Nodes) > maxNodes {
+		add("nodes: %d nodes: want at most %d (every agent links to every other broker)", len(c.Nodes), maxNodes)
 	}
 	names := map[string]int{}
 	addrs := map[string]int{}
@@ -239,8 +296,8 @@ func (c *Config) Validate() error {
 		add("agent.password_file %q: set agent.username too", a.PasswordFile)
 	}
 	if a.PasswordFile != "" {
-		if _, err := os.Stat(a.PasswordFile); err != nil {
-			add("agent.password_file %q: %v (create it with the agent account's password on one line)", a.PasswordFile, err)
+		if _, err := c.password(); err != nil {
+			add("%v", err)
 		}
 	}
 	positive := func(key string, v int) {
@@ -248,14 +305,14 @@ func (c *Config) Validate() error {
 			add("agent.%s %d: must not be negative", key, v)
 		}
 	}
-	if a.ClusterSecretFile != "" {
-		if _, err := os.Stat(a.ClusterSecretFile); err != nil {
-			add("agent.cluster_secret_file %q: %v (create it with a long random secret, e.g. `head -c 32 /dev/urandom | base64 > FILE`)", a.ClusterSecretFile, err)
-		}
+	if _, err := c.clusterSecret(); err != nil {
+		add("%v", err)
 	}
-	validateTLS("agent.tls", a.TLS, add)
-	for i, n := range c.Nodes {
-		validateTLS(fmt.Sprintf("nodes[%d].tls", i), n.TLS, add)
+	for _, s := range c.tlsSettings() {
+		_, tlsErrs := loadTLS(s.key, s.tls)
+		for _, err := range tlsErrs {
+			add("%v", err)
+		}
 	}
 	positive("limits.max_filters", a.Limits.MaxFilters)
 	positive("limits.max_filter_bytes", a.Limits.MaxFilterBytes)
@@ -275,11 +332,10 @@ func (c *Config) Validate() error {
 	if lb := c.LoadBalancer; lb != nil {
 		c.validateLB(lb, add)
 	}
-	if errs == nil {
-		return nil
+	if errs != nil {
+		errs.ErrorFormat = listErrors
 	}
-	errs.ErrorFormat = listErrors
-	return fmt.Errorf("%w: %w", ErrConfig, errs)
+	return errs
 }
 
 func (c *Config) validateLB(lb *LoadBalancer, add func(string, ...any)) {
@@ -319,29 +375,21 @@ func (c *Config) validateLB(lb *LoadBalancer, add func(string, ...any)) {
 	}
 }
 
-func validateTLS(key string, t *TLSConfig, add func(string, ...any)) {
-	if t == nil {
-		return
-	}
-	for _, f := range []struct{ name, path string }{{"ca", t.CA}, {"cert", t.Cert}, {"key", t.Key}} {
-		if f.path == "" {
-			continue
-		}
-		if _, err := os.Stat(f.path); err != nil {
-			add("%s.%s %q: %v", key, f.name, f.path, err)
-		}
-	}
-	if (t.Cert == "") != (t.Key == "") {
-		add("%s: cert %q and key %q: set both or neither", key, t.Cert, t.Key)
-	}
-}
+// maxListed bounds the problems printed: a generated file with 200,000 bad nodes gets a
+// readable error, not megabytes of it.
+const maxListed = 20
 
 func listErrors(es []error) string {
-	lines := make([]string, len(es))
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d problem(s):", len(es))
 	for i, e := range es {
-		lines[i] = "  " + e.Error()
+		if i == maxListed {
+			fmt.Fprintf(&b, "\n  ... and %d more", len(es)-maxListed)
+			break
+		}
+		b.WriteString("\n  " + e.Error())
 	}
-	return fmt.Sprintf("%d problem(s):\n%s", len(es), strings.Join(lines, "\n"))
+	return b.String()
 }
 
 func checkHostPort(s string) error {
@@ -379,9 +427,16 @@ func (c *Config) Node(name string) (Node, error) {
 			return n, nil
 		}
 	}
-	names := make([]string, len(c.Nodes))
+	var names []string
 	for i, n := range c.Nodes {
-		names[i] = n.Name
+		if i == 10 {
+			names = append(names, fmt.Sprintf("... and %d more", len(c.Nodes)-10))
+			break
+		}
+		names = append(names, n.Name)
+	}
+	if name == "" {
+		return Node{}, fmt.Errorf("%w: --node: missing (want one of %s)", ErrConfig, strings.Join(names, ", "))
 	}
 	return Node{}, fmt.Errorf("%w: --node %q: not in nodes (have %s)", ErrConfig, name, strings.Join(names, ", "))
 }
@@ -397,62 +452,134 @@ func (c *Config) LocalAddress(n Node) string {
 	return n.Address
 }
 
+// minSecretBytes is the shortest cluster secret accepted: 16 bytes of HMAC-SHA256 key.
+const minSecretBytes = 16
+
 // ClusterSecret reads the secret that signs relays: MOSQUITTO_HA_CLUSTER_SECRET wins, then
 // cluster_secret_file. Empty means unsigned.
 func (c *Config) ClusterSecret() ([]byte, error) {
-	if s, ok := os.LookupEnv("MOSQUITTO_HA_CLUSTER_SECRET"); ok {
-		return []byte(s), nil
-	}
-	if c.Agent.ClusterSecretFile == "" {
-		return nil, nil
-	}
-	b, err := os.ReadFile(c.Agent.ClusterSecretFile)
+	b, err := c.clusterSecret()
 	if err != nil {
-		return nil, fmt.Errorf("%w: agent.cluster_secret_file: %v", ErrConfig, err)
-	}
-	b = bytes.TrimRight(b, "\r\n")
-	if len(b) < 16 {
-		return nil, fmt.Errorf("%w: agent.cluster_secret_file %q: %d bytes, want at least 16", ErrConfig, c.Agent.ClusterSecretFile, len(b))
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	return b, nil
 }
 
+func (c *Config) clusterSecret() ([]byte, error) {
+	key, path := "MOSQUITTO_HA_CLUSTER_SECRET", ""
+	s, ok := os.LookupEnv(key)
+	b := []byte(s)
+	if !ok {
+		if c.Agent.ClusterSecretFile == "" {
+			return nil, nil
+		}
+		key, path = "agent.cluster_secret_file", c.Agent.ClusterSecretFile
+		var err error
+		if b, err = os.ReadFile(path); err != nil {
+			return nil, fmt.Errorf("%s %q: %v (create it with a long random secret, e.g. `head -c 32 /dev/urandom | base64 > FILE`, readable by the agent)", key, path, err)
+		}
+		b = bytes.TrimRight(b, "\r\n")
+	}
+	if len(b) < minSecretBytes {
+		if path != "" {
+			key = fmt.Sprintf("%s %q", key, path)
+		}
+		return nil, fmt.Errorf("%s: %d bytes, want at least %d (e.g. `head -c 32 /dev/urandom | base64`)", key, len(b), minSecretBytes)
+	}
+	return b, nil
+}
+
+// tlsSetting is one TLS section of the file and its key path.
+type tlsSetting struct {
+	key string
+	tls *TLSConfig
+}
+
+// tlsSettings lists every TLS section of the file in file order.
+func (c *Config) tlsSettings() []tlsSetting {
+	var s []tlsSetting
+	if c.Agent.TLS != nil {
+		s = append(s, tlsSetting{"agent.tls", c.Agent.TLS})
+	}
+	for i, n := range c.Nodes {
+		if n.TLS != nil {
+			s = append(s, tlsSetting{fmt.Sprintf("nodes[%d].tls", i), n.TLS})
+		}
+	}
+	return s
+}
+
+// loadTLS reads the files of TLS section key into a tls.Config, reporting every problem.
+func loadTLS(key string, t *TLSConfig) (*tls.Config, []error) {
+	var errs []error
+	cfg := &tls.Config{ServerName: t.ServerName, MinVersion: tls.VersionTLS12}
+	if t.CA != "" {
+		pem, err := os.ReadFile(t.CA)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s.ca %q: %v", key, t.CA, err))
+		} else {
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				errs = append(errs, fmt.Errorf("%s.ca %q: no PEM certificate in it (want the CA that signs the brokers' certificates)", key, t.CA))
+			}
+			cfg.RootCAs = pool
+		}
+	}
+	if (t.Cert == "") != (t.Key == "") {
+		errs = append(errs, fmt.Errorf("%s: cert %q and key %q: set both or neither", key, t.Cert, t.Key))
+	} else if t.Cert != "" {
+		readable := true
+		for _, f := range []struct{ name, path string }{{"cert", t.Cert}, {"key", t.Key}} {
+			if _, err := os.ReadFile(f.path); err != nil {
+				errs = append(errs, fmt.Errorf("%s.%s %q: %v", key, f.name, f.path, err))
+				readable = false
+			}
+		}
+		if readable {
+			pair, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: cert %q, key %q: %v (want a PEM certificate and its private key)", key, t.Cert, t.Key, err))
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		}
+	}
+	return cfg, errs
+}
+
 // TLSFor builds the TLS settings for connections to node n's broker; nil means plain TCP.
 func (c *Config) TLSFor(n Node) (*tls.Config, error) {
-	t := c.Agent.TLS
+	t, key := c.Agent.TLS, "agent.tls"
 	if n.TLS != nil {
-		t = n.TLS
+		t, key = n.TLS, "nodes."+n.Name+".tls"
+		for i, m := range c.Nodes {
+			if m.Name == n.Name {
+				key = fmt.Sprintf("nodes[%d].tls", i)
+			}
+		}
 	}
 	if t == nil {
 		return nil, nil
 	}
-	cfg := &tls.Config{ServerName: t.ServerName, MinVersion: tls.VersionTLS12}
+	cfg, errs := loadTLS(key, t)
+	if len(errs) > 0 {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	}
 	if cfg.ServerName == "" {
 		cfg.ServerName, _, _ = net.SplitHostPort(n.Address)
-	}
-	if t.CA != "" {
-		pem, err := os.ReadFile(t.CA)
-		if err != nil {
-			return nil, fmt.Errorf("%w: tls.ca: %v", ErrConfig, err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("%w: tls.ca %q: no PEM certificate in it", ErrConfig, t.CA)
-		}
-		cfg.RootCAs = pool
-	}
-	if t.Cert != "" {
-		pair, err := tls.LoadX509KeyPair(t.Cert, t.Key)
-		if err != nil {
-			return nil, fmt.Errorf("%w: tls.cert/key: %v", ErrConfig, err)
-		}
-		cfg.Certificates = []tls.Certificate{pair}
 	}
 	return cfg, nil
 }
 
 // Password reads the agent password: MOSQUITTO_HA_PASSWORD wins, then password_file.
 func (c *Config) Password() (string, error) {
+	p, err := c.password()
+	if err != nil {
+		return "", fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return p, nil
+}
+
+func (c *Config) password() (string, error) {
 	if p, ok := os.LookupEnv("MOSQUITTO_HA_PASSWORD"); ok {
 		return p, nil
 	}
@@ -461,7 +588,7 @@ func (c *Config) Password() (string, error) {
 	}
 	b, err := os.ReadFile(c.Agent.PasswordFile)
 	if err != nil {
-		return "", fmt.Errorf("%w: agent.password_file: %v", ErrConfig, err)
+		return "", fmt.Errorf("agent.password_file %q: %v (create it with the agent account's password on one line, readable by the agent)", c.Agent.PasswordFile, err)
 	}
 	return strings.TrimRight(string(b), "\r\n"), nil
 }

@@ -18,26 +18,15 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"reflect"
 	"runtime/pprof"
-	"slices"
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/spf13/pflag"
 
 	"mosquitto-ha/bridge"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
-
-// exit codes
-const (
-	exitOK    = 0
-	exitFail  = 1
-	exitUsage = 2
-)
 
 type command struct {
 	name, summary string
@@ -55,63 +44,35 @@ func commands() []command {
 	}
 }
 
-func usage(w io.Writer) {
-	fmt.Fprintln(w, "usage: mosquitto-ha <command> --config cluster.yaml [flags]\n\ncommands:")
-	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
-	}
-}
-
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
 		return exitUsage
+	}
+	switch args[0] {
+	case "-h", "--help", "help":
+		if len(args) > 1 && args[0] == "help" {
+			return run([]string{args[1], "--help"}, stdout, stderr)
+		}
+		usage(stdout)
+		return exitOK
+	case "--version", "version":
+		fmt.Fprintln(stdout, versionLine())
+		return exitOK
 	}
 	for _, c := range commands() {
 		if c.name == args[0] {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
+			if helpRequested(args[1:]) {
+				return c.run(ctx, args[1:], stdout, stdout) // the command's usage, to stdout
+			}
 			return c.run(ctx, args[1:], stdout, stderr)
 		}
 	}
-	fmt.Fprintf(stderr, "mosquitto-ha: unknown command %q\n", args[0])
+	fmt.Fprintf(stderr, "mosquitto-ha: unknown command %q\n\n", args[0])
 	usage(stderr)
 	return exitUsage
-}
-
-// flags is the flag set every command starts from.
-type flags struct {
-	fs       *pflag.FlagSet
-	config   string
-	node     string
-	logLevel string
-}
-
-func newFlags(name string, stderr io.Writer) *flags {
-	f := &flags{fs: pflag.NewFlagSet(name, pflag.ContinueOnError)}
-	f.fs.SetOutput(stderr)
-	f.fs.StringVarP(&f.config, "config", "c", "/etc/mosquitto-ha/cluster.yaml", "cluster file")
-	return f
-}
-
-func (f *flags) parse(args []string, stderr io.Writer) (*Config, int) {
-	if err := f.fs.Parse(args); err != nil {
-		return nil, exitUsage
-	}
-	cfg, err := LoadConfig(f.config)
-	if err != nil {
-		fmt.Fprintf(stderr, "mosquitto-ha: %s: %v\n", f.config, err)
-		return nil, exitFail
-	}
-	return cfg, exitOK
-}
-
-func newLogger(w io.Writer, level string) (*slog.Logger, error) {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
-	}
-	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l})), nil
 }
 
 // agentOptions maps the cluster file to one node's agent.
@@ -166,30 +127,32 @@ func agentOptions(cfg *Config, node string, log *slog.Logger) (bridge.Options, e
 func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 	f := newFlags("agent", stderr)
 	f.fs.StringVar(&f.node, "node", "", "name of this node in the cluster file (required)")
-	f.fs.StringVar(&f.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.addLogFlags()
 	metrics := f.fs.String("metrics", "", "serve Prometheus metrics on this address, e.g. 127.0.0.1:9883")
 	cpuProfile := f.fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) to this file until the agent stops")
 	cfg, code := f.parse(args, stderr)
 	if cfg == nil {
 		return code
 	}
-	log, err := newLogger(stderr, f.logLevel)
+	log, err := newLogger(stderr, f.logLevel, f.logFmt)
 	if err != nil {
-		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
-		return exitUsage
+		return f.usageError(stderr, err.Error())
 	}
 	opts, err := agentOptions(cfg, f.node, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
 		return exitUsage
 	}
+	ver, rev, _ := buildVersion()
+	log.Info("mosquitto-ha starting", "version", ver, "commit", rev, "node", f.node, "config", f.config)
 	a, err := bridge.New(opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
 		return exitFail
 	}
+	reloads := newReloadState()
 	if *metrics != "" {
-		if err := serveMetrics(ctx, *metrics, a, log); err != nil {
+		if err := serveMetrics(ctx, *metrics, a, reloads, log); err != nil {
 			fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
 			return exitUsage
 		}
@@ -205,7 +168,7 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 		}
 		defer func() { pprof.StopCPUProfile(); pf.Close() }()
 	}
-	go reloadOnHUP(ctx, f.config, cfg, f.node, a, log)
+	go reloadOnHUP(ctx, f.config, withDigests(cfg), f.node, a, reloads, log)
 	if err := a.Run(ctx); err != nil {
 		log.Error("agent cannot run", "err", err)
 		if errors.Is(err, bridge.ErrNoLog) {
@@ -214,64 +177,6 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 		return exitFail
 	}
 	return exitOK
-}
-
-// reloadOnHUP re-reads the cluster file on SIGHUP and applies what can change while running:
-// nodes added or removed, and limits. An invalid file, or one that changes what needs a restart,
-// keeps the running configuration and says why.
-func reloadOnHUP(ctx context.Context, path string, running *Config, node string, a *bridge.Agent, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-		}
-		next, err := LoadConfig(path)
-		if err == nil {
-			err = needsRestart(running, next, node)
-		}
-		var opts bridge.Options
-		if err == nil {
-			opts, err = agentOptions(next, node, log)
-		}
-		if err != nil {
-			log.Error("reload refused: keeping the running configuration", "config", path, "err", err)
-			continue
-		}
-		a.Reload(opts.Peers, opts.Limits)
-		running = next
-		log.Info("configuration reloaded", "config", path, "peers", len(opts.Peers))
-	}
-}
-
-// needsRestart reports the changes a reload cannot apply.
-func needsRestart(old, next *Config, node string) error {
-	var diffs []string
-	if old.Cluster != next.Cluster {
-		diffs = append(diffs, "cluster")
-	}
-	oldNode, _ := old.Node(node)
-	nextNode, err := next.Node(node)
-	if err != nil {
-		return err
-	}
-	if old.LocalAddress(oldNode) != next.LocalAddress(nextNode) {
-		diffs = append(diffs, "this node's address")
-	}
-	oa, na := old.Agent, next.Agent
-	if oa.ForwardPrefix != na.ForwardPrefix || oa.Username != na.Username || oa.PasswordFile != na.PasswordFile ||
-		oa.ClusterSecretFile != na.ClusterSecretFile || oa.StateDir != na.StateDir || oa.BufferMessages != na.BufferMessages ||
-		oa.BufferBytes != na.BufferBytes || oa.MaxInflight != na.MaxInflight || oa.Keepalive != na.Keepalive ||
-		!slices.Equal(oa.IgnoreClients, na.IgnoreClients) || !reflect.DeepEqual(oa.TLS, na.TLS) {
-		diffs = append(diffs, "agent settings other than limits")
-	}
-	if len(diffs) > 0 {
-		return fmt.Errorf("%w: %s changed: restart the agent to apply", ErrConfig, strings.Join(diffs, ", "))
-	}
-	return nil
 }
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int {

@@ -71,8 +71,9 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 	}
 }
 
-// serveMetrics serves /metrics on addr until ctx ends.
-func serveMetrics(ctx context.Context, addr string, a *bridge.Agent, log *slog.Logger) error {
+// serveMetrics serves /metrics on addr until ctx ends: the agent's, its build, its last reload
+// and its process.
+func serveMetrics(ctx context.Context, addr string, a *bridge.Agent, reload *reloadState, log *slog.Logger) error {
 	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("--metrics %s: %w", addr, err)
@@ -81,6 +82,8 @@ func serveMetrics(ctx context.Context, addr string, a *bridge.Agent, log *slog.L
 	mux.HandleFunc("/metrics", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
 		writeMetrics(w, a.Status(), time.Now())
+		writeBuildInfo(w)
+		reload.writeMetrics(w)
 		writeProcessMetrics(w)
 	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}

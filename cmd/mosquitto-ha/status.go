@@ -1,8 +1,12 @@
+// status.go is `mosquitto-ha status`: it connects to every broker as the agent would (its TLS
+// settings, its account), reads each agent's retained status message and prints the cluster.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -10,17 +14,46 @@ import (
 	"time"
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/eclipse/paho.mqtt.golang/packets"
 
 	"mosquitto-ha/bridge"
 )
 
 // nodeHealth is what `status` learned about one node.
 type nodeHealth struct {
-	Node     string         `json:"node"`
-	Address  string         `json:"address"`
-	BrokerUp bool           `json:"broker_up"`
-	Error    string         `json:"error,omitempty"`
-	Agent    *bridge.Status `json:"agent,omitempty"`
+	Node     string `json:"node"`
+	Address  string `json:"address"`
+	BrokerUp bool   `json:"broker_up"`
+	// Broker is "up", "down" (unreachable, TLS failed) or "refused" (it answered, and refused
+	// the agent's credentials).
+	Broker string         `json:"broker"`
+	Error  string         `json:"error,omitempty"`
+	Agent  *bridge.Status `json:"agent,omitempty"`
+}
+
+// Broker states in nodeHealth.Broker.
+const (
+	brokerUp      = "up"
+	brokerDown    = "down"
+	brokerRefused = "refused"
+)
+
+// connectProblem says why a connection to a broker failed, telling a broker that refuses the
+// agent's credentials from one that cannot be reached.
+func connectProblem(err error) (state, msg string) {
+	var verify *tls.CertificateVerificationError
+	var alert tls.AlertError
+	switch {
+	case errors.Is(err, packets.ErrorRefusedBadUsernameOrPassword):
+		return brokerRefused, "bad user name or password: the broker refuses the agent's credentials (check agent.username and agent.password_file against the broker's password_file)"
+	case errors.Is(err, packets.ErrorRefusedNotAuthorised):
+		return brokerRefused, "not authorised: the broker refuses the agent's account (check agent.username, agent.password_file and the broker's password_file and allow_anonymous)"
+	case errors.As(err, &verify):
+		return brokerDown, fmt.Sprintf("TLS: the broker's certificate is not trusted: %v (check tls.ca and tls.server_name)", verify.Err)
+	case errors.As(err, &alert):
+		return brokerDown, fmt.Sprintf("TLS: the broker ended the handshake: %v (does it require a client certificate? check tls.cert and tls.key)", err)
+	}
+	return brokerDown, fmt.Sprint("unreachable: ", err)
 }
 
 // readHealth connects to every broker and reads its agent's retained status message.
@@ -32,23 +65,40 @@ func readHealth(ctx context.Context, cfg *Config, timeout time.Duration) []nodeH
 	for i, n := range cfg.Nodes {
 		go func(i int, n Node) {
 			defer func() { done <- struct{}{} }()
-			h := nodeHealth{Node: n.Name, Address: n.Address}
+			h := nodeHealth{Node: n.Name, Address: n.Address, Broker: brokerDown}
 			got := make(chan []byte, 1)
-			o := mqtt.NewClientOptions().AddBroker("tcp://" + n.Address).
-				SetClientID(topics.ClientPrefix() + "status-" + randomSuffix()).
-				SetConnectTimeout(timeout).SetAutoReconnect(false)
+			// The agent's own settings: its TLS for this node, its account, MQTT 3.1.1 only
+			// (paho would otherwise retry with 3.1 and hide the broker's refusal).
+			tlsConf, err := cfg.TLSFor(n)
+			if err != nil {
+				h.Error = err.Error()
+				out[i] = h
+				return
+			}
+			o := mqtt.NewClientOptions().SetClientID(topics.ClientPrefix() + "status-" + randomSuffix()).
+				SetProtocolVersion(4).SetConnectTimeout(timeout).SetAutoReconnect(false)
+			if tlsConf != nil {
+				o.AddBroker("ssl://" + n.Address).SetTLSConfig(tlsConf)
+			} else {
+				o.AddBroker("tcp://" + n.Address)
+			}
 			if cfg.Agent.Username != "" {
 				o.SetUsername(cfg.Agent.Username).SetPassword(pw)
 			}
 			c := mqtt.NewClient(o)
 			tok := c.Connect()
-			if !tok.WaitTimeout(timeout) || tok.Error() != nil {
-				h.Error = fmt.Sprint("unreachable: ", tok.Error())
+			if !tok.WaitTimeout(timeout) {
+				h.Error = fmt.Sprintf("unreachable: no answer within %s", timeout)
+				out[i] = h
+				return
+			}
+			if err := tok.Error(); err != nil {
+				h.Broker, h.Error = connectProblem(err)
 				out[i] = h
 				return
 			}
 			defer c.Disconnect(50)
-			h.BrokerUp = true
+			h.BrokerUp, h.Broker = true, brokerUp
 			c.Subscribe(topics.Status(n.Name), 0, func(_ mqtt.Client, m mqtt.Message) {
 				select {
 				case got <- m.Payload():
@@ -105,19 +155,19 @@ func printHealth(w io.Writer, health []nodeHealth) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tBROKER\tAGENT\tPEERS UP\tFILTERS\tINTEREST\tRELAYED OUT\tREPUBLISHED\tBUFFERED\tNOTE")
 	for _, h := range health {
-		broker := "down"
-		if h.BrokerUp {
-			broker = "up"
-		}
+		broker := h.Broker
 		if h.Agent == nil {
 			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", h.Node, broker, h.Error)
 			continue
 		}
 		s := h.Agent
-		agent := "down"
-		if s.AgentUp {
-			agent = "up " + time.Since(s.Time).Round(time.Second).String() + " ago"
+		if !s.AgentUp {
+			// The broker published the agent's will: its counters are not a state of the
+			// cluster, and nothing is known about its interest.
+			fmt.Fprintf(tw, "%s\t%s\tdown\t-\t-\t-\t-\t-\t-\tagent down (its will: counters and interest unknown)\n", h.Node, broker)
+			continue
 		}
+		agent := "up " + time.Since(s.Time).Round(time.Second).String() + " ago"
 		up, relayed, buffered := 0, uint64(0), 0
 		var down []string
 		for _, p := range s.Peers {
