@@ -294,17 +294,13 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	topics := bridge.NewTopics(cfg.Cluster, cfg.Agent.ForwardPrefix)
 	res, err := bridge.Probe(ctx, bridge.ProbeOptions{Address: opts.Local, TLS: opts.LocalTLS,
 		ClientID: topics.ClientPrefix() + f.node + "-check", Username: opts.Username,
-		Password: opts.Password, Timeout: 3 * time.Second, Topics: topics})
-	if err != nil {
-		fmt.Fprintf(stderr, "node %s: broker %s unreachable: %v\n", f.node, opts.Local, err)
-		return exitFail
+		Password: opts.Password, Timeout: 3 * time.Second, Topics: topics, ProveWildcard: true})
+	failed := false
+	for _, flt := range probeFaults(cfg, f.node, opts.Local, res, err) {
+		fmt.Fprintf(stderr, "node %s: %s\n", f.node, flt)
+		failed = failed || !flt.warning
 	}
-	if res.AnonymousForward {
-		fmt.Fprintf(stderr, "node %s: WARNING: a client without credentials can publish to %q and inject relays; apply the ACL from `mosquitto-ha mosquitto --node %s`\n", f.node, cfg.Agent.ForwardPrefix, f.node)
-	}
-	if len(res.Missing) > 0 {
-		fmt.Fprintf(stderr, "node %s: broker %s does not publish %s log lines to $SYS/broker/log.\nAdd these lines to its mosquitto.conf and restart it:\n\n%s",
-			f.node, opts.Local, strings.Join(res.Missing, ", "), mosquittoLogConf)
+	if failed {
 		return exitFail
 	}
 	fmt.Fprintf(stdout, "node %s: broker %s publishes every log line the agent needs\n", f.node, opts.Local)

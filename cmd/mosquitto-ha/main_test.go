@@ -368,7 +368,7 @@ func TestACLStopsInjection(t *testing.T) {
 	open := mosqtest.Start(t, mosqtest.Options{Extra: fmt.Sprintf("password_file %s\n", passwd)})
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf("cluster: it\nnodes:\n  - {name: b1, address: %s}\nagent:\n  username: mha-agent\n  password_file: %s\n", open.Addr, pwFile)), 0o600)
 	_, errOut, _ = runCmd(t, "check", "--config", cfgPath, "--node", "b1")
-	if !strings.Contains(errOut, "WARNING: a client without credentials can publish") {
+	if !strings.Contains(errOut, "WARNING (forward prefix open): a client without credentials can publish") {
 		t.Fatalf("check without the ACL did not warn:\n%s", errOut)
 	}
 }
