@@ -345,3 +345,59 @@ func writeNodeCluster(t *testing.T, port int, agentExtra string) string {
 	}
 	return path
 }
+
+// What the snippet adds and asks for, for installs the real-broker tests do not lay out.
+func TestDropinMergesInstalls(t *testing.T) {
+	cfg, err := ParseConfig([]byte("cluster: it\nnodes:\n  - {name: b1, address: 10.0.0.11:1883}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, _ := cfg.Node("b1")
+	for _, tc := range []struct {
+		name, conf    string
+		want, notWant []string // lines of the snippet
+		steps         []string
+	}{
+		{name: "stock-node-on-1883", conf: "persistence true\n",
+			want: []string{"listener 1883", "allow_anonymous true"}, notWant: []string{"listener 1883 localhost"}},
+		{name: "listener-bound-to-loopback", conf: "listener 1883 127.0.0.1\nallow_anonymous true\n",
+			want: []string{"listener 1883 10.0.0.11"}, notWant: []string{"listener 1883", "allow_anonymous true"}},
+		{name: "sys-interval-0", conf: "listener 1883\nsys_interval 0\n",
+			notWant: []string{"sys_interval 0", "sys_interval 10"}, steps: []string{"change `sys_interval 0` to `sys_interval 10`"}},
+		{name: "low-max-queued", conf: "listener 1883\nmax_queued_messages 500\n",
+			notWant: []string{"max_queued_messages 100000"}, steps: []string{"raise `max_queued_messages 500`"}},
+		{name: "own-log-types", conf: "listener 1883\nlog_dest syslog\nlog_type error\nlog_type subscribe\n",
+			want:    []string{"log_dest topic", "log_type notice", "log_type unsubscribe"},
+			notWant: []string{"log_dest stderr", "log_type error", "log_type subscribe", "log_type warning", "log_type information"}},
+		{name: "no-log-dest", conf: "listener 1883\n",
+			want: []string{"log_dest stderr", "log_dest topic"}},
+		{name: "connection-messages-off", conf: "listener 1883\nconnection_messages false\n",
+			steps: []string{"`connection_messages false` hides the connect lines"}},
+		{name: "anonymous-agent-refused", conf: "listener 1883\n",
+			steps: []string{"allow_anonymous is false"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			snippet, steps := mosquittoDropin(cfg, n, mosqconf.Parse("/etc/mosquitto/mosquitto.conf", []byte(tc.conf+"include_dir /etc/mosquitto/conf.d\n")))
+			lines := map[string]bool{}
+			for _, l := range strings.Split(snippet, "\n") {
+				lines[l] = true
+			}
+			for _, w := range tc.want {
+				if !lines[w] {
+					t.Errorf("snippet lacks the line %q:\n%s", w, snippet)
+				}
+			}
+			for _, w := range tc.notWant {
+				if lines[w] {
+					t.Errorf("snippet has the line %q:\n%s", w, snippet)
+				}
+			}
+			all := strings.Join(steps, "\n")
+			for _, w := range tc.steps {
+				if !strings.Contains(all, w) {
+					t.Errorf("steps lack %q:\n%s", w, all)
+				}
+			}
+		})
+	}
+}
