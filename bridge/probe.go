@@ -123,16 +123,21 @@ func Probe(ctx context.Context, o ProbeOptions) (ProbeResult, error) {
 	}
 	// Round trips: the account publishes where the agent must, and expects its message back.
 	fwd := o.Topics.Forward("$mha-probe/"+nonce, false)
+	// The account's own round trip on the forward prefix uses its parent topic ("$forward"),
+	// which "$forward/#" grants too ("#" matches its parent level, MQTT 3.1.1 section 4.7.1.2): a running agent reads "$forward/#" and
+	// would count a probe message under the prefix as a forged relay. The payload carries the
+	// nonce, since the topic does not.
+	fwdParent := strings.TrimSuffix(o.Topics.Forward("", false), "/")
 	trips := []struct{ denied, topic string }{
 		{o.Topics.Control() + "#", filter},
-		{o.Topics.ForwardFilters()[0], fwd},
+		{o.Topics.ForwardFilters()[0], fwdParent},
 	}
 	if o.ProveWildcard {
 		trips = append(trips, struct{ denied, topic string }{"#", ProbeTopicPrefix + nonce})
 		_ = wait(ctx, c.Subscribe("#", 0, nil), o.Timeout)
 	}
 	_ = wait(ctx, c.Subscribe(filter, 1, nil), o.Timeout)
-	_ = wait(ctx, c.Publish(filter, 1, false, "agent"), o.Timeout)
+	_ = wait(ctx, c.Publish(filter, 1, false, "agent "+nonce), o.Timeout)
 	_ = wait(ctx, c.Unsubscribe(filter), o.Timeout)
 	// A second client, then a takeover of its session: the notice and error lines.
 	for i := 0; i < 2; i++ {
@@ -145,16 +150,16 @@ func Probe(ctx context.Context, o ProbeOptions) (ProbeResult, error) {
 	// Could a client without credentials inject a relay? Its publish is acknowledged before
 	// the account's own on the same topic is sent, so when the account's comes back, the
 	// anonymous one has come back first or was refused.
-	_ = wait(ctx, c.Subscribe(fwd, 1, nil), o.Timeout)
+	_ = wait(ctx, c.SubscribeMultiple(map[string]byte{fwd: 1, fwdParent: 1}, nil), o.Timeout)
 	anon := probeClientOptions(ProbeOptions{Address: o.Address, TLS: o.TLS}, "mha-anon-probe-"+nonce)
 	ac := mqtt.NewClient(anon)
 	if err := wait(ctx, ac.Connect(), o.Timeout); err == nil {
 		_ = wait(ctx, ac.Publish(fwd, 1, false, []byte("anonymous")), o.Timeout)
 		ac.Disconnect(50)
 	}
-	_ = wait(ctx, c.Publish(fwd, 1, false, "agent"), o.Timeout)
+	_ = wait(ctx, c.Publish(fwdParent, 1, false, "agent "+nonce), o.Timeout)
 	if o.ProveWildcard {
-		_ = wait(ctx, c.Publish(ProbeTopicPrefix+nonce, 1, false, "agent"), o.Timeout)
+		_ = wait(ctx, c.Publish(ProbeTopicPrefix+nonce, 1, false, "agent "+nonce), o.Timeout)
 	}
 
 	seen := make([]bool, len(want))
@@ -184,7 +189,7 @@ func Probe(ctx context.Context, o ProbeOptions) (ProbeResult, error) {
 				continue
 			}
 			for i, tr := range trips {
-				if l == tr.topic+" agent" {
+				if l == tr.topic+" agent "+nonce {
 					back[i] = true
 				}
 			}

@@ -56,4 +56,11 @@ func TestProbeSysStatsAndDenied(t *testing.T) {
 	if err != nil || !slices.Equal(res.Denied, []string{"#"}) || res.NoSys || res.NoSysStats || len(res.Missing) > 0 {
 		t.Errorf("ACL without '#': %+v %v, want Denied [#] alone", res, err)
 	}
+
+	os.WriteFile(acl, []byte("topic read $SYS/#\ntopic readwrite #\n"), 0o600)
+	b = mosqtest.Start(t, mosqtest.Options{Extra: "acl_file " + acl + "\n"})
+	res, err = probe(t, b.Addr, "", "", true)
+	if err != nil || !slices.Equal(res.Denied, []string{"$HA/it/#", "$forward/#"}) || res.AnonymousForward {
+		t.Errorf("ACL without the cluster's topics: %+v %v, want Denied [$HA/it/# $forward/#]", res, err)
+	}
 }

@@ -123,7 +123,7 @@ func deniedFaults(cfg *Config, res bridge.ProbeResult, account string, grant fun
 				fix:  grant(d)})
 		default:
 			out = append(out, fault{name: "ACL denies the forward prefix",
-				what: fmt.Sprintf("%s published on %s and did not get it back: the agents cannot relay", account, strings.TrimSuffix(d, "#")+"<id>"),
+				what: fmt.Sprintf("%s published on %s and did not get it back: the agents cannot relay", account, strings.TrimSuffix(d, "/#")),
 				fix:  grant(d)})
 		}
 	}
