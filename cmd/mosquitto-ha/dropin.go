@@ -397,7 +397,7 @@ func (d *dropin) auth() {
 			"%s topics. Give the agents an account (agent.username, agent.password_file) and run "+
 			"`mosquitto-ha mosquitto` again.", d.cfg.Agent.ForwardPrefix)
 		if sec.AllowAnonymous != nil && sec.AllowAnonymous.Value() == "false" ||
-			sec.AllowAnonymous == nil && !d.bc.LocalOnly() && !d.bc.PerListener {
+			sec.AllowAnonymous == nil && !d.bc.LocalOnly() {
 			d.step("allow_anonymous is false%s (Mosquitto 2.0's default once a listener exists): the agents connect without credentials and will be refused: set agent.username and agent.password_file, then run `mosquitto-ha mosquitto` again", on)
 		}
 		return

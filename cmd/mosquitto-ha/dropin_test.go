@@ -375,6 +375,9 @@ func TestDropinMergesInstalls(t *testing.T) {
 			steps: []string{"`connection_messages false` hides the connect lines"}},
 		{name: "anonymous-agent-refused", conf: "listener 1883\n",
 			steps: []string{"allow_anonymous is false"}},
+		{name: "per-listener-settings", conf: "per_listener_settings true\nlistener 8883\npassword_file /etc/mosquitto/passwd\nacl_file /etc/mosquitto/acl\n",
+			want: []string{"listener 1883", "password_file /etc/mosquitto/passwd", "acl_file /etc/mosquitto/acl"}, notWant: []string{"allow_anonymous true"},
+			steps: []string{"allow_anonymous is false (Mosquitto 2.0's default once a listener exists)"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			snippet, steps := mosquittoDropin(cfg, n, mosqconf.Parse("/etc/mosquitto/mosquitto.conf", []byte(tc.conf+"include_dir /etc/mosquitto/conf.d\n")))
