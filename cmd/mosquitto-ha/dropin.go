@@ -184,11 +184,11 @@ func (d *dropin) localOnly(covered func(string, int) bool) {
 		"connecting without credentials, anonymous clients are allowed on every listener.\n"+
 		"WHAT CHANGES: anonymous clients can now connect from any address that reaches port %d, not only "+
 		"from this machine.%s To refuse them instead, replace the next line with `allow_anonymous false` "+
-		"and give every client an account in the password_file.", d.mustPort(), d.anonymousScope())
+		"and give every client an account in the password_file.", d.nodePort(), d.anonymousScope())
 	d.option("allow_anonymous true")
 }
 
-func (d *dropin) mustPort() int {
+func (d *dropin) nodePort() int {
 	_, p, _ := splitPort(d.node.Address)
 	return p
 }
