@@ -27,8 +27,8 @@ type ProbeOptions struct {
 	Timeout            time.Duration
 	Topics             Topics
 	// ProveWildcard also publishes one message on an ordinary topic (ProbeTopicPrefix + a
-	// random id) and expects it back through a '#' subscription, proving the account may read
-	// and write every topic as the agent does. Every '#' subscriber of the broker sees that
+	// random id) and expects it back, proving the ACL lets the account read and write ordinary
+	// topics as the agent does through '#'. Every '#' subscriber of the broker sees that
 	// message, so only the operator's `check` asks for it.
 	ProveWildcard bool
 }
@@ -133,8 +133,11 @@ func Probe(ctx context.Context, o ProbeOptions) (ProbeResult, error) {
 		{o.Topics.ForwardFilters()[0], fwdParent},
 	}
 	if o.ProveWildcard {
+		// Its own topic, not '#': a '#' subscription would first receive every retained message
+		// of the broker. Mosquitto's acl_file checks read access per delivered topic, so the
+		// round trip shows the same grant.
 		trips = append(trips, struct{ denied, topic string }{"#", ProbeTopicPrefix + nonce})
-		_ = wait(ctx, c.Subscribe("#", 0, nil), o.Timeout)
+		_ = wait(ctx, c.Subscribe(ProbeTopicPrefix+nonce, 1, nil), o.Timeout)
 	}
 	_ = wait(ctx, c.Subscribe(filter, 1, nil), o.Timeout)
 	_ = wait(ctx, c.Publish(filter, 1, false, "agent "+nonce), o.Timeout)

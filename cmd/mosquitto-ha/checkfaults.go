@@ -115,7 +115,7 @@ func deniedFaults(cfg *Config, res bridge.ProbeResult, account string, grant fun
 		switch {
 		case d == "#":
 			out = append(out, fault{name: "ACL denies #",
-				what: fmt.Sprintf("%s published on %s<id> and did not get it back through its '#' subscription: the ACL does not let it read and write every topic, so the agent can neither see local publishes nor deliver relays", account, bridge.ProbeTopicPrefix),
+				what: fmt.Sprintf("%s published on the ordinary topic %s<id> and did not get it back: the ACL does not let it read and write every topic ('#'), so the agent can neither see local publishes nor deliver relays", account, bridge.ProbeTopicPrefix),
 				fix:  grant("#")})
 		case strings.HasPrefix(d, "$HA/"):
 			out = append(out, fault{name: "ACL denies the cluster's control topics",

@@ -210,7 +210,8 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err := a.Run(ctx); err != nil {
 		log.Error("agent cannot run", "err", err)
 		if errors.Is(err, bridge.ErrNoLog) {
-			fmt.Fprintf(stderr, "\nAdd these lines to %s's mosquitto.conf and restart it:\n\n%s", f.node, mosquittoLogConf)
+			fmt.Fprintf(stderr, "\n`mosquitto-ha mosquitto --config %s --node %s > /etc/mosquitto/conf.d/%s` adds what %s's broker lacks; or add these lines to its configuration; then restart it (`mosquitto-ha check --node %s` names the fault):\n\n%s",
+				f.config, f.node, dropinName, f.node, f.node, mosquittoLogConf)
 		}
 		return exitFail
 	}
