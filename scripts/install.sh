@@ -58,8 +58,9 @@ elif [ ! -f "$etc/cluster.yaml" ]; then
 fi
 if [ -f "$etc/cluster.yaml" ]; then
   "$bin" check --config "$etc/cluster.yaml"
-  "$bin" mosquitto --config "$etc/cluster.yaml" --node "$node" >"$etc/mosquitto-$node.conf.snippet"
-  echo "install.sh: add $etc/mosquitto-$node.conf.snippet to mosquitto.conf, restart mosquitto, then:"
+  "$bin" mosquitto --config "$etc/cluster.yaml" --node "$node" --broker-conf "$root/etc/mosquitto/mosquitto.conf" >"$etc/mosquitto-$node.conf.snippet"
+  echo "install.sh: review $etc/mosquitto-$node.conf.snippet (it adds only what this host's Mosquitto lacks),"
+  echo "  copy it to /etc/mosquitto/conf.d/mosquitto-ha.conf, do the steps printed above, restart mosquitto, then:"
   echo "  $bin check --config $etc/cluster.yaml --node $node"
 fi
 if have_systemd; then

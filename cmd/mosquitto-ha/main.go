@@ -3,7 +3,7 @@
 //
 //	mosquitto-ha agent      --config cluster.yaml --node b1   run the sidecar of node b1
 //	mosquitto-ha check      --config cluster.yaml [--node b1] validate the file; probe b1's broker
-//	mosquitto-ha mosquitto  --config cluster.yaml --node b1   print b1's mosquitto.conf lines
+//	mosquitto-ha mosquitto  --config cluster.yaml --node b1   print b1's conf.d file for its Mosquitto
 //	mosquitto-ha haproxy    --config cluster.yaml             print haproxy.cfg
 //	mosquitto-ha keepalived --config cluster.yaml --lb lb1    print lb1's keepalived.conf
 //	mosquitto-ha status     --config cluster.yaml             the whole cluster at a glance
@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"mosquitto-ha/bridge"
+	"mosquitto-ha/cmd/mosquitto-ha/internal/mosqconf"
 )
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -37,7 +38,7 @@ func commands() []command {
 	return []command{
 		{"agent", "run the sidecar of one node until SIGINT or SIGTERM", runAgent},
 		{"check", "validate the cluster file; with --node, probe that node's broker", runCheck},
-		{"mosquitto", "print the mosquitto.conf lines one node needs", runMosquitto},
+		{"mosquitto", "print the conf.d file that adds what one node's Mosquitto lacks", runMosquitto},
 		{"haproxy", "print haproxy.cfg for the load balancer hosts", runHAProxy},
 		{"keepalived", "print keepalived.conf for one load balancer host", runKeepalived},
 		{"status", "show every node's broker, agent, peers and relay counters", runStatus},
@@ -172,7 +173,8 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 	if err := a.Run(ctx); err != nil {
 		log.Error("agent cannot run", "err", err)
 		if errors.Is(err, bridge.ErrNoLog) {
-			fmt.Fprintf(stderr, "\nAdd these lines to %s's mosquitto.conf and restart it:\n\n%s", f.node, mosquittoLogConf)
+			fmt.Fprintf(stderr, "\n`mosquitto-ha mosquitto --config %s --node %s > /etc/mosquitto/conf.d/%s` adds what %s's broker lacks; or add these lines to its configuration; then restart it (`mosquitto-ha check --node %s` names the fault):\n\n%s",
+				f.config, f.node, dropinName, f.node, f.node, mosquittoLogConf)
 		}
 		return exitFail
 	}
@@ -198,17 +200,13 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	topics := bridge.NewTopics(cfg.Cluster, cfg.Agent.ForwardPrefix)
 	res, err := bridge.Probe(ctx, bridge.ProbeOptions{Address: opts.Local, TLS: opts.LocalTLS,
 		ClientID: topics.ClientPrefix() + f.node + "-check", Username: opts.Username,
-		Password: opts.Password, Timeout: 3 * time.Second, Topics: topics})
-	if err != nil {
-		fmt.Fprintf(stderr, "node %s: broker %s unreachable: %v\n", f.node, opts.Local, err)
-		return exitFail
+		Password: opts.Password, Timeout: 3 * time.Second, Topics: topics, ProveWildcard: true})
+	failed := false
+	for _, flt := range probeFaults(cfg, f.node, opts.Local, res, err) {
+		fmt.Fprintf(stderr, "node %s: %s\n", f.node, flt)
+		failed = failed || !flt.warning
 	}
-	if res.AnonymousForward {
-		fmt.Fprintf(stderr, "node %s: WARNING: a client without credentials can publish to %q and inject relays; apply the ACL from `mosquitto-ha mosquitto --node %s`\n", f.node, cfg.Agent.ForwardPrefix, f.node)
-	}
-	if len(res.Missing) > 0 {
-		fmt.Fprintf(stderr, "node %s: broker %s does not publish %s log lines to $SYS/broker/log.\nAdd these lines to its mosquitto.conf and restart it:\n\n%s",
-			f.node, opts.Local, strings.Join(res.Missing, ", "), mosquittoLogConf)
+	if failed {
 		return exitFail
 	}
 	fmt.Fprintf(stdout, "node %s: broker %s publishes every log line the agent needs\n", f.node, opts.Local)
@@ -230,6 +228,7 @@ func runMosquitto(_ context.Context, args []string, stdout, stderr io.Writer) in
 	f := newFlags("mosquitto", stderr)
 	f.fs.StringVar(&f.node, "node", "", "node to print the snippet for (required)")
 	acl := f.fs.Bool("acl", false, "print the ACL file that protects the cluster's control and relay topics instead")
+	brokerConf := f.fs.String("broker-conf", "/etc/mosquitto/mosquitto.conf", "the broker's configuration, read with its include_dir so that only what it lacks is printed (a missing file: a fresh install)")
 	cfg, code := f.parse(args, stderr)
 	if cfg == nil {
 		return code
@@ -247,62 +246,34 @@ func runMosquitto(_ context.Context, args []string, stdout, stderr io.Writer) in
 		fmt.Fprint(stdout, aclFile(cfg))
 		return exitOK
 	}
-	_, port, _ := splitPort(n.Address)
-	fmt.Fprint(stdout, mosquittoSnippet(cfg, n, port))
+	bc, err := mosqconf.Load(*brokerConf, skipOwnDropin)
+	if err != nil {
+		fmt.Fprintf(stderr, "mosquitto-ha: --broker-conf: %v\n", err)
+		return exitFail
+	}
+	snippet, steps := mosquittoDropin(cfg, n, bc)
+	fmt.Fprint(stdout, snippet)
+	if len(steps) > 0 {
+		fmt.Fprintf(stderr, "mosquitto-ha: besides installing this file as %s, do by hand:\n", dropinPath(bc))
+		for i, s := range steps {
+			fmt.Fprintf(stderr, "%d. %s\n", i+1, s)
+		}
+	}
 	return exitOK
 }
-
-// aclPath is where the snippet expects the ACL file.
-const aclPath = "/etc/mosquitto/mosquitto-ha.acl"
 
 // aclFile gives the agent account alone access to the control and relay topics. MQTT wildcards
 // never match '$' topics [MQTT-4.7.2-1], so '#' grants every other client all ordinary topics
 // and none of the cluster's.
 func aclFile(cfg *Config) string {
-	t := bridge.NewTopics(cfg.Cluster, cfg.Agent.ForwardPrefix)
 	var b strings.Builder
 	fmt.Fprintf(&b, "# mosquitto-ha ACL for cluster %q. Generated by `mosquitto-ha mosquitto --acl`.\n", cfg.Cluster)
 	b.WriteString("# Merge with your own ACL if you have one: Mosquitto reads a single acl_file.\n\n")
 	b.WriteString("# Anonymous clients (when allow_anonymous is true): every ordinary topic.\ntopic readwrite #\n\n")
 	b.WriteString("# Every authenticated client: every ordinary topic ('#' never matches '$' topics).\n")
 	b.WriteString("# Add 'topic read $SYS/#' under a user that needs the broker's statistics.\npattern readwrite #\n\n")
-	fmt.Fprintf(&b, "# The agent account: its broker's log, every topic, and the cluster's control and relay topics.\nuser %s\n", cfg.Agent.Username)
-	b.WriteString("topic read $SYS/#\ntopic readwrite #\n")
-	fmt.Fprintf(&b, "topic readwrite %s#\n", t.Control())
-	for _, f := range t.ForwardFilters() {
-		fmt.Fprintf(&b, "topic readwrite %s\n", f)
-	}
-	return b.String()
-}
-
-func mosquittoSnippet(cfg *Config, n Node, port int) string {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# mosquitto-ha: cluster %q, node %q. Generated by `mosquitto-ha mosquitto`.\n", cfg.Cluster, n.Name)
-	fmt.Fprintf(&b, "# Peers and HAProxy reach this broker at %s.\n", n.Address)
-	fmt.Fprintf(&b, "listener %d\n\n", port)
-	b.WriteString("# The agent reads subscribe, unsubscribe, connect and disconnect lines from $SYS/broker/log.\n")
-	b.WriteString(mosquittoLogConf)
-	b.WriteString("\n# $SYS/broker/clients/total every 2 s lets a fresh agent confirm it knows every client sooner.\n")
-	b.WriteString("sys_interval 2\n")
-	b.WriteString("\n# Without TCP_NODELAY Mosquitto adds up to 40 ms to each relay (Nagle).\n")
-	b.WriteString("set_tcp_nodelay true\n")
-	b.WriteString("\n# The agent subscribes to '#': Mosquitto drops messages for a subscriber that is more than\n")
-	b.WriteString("# max_queued_messages behind (default 1000, QoS 0 included), and queues for the agent while it\n")
-	b.WriteString("# restarts. Raise it so bursts and restarts lose nothing.\n")
-	b.WriteString("max_queued_messages 100000\n")
-	b.WriteString("\n# Persistent sessions and retained messages survive a broker restart.\n")
-	b.WriteString("persistence true\n")
-	if cfg.Agent.Username == "" {
-		b.WriteString("\n# WARNING: agent.username is empty, so any client can publish to the cluster's $HA/ and\n")
-		fmt.Fprintf(&b, "# %s topics. Give the agents an account, then restrict those topics to it:\n", cfg.Agent.ForwardPrefix)
-		fmt.Fprintf(&b, "#   mosquitto-ha mosquitto --config FILE --node %s --acl > %s\n", n.Name, aclPath)
-	} else {
-		fmt.Fprintf(&b, "\n# Only the agent account %q may use the cluster's $HA/ and %s topics.\n", cfg.Agent.Username, cfg.Agent.ForwardPrefix)
-		fmt.Fprintf(&b, "# Write the file with: mosquitto-ha mosquitto --config FILE --node %s --acl > %s\n", n.Name, aclPath)
-		b.WriteString("# and create the account with: mosquitto_passwd -c /etc/mosquitto/passwd " + cfg.Agent.Username + "\n")
-		b.WriteString("password_file /etc/mosquitto/passwd\n")
-		fmt.Fprintf(&b, "acl_file %s\n", aclPath)
-	}
+	b.WriteString("# The agent account: its broker's log, every topic, and the cluster's control and relay topics.\n")
+	b.WriteString(agentACL(cfg))
 	return b.String()
 }
 
