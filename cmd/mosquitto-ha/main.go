@@ -7,6 +7,7 @@
 //	mosquitto-ha haproxy    --config cluster.yaml             print haproxy.cfg
 //	mosquitto-ha keepalived --config cluster.yaml --lb lb1    print lb1's keepalived.conf
 //	mosquitto-ha status     --config cluster.yaml             the whole cluster at a glance
+//	mosquitto-ha decommission --config cluster.yaml --node b4 remove a removed node's sessions
 package main
 
 import (
@@ -52,6 +53,7 @@ func commands() []command {
 		{"haproxy", "print haproxy.cfg for the load balancer hosts", runHAProxy},
 		{"keepalived", "print keepalived.conf for one load balancer host", runKeepalived},
 		{"status", "show every node's broker, agent, peers and relay counters", runStatus},
+		{"decommission", "remove a removed node's leftover agent sessions from the brokers", runDecommission},
 	}
 }
 

@@ -10,7 +10,7 @@ esc() { sed -e 's/\\/\\e/g' -e "s/^\([.']\)/\\\\\&\1/" -e 's/-/\\-/g'; }
 help() { "$bin" "$@" --help 2>&1 || true; }
 
 top=$(help)
-mapfile -t cmds < <(printf '%s\n' "$top" | sed -n 's/^  \([a-z][a-z-]*\)  .*/\1/p')
+mapfile -t cmds < <(printf '%s\n' "$top" | sed -n "s/^  \([a-z][a-z-]*\) \{1,\}[^ ].*/\1/p")
 [ ${#cmds[@]} -gt 0 ] || { echo "manpage.sh: no command found in \`$bin --help\`:" >&2; printf '%s\n' "$top" >&2; exit 1; }
 
 cat <<HEAD
