@@ -369,6 +369,11 @@ func aclFile(cfg *Config) string {
 	for _, f := range t.ForwardFilters() {
 		fmt.Fprintf(&b, "topic readwrite %s\n", f)
 	}
+	if lb := cfg.LoadBalancer; lb != nil && lb.HealthCheck != nil {
+		b.WriteString("\n# HAProxy's health check account only connects and disconnects: no topic at all. Mosquitto\n")
+		b.WriteString("# reads a user's deny lines before any pattern, so 'pattern readwrite #' does not reach it.\n")
+		fmt.Fprintf(&b, "user %s\ntopic deny #\n", lb.HealthCheck.Username)
+	}
 	return b.String()
 }
 
@@ -405,17 +410,12 @@ func mosquittoSnippet(cfg *Config, n Node, port int) string {
 
 func runHAProxy(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	f := newFlags("haproxy", stderr)
+	output := f.fs.StringP("output", "o", "", "write haproxy.cfg to this file, mode 0640 (it may hold the health check's password), instead of stdout")
 	cfg, code := f.parse(args, stderr)
 	if cfg == nil {
 		return code
 	}
-	out, err := haproxyConfig(cfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
-		return exitFail
-	}
-	stdout.Write(out)
-	return exitOK
+	return writeHAProxy(cfg, *output, stdout, stderr)
 }
 
 func runKeepalived(_ context.Context, args []string, stdout, stderr io.Writer) int {
@@ -427,6 +427,10 @@ func runKeepalived(_ context.Context, args []string, stdout, stderr io.Writer) i
 		return code
 	}
 	out, err := keepalivedConfig(cfg, lb)
+	if errors.Is(err, errNoVIP) {
+		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
 		return exitFail
