@@ -39,7 +39,7 @@ func writeHAProxy(cfg *Config, path string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	if err := writeFileAtomic(path, out, haproxyFileMode); err != nil {
-		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
+		fmt.Fprintf(stderr, "mosquitto-ha: --output %s: %v\n", path, err)
 		return exitFail
 	}
 	return exitOK

@@ -60,7 +60,7 @@ func commands() []command {
 func usage(w io.Writer) {
 	fmt.Fprintln(w, "usage: mosquitto-ha <command> --config cluster.yaml [flags]\n\ncommands:")
 	for _, c := range commands() {
-		fmt.Fprintf(w, "  %-11s %s\n", c.name, c.summary)
+		fmt.Fprintf(w, "  %-12s %s\n", c.name, c.summary)
 	}
 }
 
