@@ -6,8 +6,9 @@
 #   scripts/build-deb.sh [--version V] [--arch amd64|arm64|armhf|i386] [--out DIR]
 #
 # The version defaults to the newest tag vX.Y.Z (as X.Y.Z), else 0.0.0~git<date>.<commit>, with
-# +dirty for uncommitted changes; it is also compiled in with -X main.version. The .deb goes to
-# DIR (default build/, ignored by git); its path is the last line printed.
+# +dirty for uncommitted changes; it is compiled in with -X main.version (the commit with -X
+# main.commit). The .deb goes to DIR (default build/, ignored by git); its path is the last line
+# printed.
 set -euo pipefail
 here=$(pwd)
 cd "$(dirname "$0")/.."
@@ -18,7 +19,7 @@ while [ $# -gt 0 ]; do
     --version) version="$2"; shift 2 ;;
     --arch) arch="$2"; shift 2 ;;
     --out) out=$(cd "$here" && mkdir -p "$2" && realpath "$2"); shift 2 ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
     *) echo "build-deb.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -35,6 +36,8 @@ if [ -z "$version" ]; then
   fi
   git diff --quiet HEAD -- 2>/dev/null || version="$version+dirty"
 fi
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+git diff --quiet HEAD -- 2>/dev/null || commit="$commit-modified"
 [[ "$version" =~ ^[0-9][A-Za-z0-9.+~-]*$ ]] || { echo "build-deb.sh: version $version: want a Debian version starting with a digit" >&2; exit 2; }
 
 # Debian architecture -> Go's.
@@ -55,10 +58,10 @@ mkdir -p "$out" "$stage/DEBIAN" "$stage/usr/bin" "$stage/lib/systemd/system" "$s
   "$stage/etc/mosquitto-ha" "$stage/usr/share/man/man1" "$stage/usr/share/doc/mosquitto-ha/examples"
 
 # A static binary runs on any Debian (and beyond) whatever its libc: no cgo. -trimpath keeps
-# the build machine's paths out; -buildvcs=auto stamps the commit into the build info from a
-# git checkout (`go version -m`, --version) even where GOFLAGS turns it off.
+# the build machine's paths out. --version reads main.version and main.commit (Go's own VCS
+# stamp is missing in a git worktree or where GOFLAGS has -buildvcs=false).
 CGO_ENABLED=0 GOOS=linux GOARCH=$goarch GOARM=$goarm \
-  go build -trimpath -buildvcs=auto -ldflags "-s -w -X main.version=$version" -o "$stage/usr/bin/mosquitto-ha" ./cmd/mosquitto-ha
+  go build -trimpath -buildvcs=auto -ldflags "-s -w -X main.version=$version -X main.commit=$commit" -o "$stage/usr/bin/mosquitto-ha" ./cmd/mosquitto-ha
 
 install -m 0644 scripts/install/mosquitto-ha@.service "$stage/lib/systemd/system/mosquitto-ha@.service"
 install -m 0644 scripts/install/default "$stage/etc/default/mosquitto-ha"

@@ -53,7 +53,8 @@ install -d -m 0750 "${group[@]}" "$etc"
 tmp=$(mktemp)
 trap 'rm -f "$tmp"' EXIT
 version=$(git describe --tags --always --dirty 2>/dev/null || echo unknown)
-CGO_ENABLED=0 go build -trimpath -buildvcs=auto -ldflags "-X main.version=$version" -o "$tmp" ./cmd/mosquitto-ha
+commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
+CGO_ENABLED=0 go build -trimpath -buildvcs=auto -ldflags "-X main.version=$version -X main.commit=$commit" -o "$tmp" ./cmd/mosquitto-ha
 [ -f "$bin" ] && cp -f "$bin" "$bin.previous"
 install -m 0755 "$tmp" "$bin"
 sed "s#/usr/bin/mosquitto-ha#$prefix/bin/mosquitto-ha#" scripts/install/mosquitto-ha@.service >"$unit"
