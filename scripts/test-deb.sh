@@ -27,8 +27,9 @@ if dpkg-query -W -f '${Status}' mosquitto-ha 2>/dev/null | grep -q installed; th
     echo "test-deb.sh: mosquitto-ha is already installed here; the test would purge it. Remove it first: dpkg --purge mosquitto-ha" >&2
     exit 1
   fi
-  echo "test-deb.sh: CI: purging the mosquitto-ha package already installed here"
+  echo "test-deb.sh: CI: purging the mosquitto-ha package already installed here, and /etc/mosquitto-ha"
   dpkg --purge mosquitto-ha
+  rm -rf /etc/mosquitto-ha
 fi
 
 deb=${1:-$(scripts/build-deb.sh | tail -n 1)}
