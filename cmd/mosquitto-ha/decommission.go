@@ -34,6 +34,7 @@ type decommission struct {
 	brokers []Node // where to look; Name is empty for a --broker that is not in the file
 	timeout time.Duration
 	out     io.Writer
+	warn    io.Writer
 }
 
 func runDecommission(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -62,7 +63,7 @@ func runDecommission(ctx context.Context, args []string, stdout, stderr io.Write
 		return exitUsage
 	}
 	d := &decommission{cfg: cfg, topics: bridge.NewTopics(*cluster, cfg.Agent.ForwardPrefix), node: f.node,
-		timeout: *timeout, out: stdout}
+		timeout: *timeout, out: stdout, warn: stderr}
 	for _, n := range cfg.Nodes {
 		d.brokers = append(d.brokers, n)
 	}
@@ -75,7 +76,7 @@ func runDecommission(ctx context.Context, args []string, stdout, stderr io.Write
 			d.brokers = append(d.brokers, Node{Address: addr})
 		}
 	}
-	up, err := d.agentUp(ctx)
+	retained, up, err := d.survey(ctx)
 	if err != nil {
 		fmt.Fprintf(stderr, "mosquitto-ha: decommission: %v\n", err)
 		return exitFail
@@ -86,7 +87,7 @@ func runDecommission(ctx context.Context, args []string, stdout, stderr io.Write
 			f.node, strings.Join(up, ", "), f.node)
 		return exitFail
 	}
-	if err := d.run(ctx); err != nil {
+	if err := d.run(ctx, retained); err != nil {
 		fmt.Fprintf(stderr, "mosquitto-ha: decommission: %v\n", err)
 		return exitFail
 	}
@@ -105,36 +106,39 @@ func (d *decommission) sessionIDs() []string {
 	return ids
 }
 
-// agentUp reads node's retained status on every broker and names those where it says its
-// agent is up. An unreachable broker is an error: nothing is removed anywhere then.
-func (d *decommission) agentUp(ctx context.Context) ([]string, error) {
-	var up []string
+// survey reads node's retained control messages on every broker (nil where the ACL hides
+// them) and names the brokers where its status says its agent is up. An unreachable broker is
+// an error: nothing is removed anywhere then.
+func (d *decommission) survey(ctx context.Context) (retained map[string]map[string][]byte, up []string, err error) {
+	retained = map[string]map[string][]byte{}
 	var errs []error
 	for _, b := range d.brokers {
-		retained, err := d.readRetained(ctx, b)
+		r, err := d.readRetained(ctx, b)
+		if errors.Is(err, errUnreadable) {
+			fmt.Fprintf(d.warn, "mosquitto-ha: decommission: %v: cannot tell whether the agent is up there, and its retained messages stay\n", err)
+			continue
+		}
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
+		retained[b.Address] = r
 		var st struct {
 			AgentUp bool `json:"agent_up"`
 		}
-		if p, ok := retained[d.topics.Status(d.node)]; ok && json.Unmarshal(p, &st) == nil && st.AgentUp {
+		if p, ok := r[d.topics.Status(d.node)]; ok && json.Unmarshal(p, &st) == nil && st.AgentUp {
 			up = append(up, b.Address)
 		}
 	}
-	return up, errors.Join(errs...)
+	return retained, up, errors.Join(errs...)
 }
 
-// run removes the sessions and clears the retained control messages on every broker.
-func (d *decommission) run(ctx context.Context) error {
+// run removes the sessions and clears the retained control messages on every broker. The
+// sessions need no topic rights: they go also where the retained messages could not be read.
+func (d *decommission) run(ctx context.Context, retained map[string]map[string][]byte) error {
 	var errs []error
 	for _, b := range d.brokers {
-		retained, err := d.readRetained(ctx, b)
-		if err == nil {
-			err = d.clean(ctx, b, retained)
-		}
-		if err != nil {
+		if err := d.clean(ctx, b, retained[b.Address]); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -183,6 +187,10 @@ func (d *decommission) clean(ctx context.Context, b Node, retained map[string][]
 	return nil
 }
 
+// errUnreadable is returned by readRetained when the ACL hides the node's control topics, as
+// after a cluster rename: the agent account's ACL names the new cluster's topics only.
+var errUnreadable = errors.New("cannot read the node's control topics")
+
 // readRetained returns node's retained control messages on broker b.
 func (d *decommission) readRetained(ctx context.Context, b Node) (map[string][]byte, error) {
 	var mu sync.Mutex
@@ -215,7 +223,7 @@ func (d *decommission) readRetained(ctx context.Context, b Node) (map[string][]b
 	select {
 	case <-marker:
 	case <-time.After(d.timeout):
-		return nil, fmt.Errorf("%s: reading retained %s: my marker did not come back within %s (does the ACL give agent.username readwrite on %s?)", b.Address, filter, d.timeout, filter)
+		return nil, fmt.Errorf("%s: %w %s: a marker published there did not come back within %s (the ACL gives agent.username no readwrite on it?)", b.Address, errUnreadable, filter, d.timeout)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}

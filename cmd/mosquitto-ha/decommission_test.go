@@ -126,3 +126,36 @@ func TestDecommissionRefusesLiveAgent(t *testing.T) {
 		t.Fatalf("decommission --force: exit %d\n%s%s", code, out, errOut)
 	}
 }
+
+// After a cluster rename the ACL gives the agent account the new cluster's control topics
+// only: decommission of the old name cannot read them, says so, and still removes the old
+// persistent session (sessions need no topic rights).
+func TestDecommissionRenamedClusterUnderACL(t *testing.T) {
+	cfgPath, b := authCluster(t) // cluster "it", node b1, password and ACL required
+	o := mqtt.NewClientOptions().AddBroker("tcp://"+b.Addr).SetClientID("mha-old-b1-local").SetCleanSession(false).
+		SetUsername("alice").SetPassword("pw-alice").SetProtocolVersion(4).SetAutoReconnect(false)
+	old := mqtt.NewClient(o)
+	if tok := old.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	old.Subscribe("#", 1, nil).WaitTimeout(5 * time.Second)
+	old.Disconnect(50)
+
+	out, errOut, code := runCmd(t, "decommission", "--config", cfgPath, "--cluster", "old", "--node", "b1", "--timeout", "1s")
+	if code != 0 || !strings.Contains(out, b.Addr+": removed session mha-old-b1-local\n") {
+		t.Fatalf("decommission --cluster old: exit %d\n%s%s", code, out, errOut)
+	}
+	if !strings.Contains(errOut, "cannot read the node's control topics $HA/old/b1/#") {
+		t.Errorf("decommission did not say it could not read the old control topics:\n%s", errOut)
+	}
+	o.SetUsername("alice").SetPassword("pw-alice")
+	again := mqtt.NewClient(o)
+	tok := again.Connect()
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer again.Disconnect(50)
+	if tok.(*mqtt.ConnectToken).SessionPresent() {
+		t.Errorf("the old cluster's session is still there")
+	}
+}
