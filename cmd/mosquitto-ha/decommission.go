@@ -55,6 +55,12 @@ func runDecommission(ctx context.Context, args []string, stdout, stderr io.Write
 	if *cluster == "" {
 		*cluster = cfg.Cluster
 	}
+	for flag, v := range map[string]string{"--node": f.node, "--cluster": *cluster} {
+		if !nameRE.MatchString(v) {
+			fmt.Fprintf(stderr, "mosquitto-ha: decommission: %s %q: want 1-64 letters, digits, '.', '_' or '-' (as in the cluster file)\n", flag, v)
+			return exitUsage
+		}
+	}
 	if _, err := cfg.Node(f.node); err == nil && *cluster == cfg.Cluster && !*force {
 		fmt.Fprintf(stderr, "mosquitto-ha: decommission: node %q is still in the nodes of %s: its agent and its peers' links would come back.\n"+
 			"Remove it from the file, reload the other agents (systemctl reload 'mosquitto-ha@*'), stop its agent\n"+
@@ -64,9 +70,7 @@ func runDecommission(ctx context.Context, args []string, stdout, stderr io.Write
 	}
 	d := &decommission{cfg: cfg, topics: bridge.NewTopics(*cluster, cfg.Agent.ForwardPrefix), node: f.node,
 		timeout: *timeout, out: stdout, warn: stderr}
-	for _, n := range cfg.Nodes {
-		d.brokers = append(d.brokers, n)
-	}
+	d.brokers = append(d.brokers, cfg.Nodes...)
 	for _, addr := range *extra {
 		if err := checkHostPort(addr); err != nil {
 			fmt.Fprintf(stderr, "mosquitto-ha: decommission: --broker %q: %v\n", addr, err)

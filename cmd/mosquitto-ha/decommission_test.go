@@ -132,7 +132,7 @@ func TestDecommissionRefusesLiveAgent(t *testing.T) {
 // persistent session (sessions need no topic rights).
 func TestDecommissionRenamedClusterUnderACL(t *testing.T) {
 	cfgPath, b := authCluster(t) // cluster "it", node b1, password and ACL required
-	o := mqtt.NewClientOptions().AddBroker("tcp://"+b.Addr).SetClientID("mha-old-b1-local").SetCleanSession(false).
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + b.Addr).SetClientID("mha-old-b1-local").SetCleanSession(false).
 		SetUsername("alice").SetPassword("pw-alice").SetProtocolVersion(4).SetAutoReconnect(false)
 	old := mqtt.NewClient(o)
 	if tok := old.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
