@@ -41,7 +41,8 @@
 //
 // Generate is deterministic: the same Params give the same bytes, so the file can be compared,
 // committed, and generated independently on each HAProxy host. With Username/Password set the
-// file contains the health-check credentials (hex-encoded, not encrypted): write it mode 0600.
+// file contains the health-check credentials (hex-encoded, not encrypted): write it mode 0640
+// or 0600 (`mosquitto-ha haproxy --output` writes 0640), and use an account of its own.
 package haproxy
 
 import (
@@ -124,7 +125,9 @@ type Params struct {
 	// CheckClientID is the client id of the health check's CONNECT (default "haproxy-hc").
 	CheckClientID string
 	// Username and Password, when set, are sent in the health check's CONNECT, for brokers
-	// with allow_anonymous false. Password requires Username [MQTT-3.1.2-22].
+	// with allow_anonymous false. Password requires Username [MQTT-3.1.2-22]. They end up in
+	// the file (hex): give the check an account of its own that may use no topic, never the
+	// account of the agents (which may inject relays).
 	Username, Password string
 	// ClientKeepalive is the clients' MQTT keepalive (default 60s, whole seconds): the idle
 	// timeouts are 1.5 x ClientKeepalive + 5s.

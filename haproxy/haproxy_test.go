@@ -71,6 +71,15 @@ var goldenCases = []struct {
 		ClientKeepalive: 30 * time.Second,
 		StatsSocket:     "/run/haproxy/plant-a.sock",
 	}},
+	// One broker behind one plain HAProxy (no VIP); the check logs in with an account of its
+	// own that has no password.
+	{"1broker-check-account", haproxy.Params{
+		Cluster:       "small",
+		Bind:          "127.0.0.1:1883",
+		Brokers:       []haproxy.Backend{{Name: "b1", Address: "127.0.0.1:18831"}},
+		CheckClientID: "haproxy-hc",
+		Username:      "haproxy-check",
+	}},
 	{"5brokers", haproxy.Params{
 		Cluster: "edge.eu-1",
 		Bind:    "*:1883",

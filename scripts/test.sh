@@ -14,6 +14,11 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v python3 >/dev/null || need+=(python3)  # the benchmark scripts summarise JSON with it
 command -v nft >/dev/null || need+=(nftables)      # bench-reference.sh counts bytes between brokers
 command -v iftop >/dev/null || need+=(iftop)        # ... and also measures them as the study did
+command -v dpkg-deb >/dev/null || need+=(dpkg)      # test-deb.sh builds, installs and purges the .deb
+command -v systemd-analyze >/dev/null || need+=(systemd)  # ... verifies its unit
+command -v adduser >/dev/null || need+=(adduser)    # ... whose postinst creates the service user
+command -v file >/dev/null || need+=(file)          # ... checks the binary is static
+command -v man >/dev/null || need+=(man-db)         # ... renders its man page
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" -ne 0 ]; then
     echo "scripts/test.sh: missing ${need[*]}; run as root or: sudo apt-get update && sudo apt-get install -y ${need[*]}" >&2
@@ -40,6 +45,8 @@ scripts/bench-reference.sh --smoke >/tmp/mha-ref-smoke.log 2>&1 || { cat /tmp/mh
 tail -n 12 /tmp/mha-ref-smoke.log
 echo "== smoke: scripts/chaos.sh --smoke (random faults in the lab)"
 scripts/chaos.sh --smoke --seed 17 # an agent killed, then a broker restarted
+echo "== package: scripts/test-deb.sh (build the .deb, dpkg -i, check, purge)"
+scripts/test-deb.sh
 echo "== smoke: Go benchmarks, one iteration each"
 MHA_SCALE_FILTERS=2000 go test -run '^$' -bench . -benchtime 1x ./... >/tmp/mha-bench-smoke.log 2>&1 || { cat /tmp/mha-bench-smoke.log; exit 1; }
 grep -E '^(Benchmark|ok|FAIL)' /tmp/mha-bench-smoke.log

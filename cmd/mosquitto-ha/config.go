@@ -96,8 +96,11 @@ type LimitsConfig struct {
 	MaxPayloadBytes  int `yaml:"max_payload_bytes" reload:"live"`  // one relayed payload (default 268435455)
 }
 
-// LoadBalancer is the HAProxy + keepalived front.
+// LoadBalancer is the HAProxy front: one HAProxy host, or several sharing a floating IP (VIP)
+// through keepalived.
 type LoadBalancer struct {
+	// VIP is the floating address (with prefix length) keepalived moves between the hosts; it
+	// needs at least 2 hosts. Empty: no keepalived, clients reach the HAProxy host(s) directly.
 	VIP             string        `yaml:"vip"`
 	Interface       string        `yaml:"interface"`
 	Listen          string        `yaml:"listen"`
@@ -107,7 +110,32 @@ type LoadBalancer struct {
 	Preempt         bool          `yaml:"preempt"`
 	RouterID        int           `yaml:"router_id"`
 	StatsSocket     string        `yaml:"stats_socket"`
-	Hosts           []LBHost      `yaml:"hosts"`
+	// HealthCheck is the account HAProxy's MQTT health check logs in with (optional; without
+	// it the check connects anonymously).
+	HealthCheck *HealthCheck `yaml:"health_check"`
+	Hosts       []LBHost     `yaml:"hosts"`
+}
+
+// HealthCheck is the broker account of HAProxy's health check. Its password ends up in
+// haproxy.cfg (hex, in the check's CONNECT), so it must be an account of its own, never the
+// agent's (which may inject relays): the ACL of `mosquitto-ha mosquitto --acl` gives it no
+// topic at all, since the check only connects and disconnects.
+type HealthCheck struct {
+	Username string `yaml:"username"`
+	// PasswordFile holds its password on one line; empty: an account without password.
+	PasswordFile string `yaml:"password_file"`
+}
+
+// Password reads the health-check password from its password_file.
+func (h *HealthCheck) Password() (string, error) {
+	if h.PasswordFile == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(h.PasswordFile)
+	if err != nil {
+		return "", fmt.Errorf("%w: load_balancer.health_check.password_file: %v", ErrConfig, err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
 // LBHost is one HAProxy + keepalived host.
@@ -339,8 +367,22 @@ func (c *Config) validate() *multierror.Error {
 }
 
 func (c *Config) validateLB(lb *LoadBalancer, add func(string, ...any)) {
-	if _, _, err := net.ParseCIDR(lb.VIP); err != nil {
+	vip := lb.VIP != ""
+	if _, _, err := net.ParseCIDR(lb.VIP); vip && err != nil {
 		add("load_balancer.vip %q: want an address with prefix length, e.g. \"198.18.0.100/15\"", lb.VIP)
+	}
+	if h := lb.HealthCheck; h != nil {
+		switch {
+		case h.Username == "":
+			add("load_balancer.health_check.username: empty (want the account HAProxy's check logs in with, e.g. haproxy-hc)")
+		case h.Username == c.Agent.Username:
+			add("load_balancer.health_check.username %q: the agent's account (its password would be in haproxy.cfg; want an account of its own)", h.Username)
+		}
+		if h.PasswordFile != "" {
+			if _, err := os.Stat(h.PasswordFile); err != nil {
+				add("load_balancer.health_check.password_file %q: %v (create it with the check account's password on one line)", h.PasswordFile, err)
+			}
+		}
 	}
 	if err := checkHostPortAnyHost(lb.Listen); err != nil {
 		add("load_balancer.listen %q: %v", lb.Listen, err)
@@ -354,8 +396,11 @@ func (c *Config) validateLB(lb *LoadBalancer, add func(string, ...any)) {
 	if lb.RouterID < 0 || lb.RouterID > 255 {
 		add("load_balancer.router_id %d: want 1..255 (0 derives one from the cluster name)", lb.RouterID)
 	}
-	if len(lb.Hosts) < 2 {
-		add("load_balancer.hosts: %d hosts (want at least 2 for a floating IP)", len(lb.Hosts))
+	switch {
+	case vip && len(lb.Hosts) < 2:
+		add("load_balancer.hosts: %d hosts (want at least 2 for a floating IP, or no vip for a single HAProxy host)", len(lb.Hosts))
+	case len(lb.Hosts) == 0:
+		add("load_balancer.hosts: empty (want the HAProxy host, {name, address})")
 	}
 	seen := map[string]int{}
 	for i, h := range lb.Hosts {
@@ -369,7 +414,7 @@ func (c *Config) validateLB(lb *LoadBalancer, add func(string, ...any)) {
 		if net.ParseIP(h.Address) == nil {
 			add("load_balancer.hosts[%d].address %q: want an IP address without port", i, h.Address)
 		}
-		if h.Priority < 1 || h.Priority > 254 {
+		if vip && (h.Priority < 1 || h.Priority > 254) { // keepalived's VRRP priority
 			add("load_balancer.hosts[%d].priority %d: want 1..254", i, h.Priority)
 		}
 	}

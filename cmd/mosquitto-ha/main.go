@@ -7,6 +7,7 @@
 //	mosquitto-ha haproxy    --config cluster.yaml             print haproxy.cfg
 //	mosquitto-ha keepalived --config cluster.yaml --lb lb1    print lb1's keepalived.conf
 //	mosquitto-ha status     --config cluster.yaml             the whole cluster at a glance
+//	mosquitto-ha decommission --config cluster.yaml --node b4 remove a removed node's sessions
 package main
 
 import (
@@ -42,6 +43,7 @@ func commands() []command {
 		{"haproxy", "print haproxy.cfg for the load balancer hosts", runHAProxy},
 		{"keepalived", "print keepalived.conf for one load balancer host", runKeepalived},
 		{"status", "show every node's broker, agent, peers and relay counters", runStatus},
+		{"decommission", "remove a removed node's leftover agent sessions from the brokers", runDecommission},
 	}
 }
 
@@ -274,22 +276,22 @@ func aclFile(cfg *Config) string {
 	b.WriteString("# Add 'topic read $SYS/#' under a user that needs the broker's statistics.\npattern readwrite #\n\n")
 	b.WriteString("# The agent account: its broker's log, every topic, and the cluster's control and relay topics.\n")
 	b.WriteString(agentACL(cfg))
+	if lb := cfg.LoadBalancer; lb != nil && lb.HealthCheck != nil {
+		b.WriteString("\n# HAProxy's health check account only connects and disconnects: no topic at all. Mosquitto\n")
+		b.WriteString("# reads a user's deny lines before any pattern, so 'pattern readwrite #' does not reach it.\n")
+		fmt.Fprintf(&b, "user %s\ntopic deny #\n", lb.HealthCheck.Username)
+	}
 	return b.String()
 }
 
 func runHAProxy(_ context.Context, args []string, stdout, stderr io.Writer) int {
 	f := newFlags("haproxy", stderr)
+	output := f.fs.StringP("output", "o", "", "write haproxy.cfg to this file, mode 0640 (it may hold the health check's password), instead of stdout")
 	cfg, code := f.parse(args, stderr)
 	if cfg == nil {
 		return code
 	}
-	out, err := haproxyConfig(cfg)
-	if err != nil {
-		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
-		return exitFail
-	}
-	stdout.Write(out)
-	return exitOK
+	return writeHAProxy(cfg, *output, stdout, stderr)
 }
 
 func runKeepalived(_ context.Context, args []string, stdout, stderr io.Writer) int {
@@ -301,6 +303,10 @@ func runKeepalived(_ context.Context, args []string, stdout, stderr io.Writer) i
 		return code
 	}
 	out, err := keepalivedConfig(cfg, lb)
+	if errors.Is(err, errNoVIP) {
+		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "mosquitto-ha: %v\n", err)
 		return exitFail

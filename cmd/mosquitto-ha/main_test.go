@@ -375,9 +375,28 @@ func TestInstallScript(t *testing.T) {
 		t.Errorf("installed binary and config do not check: %s", out)
 	}
 	unit, err := os.ReadFile(filepath.Join(root, "etc/systemd/system/mosquitto-ha@.service"))
-	if err != nil || !strings.Contains(string(unit), "After=network-online.target mosquitto.service") ||
-		!strings.Contains(string(unit), "Restart=on-failure") || !strings.Contains(string(unit), "--node %i") {
-		t.Errorf("unit file: %v\n%s", err, unit)
+	for _, want := range []string{"After=network-online.target mosquitto.service", "Restart=on-failure",
+		"RestartPreventExitStatus=2", "User=mosquitto-ha", "EnvironmentFile=-/etc/default/mosquitto-ha",
+		"ExecStart=/usr/local/bin/mosquitto-ha agent --config /etc/mosquitto-ha/cluster.yaml --node %i $ARGS\n"} {
+		if err != nil || !strings.Contains(string(unit), want) {
+			t.Errorf("unit file lacks %q: %v\n%s", want, err, unit)
+		}
+	}
+	// The unit used to run with DynamicUser=yes, a user that could not read the root-only
+	// cluster file: "permission denied", restarted forever. The user is now fixed and the file
+	// is the group's to read, nobody else's.
+	if strings.Contains(string(unit), "DynamicUser") {
+		t.Errorf("unit file runs as a dynamic user that cannot read the cluster file")
+	}
+	for path, want := range map[string]os.FileMode{"etc/mosquitto-ha/cluster.yaml": 0o640, "etc/mosquitto-ha": 0o750 | os.ModeDir} {
+		if st, err := os.Stat(filepath.Join(root, path)); err != nil {
+			t.Error(err)
+		} else if st.Mode() != want {
+			t.Errorf("%s: mode %v, want %v", path, st.Mode(), want)
+		}
+	}
+	if def, err := os.ReadFile(filepath.Join(root, "etc/default/mosquitto-ha")); err != nil || !strings.Contains(string(def), "\nARGS=") {
+		t.Errorf("/etc/default/mosquitto-ha: %v\n%s", err, def)
 	}
 	if snip, err := os.ReadFile(filepath.Join(root, "etc/mosquitto-ha/mosquitto-b1.conf.snippet")); err != nil || !strings.Contains(string(snip), "log_dest topic") {
 		t.Errorf("mosquitto snippet: %v", err)
