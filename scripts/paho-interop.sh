@@ -72,7 +72,10 @@ stop_all() {
   for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
   pids=()
 }
-cleanup() { stop_all; rm -rf "$work/run" "$work/mosquitto-ha"; }
+cleanup() { # keep only the results
+  stop_all; rm -rf "$work/run" "$work/mosquitto-ha"
+  [ "$out" = "$work/results" ] || rmdir "$work" 2>/dev/null || true
+}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 fail() { echo "paho-interop.sh: $*" >&2; exit 1; }
