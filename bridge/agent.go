@@ -147,12 +147,8 @@ type Agent struct {
 	lastSnapshot  time.Time
 	journal       *journal // nil without a state file
 	brokerStart   time.Time
-	lastTotal     int // last $SYS/broker/clients/total since the local (re)connection, -1 none
-	// sysRounds counts $SYS/broker/uptime messages since the local (re)connection. The first is
-	// the retained value, possibly sys_interval old; the count of clients is trusted only after
-	// two fresh rounds, when every $SYS value published since the subscription has arrived.
-	sysRounds  int
-	lastStatus time.Time
+	acct          sysAccount // $SYS ticks and the clients accounted for, see accounting.go
+	lastStatus    time.Time
 	// lastSnapshotPayload is the snapshot as last published, to recognise it when it comes back.
 	lastSnapshotPayload atomic.Pointer[[]byte]
 	snapshotBusy        atomic.Bool  // a snapshot is being built and published
@@ -183,8 +179,8 @@ func New(opts Options) (*Agent, error) {
 		topics: NewTopics(opts.Cluster, opts.ForwardPrefix),
 		parser: sysparse.NewParser(),
 		// Epochs grow with each run, so a peer can tell an earlier run's retained delta.
-		epoch:     uint64(time.Now().UnixNano()),
-		lastTotal: -1,
+		epoch: uint64(time.Now().UnixNano()),
+		acct:  sysAccount{total: -1},
 	}
 	a.localID = a.topics.LocalID(opts.Node)
 	a.republishQoS1 = make(chan struct{}, republishWindowQoS1)
@@ -426,7 +422,7 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	switch {
 	case topic == "$SYS/broker/clients/total":
 		if n, err := strconv.Atoi(strings.TrimSpace(string(payload))); err == nil {
-			a.lastTotal = n
+			a.clientsTotal(n)
 		}
 		return
 	case topic == "$SYS/broker/uptime":
@@ -435,7 +431,6 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 		if err != nil {
 			return
 		}
-		a.sysRounds++
 		start := time.Now().Add(-time.Duration(secs) * time.Second)
 		if !a.brokerStart.IsZero() && start.Sub(a.brokerStart) > 5*time.Second {
 			a.log.Info("local broker restarted: dropping clean sessions")
@@ -443,6 +438,7 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 			a.record(journalEntry{Op: "restart"})
 		}
 		a.brokerStart = start
+		a.sysTick()
 		return
 	case !strings.HasPrefix(topic, "$SYS/broker/log/"):
 		return
@@ -490,28 +486,6 @@ func (a *Agent) compactState() {
 	}
 }
 
-// checkAccounted ends the "want everything" state once every client the broker counts is one
-// the agent knows: its model, its own connection, and its peers' connections to this broker.
-func (a *Agent) checkAccounted(total int) {
-	if !a.wantAll || total < 0 || a.sysRounds < 3 {
-		return
-	}
-	known := a.model.KnownClients()
-	for _, id := range a.linkIDs() {
-		if !a.model.Confirmed(id) {
-			known++ // the cluster's own links count whether or not their lines were seen
-		}
-	}
-	if total <= known {
-		a.log.Info("every client of the broker is accounted for: advertising exact interest", "clients", total, "filters", a.model.tree.Len())
-		a.wantAll = false
-		a.model.uncertain = false
-		a.wantAllReason = ""
-		a.seq++
-		a.publishDelta(nil)
-	}
-}
-
 // linkIDs are the long-lived connections of the cluster to this broker, which the broker counts
 // in $SYS/broker/clients/total even when their connect lines came before the agent's.
 func (a *Agent) linkIDs() []string {
@@ -548,7 +522,6 @@ func (a *Agent) setWantAll(reason string) {
 // afterBatch announces the batch's interest changes as one delta, refreshes the snapshot when
 // due, and keeps the state file current.
 func (a *Agent) afterBatch() {
-	a.checkAccounted(a.lastTotal)
 	if changes := a.model.Drain(); len(changes) > 0 {
 		a.seq++
 		a.publishDelta(changes)

@@ -54,6 +54,28 @@
 // which follows every retained message of its subscription. Changes are batched: one delta message carries
 // every change the agent made while handling one batch of log lines.
 //
+// A link that receives one of these interest messages with the "all" flag from the node it links
+// to then unsubscribes, at most once a second and without waiting, from `$HA/<cluster>/<self>/present`,
+// a filter it never subscribed to: that node's broker logs the line with the link's client id,
+// which proves to that node's agent, by identity, that the link is one of its broker's clients
+// (see Accounting). An agent that cannot yet account for a peer's link publishes an empty delta
+// (with "all") at each $SYS tick to ask for it.
+//
+// # Accounting (contract 7)
+//
+// An agent advertises exact interest only when every client its broker holds is one it can name
+// and whose subscriptions it knows (accounting.go): the clients proven present by an unambiguous
+// connect line of the current log subscription (ignored clients and the cluster's links: any
+// unambiguous line of theirs), with no line since that may have ended their session, and whose
+// subscriptions were all logged to it; their number must equal `$SYS/broker/clients/total` at a
+// $SYS tick. A client first seen subscribing, every reading of an ambiguous line, a client
+// restored from the state file, an MQTT 5 client after a disconnect (its session expiry is not
+// logged) add interest but never count. After any gap in the log (agent restart, local
+// reconnection) no client counts until it connects again, and a persistent session that
+// resumes after a gap keeps the agent wanting everything until it connects with a clean start
+// or expires: the log does not say what it subscribed to meanwhile. Forwarding more costs
+// traffic, never delivery.
+//
 // # Relayed publishes
 //
 // A local publish on topic T that some peer wants goes to that peer's broker, once, as

@@ -146,6 +146,9 @@ func (a *Agent) peerMessage(p *peer, m *message) {
 		p.log.Warn("forged interest message dropped", "topic", m.Topic, "err", err)
 		return // a forgery does not make the real interest unknown
 	}
+	if interestWantsAll(payload) {
+		a.pingPresence(p, m.c) // it may be waiting to account for this link
+	}
 	if epoch, seq, all, ok := peekSnapshot(payload); ok && p.interest.redundant(epoch, seq, all) {
 		return // in sync already: skip decoding a possibly large snapshot
 	}
@@ -253,7 +256,8 @@ func (a *Agent) readRetained(ctx context.Context, addr string, tlsConf *tls.Conf
 func (a *Agent) handleLocal(ctx context.Context, m *message) {
 	if m == reconnected {
 		// The broker may have lost our retained snapshot, and log lines were missed.
-		a.lastTotal, a.sysRounds = -1, 0
+		a.acct.reset()
+		a.model.logGap()
 		a.setWantAll("local broker connection (re)established: log lines may have been missed")
 		a.snapshotDirty, a.lastSnapshot = true, time.Time{} // due now
 		a.publishSnapshot()

@@ -38,6 +38,7 @@ type peer struct {
 	// Counters, read by Stats.
 	relayed, relayedBytes, batches, refused, forged, retries atomic.Uint64
 	upSince, downSince                                       atomic.Int64 // unix nanoseconds
+	pingAt                                                   atomic.Int64 // last pingPresence
 }
 
 func newPeer(pa PeerAddr, a *Agent) *peer {
