@@ -21,6 +21,18 @@
 // down are acknowledged at once and wait in a bounded buffer (the local broker must not stall
 // for it); those are lost if the agent dies before the peer returns.
 //
+// Limits. A relay the broker still waits for is never dropped, whatever the buffer bounds
+// (buffer_messages, buffer_bytes: 100,000 relays, 64 MiB per peer by default, which bound only
+// QoS 0 relays and relays parked for a peer that is down, dropped oldest first). Instead the
+// agent applies backpressure: it holds the broker's in-flight window for its session, so the
+// broker sends no further QoS 1/2 message until one is acknowledged, and queues them in the
+// agent's session meanwhile, up to max_queued_messages and max_queued_bytes; past those
+// Mosquitto drops further messages for the agent without telling their publisher (it has
+// acknowledged them already): size those limits for the largest burst that may wait. The
+// agent's memory for these relays is bounded by the broker's window: max_inflight_messages
+// (Mosquitto's default 20; 0 means no limit) messages, or max_inflight_bytes, times the largest
+// message (message_size_limit, at most 256 MB), e.g. 20 x 20 MB = 400 MB.
+//
 // # Control topics (version 1)
 //
 // All control traffic lives under `$HA/<cluster>/`; MQTT wildcards at the first level never match

@@ -158,7 +158,7 @@ func (p *peer) enqueue(r *relay) {
 		}
 	}
 	if n := p.queue.push(r); n > 0 {
-		p.log.Warn("relay buffer full, dropped oldest", "dropped", n, "buffered", p.queue.Len())
+		p.log.Warn("relay buffer full, dropped the oldest QoS 0 or parked relays", "dropped", n, "buffered", p.queue.Len())
 	}
 }
 
