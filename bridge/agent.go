@@ -208,27 +208,8 @@ func New(opts Options) (*Agent, error) {
 // error only when the agent cannot work at all (for example ErrNoLog).
 func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.StatePath != "" {
-		restored, err := a.model.restore(a.opts.StatePath, a.opts.Node)
-		if err != nil {
-			a.log.Warn("state file unusable, starting empty", "err", err)
-		}
-		replayed, err := replayJournal(a.opts.StatePath+".journal", a.model)
-		if err != nil {
-			a.log.Warn("state journal partly unusable", "err", err, "replayed", replayed)
-		}
-		if restored || replayed > 0 {
-			a.log.Info("interest restored from state file", "path", a.opts.StatePath, "journal_entries", replayed, "filters", a.model.tree.Len())
-		}
-		a.model.Ambiguous, a.model.Truncated, a.model.Malformed = 0, 0, 0
-		a.model.Drain()
-		if a.journal, err = openJournal(a.opts.StatePath); err != nil {
-			return fmt.Errorf("state journal: %w", err)
-		}
-		a.compactState() // fold the replayed journal into a fresh base
-		for id, c := range a.model.clients {
-			if c.Connected {
-				a.parser.Remember(id) // lets the parser split lines of clients with spaces in ids
-			}
+		if err := a.restoreState(); err != nil {
+			return err
 		}
 	}
 	// The agent's own connections log lines too; their connect lines may predate the log
@@ -475,17 +456,6 @@ func (a *Agent) record(e journalEntry) {
 	}
 }
 
-// compactState writes the whole model as the new base and empties the journal.
-func (a *Agent) compactState() {
-	if err := a.model.save(a.opts.StatePath, a.opts.Node); err != nil {
-		a.log.Warn("state file not saved", "err", err)
-		return
-	}
-	if err := a.journal.reset(); err != nil {
-		a.log.Warn("state journal not reset", "err", err)
-	}
-}
-
 // linkIDs are the long-lived connections of the cluster to this broker, which the broker counts
 // in $SYS/broker/clients/total even when their connect lines came before the agent's.
 func (a *Agent) linkIDs() []string {
@@ -530,13 +500,7 @@ func (a *Agent) afterBatch() {
 		a.publishSnapshot()
 	}
 	if a.journal != nil {
-		// Fold the journal into a new base once it outgrows the model: rare, since at 1,000
-		// changes a second a model of 100k subscriptions is rewritten every few minutes.
-		if a.journal.lines > max(10000, 2*a.model.subscriptions()) {
-			a.compactState()
-		} else if err := a.journal.flush(); err != nil {
-			a.log.Warn("state journal not written", "err", err)
-		}
+		a.persistState()
 	}
 	a.updateStatus()
 	if time.Since(a.lastStatus) >= statusInterval {

@@ -33,6 +33,10 @@
 // (Mosquitto's default 20; 0 means no limit) messages, or max_inflight_bytes, times the largest
 // message (message_size_limit, at most 256 MB), e.g. 20 x 20 MB = 400 MB.
 //
+// State. With a state file, the local interest survives a restart as a base file and a journal
+// of CRC-checked records (journal.go): a torn record is skipped, a full disk is reported once
+// and bounded, and a state file that cannot be read stops the agent (ErrStateUnreadable).
+//
 // # Control topics (version 1)
 //
 // All control traffic lives under `$HA/<cluster>/`; MQTT wildcards at the first level never match

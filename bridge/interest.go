@@ -376,11 +376,16 @@ type stateFile struct {
 }
 
 func (l *localInterest) save(path, node string) error {
-	data, err := json.Marshal(stateFile{Version: 1, Node: node, Clients: l.clients})
+	data, err := l.encode(node)
 	if err != nil {
 		return err
 	}
 	return writeFileAtomic(path, data)
+}
+
+// encode is the state file's content for the model as it is.
+func (l *localInterest) encode(node string) ([]byte, error) {
+	return json.Marshal(stateFile{Version: 1, Node: node, Clients: l.clients})
 }
 
 // restore loads a state file written by save. A missing file is not an error.
@@ -390,7 +395,7 @@ func (l *localInterest) restore(path, node string) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("%w: %s: %w", ErrStateUnreadable, path, err)
 	}
 	var s stateFile
 	if err := json.Unmarshal(data, &s); err != nil {
