@@ -31,7 +31,9 @@
 // acknowledged them already): size those limits for the largest burst that may wait. The
 // agent's memory for these relays is bounded by the broker's window: max_inflight_messages
 // (Mosquitto's default 20; 0 means no limit) messages, or max_inflight_bytes, times the largest
-// message (message_size_limit, at most 256 MB), e.g. 20 x 20 MB = 400 MB.
+// message (message_size_limit, at most 256 MB), e.g. 20 x 20 MB = 400 MB. The window is shared:
+// a peer that is up but slower than the publishers slows the QoS 1/2 relays to every peer, until
+// it catches up or its link is declared lost (1.5 x keepalive without an answer) and parked.
 //
 // State. With a state file, the local interest survives a restart as a base file and a journal
 // of CRC-checked records (journal.go): a torn record is skipped, a full disk is reported once
