@@ -51,12 +51,8 @@ type Agent struct {
 	// Owned by the dispatch goroutine.
 	journal     *journal // nil without a state file
 	brokerStart time.Time
-	lastTotal   int // last $SYS/broker/clients/total since the local (re)connection, -1 none
-	// sysRounds counts $SYS/broker/uptime messages since the local (re)connection. The first is
-	// the retained value, possibly sys_interval old; the count of clients is trusted only after
-	// two fresh rounds, when every $SYS value published since the subscription has arrived.
-	sysRounds  int
-	lastStatus time.Time
+	acct        sysAccount // $SYS ticks and the clients accounted for, see accounting.go
+	lastStatus  time.Time
 
 	// The status as the dispatcher last copied it, for Status.
 	statsMu sync.Mutex
@@ -84,11 +80,11 @@ func New(opts Options) (*Agent, error) {
 		return nil, errors.New("bridge: Cluster, Node and Local are required")
 	}
 	a := &Agent{
-		opts:      opts,
-		log:       opts.Logger.With("node", opts.Node),
-		topics:    NewTopics(opts.Cluster, opts.ForwardPrefix),
-		parser:    sysparse.NewParser(),
-		lastTotal: -1,
+		opts:   opts,
+		log:    opts.Logger.With("node", opts.Node),
+		topics: NewTopics(opts.Cluster, opts.ForwardPrefix),
+		parser: sysparse.NewParser(),
+		acct:   sysAccount{total: -1},
 	}
 	a.localID = a.topics.LocalID(opts.Node)
 	a.signer = newSigner(opts.ClusterSecret)
@@ -129,25 +125,8 @@ func New(opts Options) (*Agent, error) {
 // error only when the agent cannot work at all (for example ErrNoLog).
 func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.StatePath != "" {
-		restored, err := a.model.restore(a.opts.StatePath, a.opts.Node)
-		if err != nil {
-			a.log.Warn("state file unusable, starting empty", "err", err)
-		}
-		replayed, err := replayJournal(a.opts.StatePath+".journal", a.model)
-		if err != nil {
-			a.log.Warn("state journal partly unusable", "err", err, "replayed", replayed)
-		}
-		if restored || replayed > 0 {
-			a.log.Info("interest restored from state file", "path", a.opts.StatePath, "journal_entries", replayed, "filters", a.model.filterCount())
-		}
-		a.model.resetCounters()
-		a.model.Drain()
-		if a.journal, err = openJournal(a.opts.StatePath); err != nil {
-			return fmt.Errorf("state journal: %w", err)
-		}
-		a.compactState() // fold the replayed journal into a fresh base
-		for _, id := range a.model.connectedClients() {
-			a.parser.Remember(id) // lets the parser split lines of clients with spaces in ids
+		if err := a.restoreState(); err != nil {
+			return err
 		}
 	}
 	// The agent's own connections log lines too; their connect lines may predate the log

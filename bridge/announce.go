@@ -60,12 +60,23 @@ func (n *announcer) wantEverything(reason string) {
 	n.delta(nil)
 }
 
-// exact ends "want everything": peers get exactly the filters from now on.
-func (n *announcer) exact() {
+// exact ends "want everything": peers get exactly the filters from now on, starting with
+// changes, so that they never hold exact interest without them.
+func (n *announcer) exact(changes []Change) {
 	n.wantAll = false
 	n.wantAllReason = ""
 	n.seq++
-	n.delta(nil)
+	n.delta(changes)
+}
+
+// stillUnsure updates the reason of "want everything" and publishes an empty delta, which asks
+// the peers' links to prove themselves present (see accounting.go).
+func (n *announcer) stillUnsure(reason string, ask bool) {
+	n.wantAllReason = reason
+	if ask {
+		n.seq++
+		n.delta(nil)
+	}
 }
 
 // changed announces one batch of changes as one delta.

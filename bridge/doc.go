@@ -24,6 +24,24 @@
 // down are acknowledged at once and wait in a bounded buffer (the local broker must not stall
 // for it); those are lost if the agent dies before the peer returns.
 //
+// Limits. A relay the broker still waits for is never dropped, whatever the buffer bounds
+// (buffer_messages, buffer_bytes: 100,000 relays, 64 MiB per peer by default, which bound only
+// QoS 0 relays and relays parked for a peer that is down, dropped oldest first). Instead the
+// agent applies backpressure: it holds the broker's in-flight window for its session, so the
+// broker sends no further QoS 1/2 message until one is acknowledged, and queues them in the
+// agent's session meanwhile, up to max_queued_messages and max_queued_bytes; past those
+// Mosquitto drops further messages for the agent without telling their publisher (it has
+// acknowledged them already): size those limits for the largest burst that may wait. The
+// agent's memory for these relays is bounded by the broker's window: max_inflight_messages
+// (Mosquitto's default 20; 0 means no limit) messages, or max_inflight_bytes, times the largest
+// message (message_size_limit, at most 256 MB), e.g. 20 x 20 MB = 400 MB. The window is shared:
+// a peer that is up but slower than the publishers slows the QoS 1/2 relays to every peer, until
+// it catches up or its link is declared lost (1.5 x keepalive without an answer) and parked.
+//
+// State. With a state file, the local interest survives a restart as a base file and a journal
+// of CRC-checked records (journal.go): a torn record is skipped, a full disk is reported once
+// and bounded, and a state file that cannot be read stops the agent (ErrStateUnreadable).
+//
 // # Wire format (version 1)
 //
 // Everything one agent says to another travels as MQTT publishes on the brokers. The topics,
@@ -82,6 +100,26 @@
 // publishes it itself when it stops. A peer reads only "agent_up": while it is false, nobody
 // tells the peer what that node's clients want, so it relays everything to that broker, where the
 // agent's persistent session queues it.
+//
+// Presence. A link that receives an interest message with the "all" flag from the node it links
+// to then unsubscribes, at most once a second and without waiting, from `$HA/<cluster>/<self>/present`,
+// a filter it never subscribed to: that node's broker logs the line with the link's client id,
+// which proves to that node's agent, by identity, that the link is one of its broker's clients
+// (see Accounting). An agent that cannot yet account for a peer's link publishes an empty delta
+// (with "all") at each $SYS tick to ask for it.
+//
+// Accounting (contract 7). An agent advertises exact interest only when every client its broker holds is one it can name
+// and whose subscriptions it knows (accounting.go): the clients proven present by an unambiguous
+// connect line of the current log subscription (ignored clients and the cluster's links: any
+// unambiguous line of theirs), with no line since that may have ended their session, and whose
+// subscriptions were all logged to it; their number must equal `$SYS/broker/clients/total` at a
+// $SYS tick. A client first seen subscribing, every reading of an ambiguous line, a client
+// restored from the state file, an MQTT 5 client after a disconnect (its session expiry is not
+// logged) add interest but never count. After any gap in the log (agent restart, local
+// reconnection) no client counts until it connects again, and a persistent session that
+// resumes after a gap keeps the agent wanting everything until it connects with a clean start
+// or expires: the log does not say what it subscribed to meanwhile. Forwarding more costs
+// traffic, never delivery.
 //
 // Relays. A local publish on topic T that some peer wants goes to that peer's broker, once, as
 // a forward publish that is never retained itself:

@@ -21,13 +21,21 @@ type client struct {
 	Persistent bool            `json:"persistent"`
 	Connected  bool            `json:"connected"`
 	Subs       map[string]byte `json:"subs"` // filter as logged (with any $share prefix) -> QoS
-	// SubsUnknown: a persistent session that resumed while the agent could not know its
-	// subscriptions (Mosquitto does not log them again); it keeps the agent wanting everything.
+	// SubsUnknown: a session that may hold subscriptions the agent never saw (a persistent
+	// session resumed after a gap in the log, or one that predates the agent); it keeps the
+	// agent wanting everything while it exists.
 	SubsUnknown bool `json:"subs_unknown,omitempty"`
-	// unconfirmed: restored from the state file and not seen by this run yet. While the agent
-	// was away it may have left (a clean session vanishes without a line) or changed, so it does
-	// not count as known; its subscriptions are kept, which only forwards more.
-	unconfirmed bool
+	// present: this log stream proves the broker holds this client id now (see accounting.go):
+	// its unambiguous connect line was read on the current log subscription and nothing read
+	// since may have ended its session. Only present clients with known subscriptions count as
+	// accounted for. Never saved: a restored client is not present until it connects again.
+	present bool
+	// mqtt5: its connect line said p5. Its session expiry interval is not logged, so whether
+	// its session outlives a disconnect is unknown, whatever its clean flag.
+	mqtt5 bool
+	// line is the number of the last log line that named this client (any reading);
+	// unknownAt the line that set SubsUnknown. See localInterest.settle.
+	line, unknownAt uint64
 }
 
 // localInterest is the interest of this node's clients, built from log events. It is owned by
@@ -41,6 +49,8 @@ type localInterest struct {
 	// uncertain mirrors the agent's "want everything": a persistent session that appears then
 	// may be an old one whose subscriptions were never logged to this agent.
 	uncertain bool
+	// line counts the log events applied on the current log subscription.
+	line uint64
 
 	// Counters of lines that widened the interest (contract 7).
 	Ambiguous, Truncated, Malformed uint64
@@ -60,12 +70,14 @@ func stripShare(filter string) string {
 	return filter
 }
 
+// get returns the client, creating it not present (nothing proves it is there).
 func (l *localInterest) get(id string) *client {
 	c := l.clients[id]
 	if c == nil {
 		c = &client{Subs: map[string]byte{}}
 		l.clients[id] = c
 	}
+	c.line = l.line
 	return c
 }
 
@@ -98,6 +110,7 @@ func (l *localInterest) unsubscribe(id, filter string) {
 	if c == nil {
 		return
 	}
+	c.line = l.line
 	if _, had := c.Subs[filter]; !had {
 		return // Mosquitto logs unsubscribes of unknown filters too
 	}
@@ -124,25 +137,67 @@ func (l *localInterest) forget(id string) {
 	delete(l.clients, id)
 }
 
+// seenBy marks a line of an ignored client (a health checker, the cluster's own connections):
+// its interest never counts, but a line it caused proves the broker holds it.
+func (l *localInterest) seenBy(id string) {
+	c := l.get(id)
+	c.present = true
+}
+
 // Apply updates the model with one parsed log event.
+//
+// The rule that keeps the accounting honest (contract 7): a client becomes present only by an
+// unambiguous, complete connect line (or, for an ignored client, any unambiguous line of it),
+// and anything that may have ended its session makes it not present; subscriptions are only
+// ever kept when unsure. A subscribe line of a client the agent never saw connect adds its
+// interest but not the client: its other subscriptions are unknown. Every reading of an
+// ambiguous line adds interest and no client, so nobody can make up accounted-for clients.
 func (l *localInterest) Apply(ev sysparse.Event) {
+	l.line++
 	switch ev.Kind {
 	case sysparse.Connected:
-		old := l.clients[ev.ClientID]
-		// A session survives only from a persistent session to a persistent reconnect.
-		if old != nil && (ev.CleanSession || !old.Persistent) {
-			l.forget(ev.ClientID)
+		if len(ev.Readings) > 1 || ev.Truncated {
+			// Which client connected is unknown: it stays unaccounted for (it may even resume
+			// a session), and nothing is dropped. The readings' own sessions are unchanged or
+			// were replaced by this connection, whose subscriptions the log will show.
+			if ev.Truncated {
+				l.Truncated++
+			} else {
+				l.Ambiguous++
+			}
+			for _, r := range ev.Readings {
+				if c := l.clients[r.ClientID]; c != nil {
+					c.line = l.line
+				}
+			}
+			return
+		}
+		id := ev.ClientID
+		old := l.clients[id]
+		if l.ignore(id) {
+			c := l.get(id)
+			c.Persistent, c.Connected, c.mqtt5, c.present = !ev.CleanSession, true, ev.Protocol == sysparse.ProtocolMQTT5, true
+			return
+		}
+		// A clean start discards the old session; a persistent connect keeps it when there was
+		// one: one this stream followed (present), or one it did not. While the agent is
+		// uncertain (since a gap in the log, until a tick matched), a persistent session it
+		// did not follow may hold subscriptions nobody logged to it. Once a tick matched, every
+		// client the broker held was accounted for and every line since was read (settle), so
+		// a session not followed is a new one.
+		if old != nil && (ev.CleanSession || (old.present && !old.Persistent)) {
+			l.forget(id)
 			old = nil
 		}
-		c := l.get(ev.ClientID)
+		c := l.get(id)
+		if !ev.CleanSession && l.uncertain && (old == nil || !old.present) {
+			c.SubsUnknown, c.unknownAt = true, l.line
+		}
 		c.Persistent = !ev.CleanSession
 		c.Connected = true
-		c.unconfirmed = false
-		if old == nil && !ev.CleanSession && l.uncertain {
-			c.SubsUnknown = true // it may resume a session whose subscriptions were never logged here
-		}
+		c.mqtt5 = ev.Protocol == sysparse.ProtocolMQTT5
+		c.present = true
 	case sysparse.Subscribed:
-		l.confirm(ev.ClientID)
 		switch {
 		case len(ev.Readings) > 1:
 			// Take every reading: the widest interest (contract 7).
@@ -158,56 +213,83 @@ func (l *localInterest) Apply(ev sysparse.Event) {
 			l.Truncated++
 			l.subscribe(ev.ClientID, ev.Widened, ev.QoS)
 		default:
+			if l.ignore(ev.ClientID) {
+				l.seenBy(ev.ClientID)
+				return
+			}
 			l.subscribe(ev.ClientID, ev.Filter, ev.QoS)
 		}
 	case sysparse.Unsubscribed:
-		l.confirm(ev.ClientID)
 		switch {
 		case len(ev.Readings) > 1:
 			l.Ambiguous++ // keep the interest: forwarding more is safe
+			l.touch(ev.Readings)
 		case ev.Truncated:
 			l.Truncated++
+			l.touch([]sysparse.Reading{{ClientID: ev.ClientID}})
 		default:
+			if l.ignore(ev.ClientID) {
+				l.seenBy(ev.ClientID) // also the peers' presence pings, see links.go
+				return
+			}
 			l.unsubscribe(ev.ClientID, ev.Filter)
 		}
 	case sysparse.Disconnected:
 		if len(ev.Readings) > 1 {
-			l.Ambiguous++ // keep every candidate's interest
+			// Keep every candidate's interest; a candidate whose session may have ended with
+			// this line is no longer proven present.
+			l.Ambiguous++
+			for _, r := range ev.Readings {
+				if c := l.clients[r.ClientID]; c != nil {
+					c.line = l.line
+					if !c.Persistent || c.mqtt5 {
+						c.present = false
+					}
+				}
+			}
 			return
 		}
 		c := l.clients[ev.ClientID]
 		if c == nil {
 			return
 		}
-		if c.Persistent {
+		c.line = l.line
+		switch {
+		case !c.present:
+			// Its session's kind is unknown (it connected before this stream): keep its
+			// interest, the broker may keep queueing for it.
+			c.Connected = false
+		case c.mqtt5:
+			// MQTT 5: the session may outlive the connection (expiry interval not logged) or
+			// end now, whatever the clean flag said: keep the interest, stop counting it.
+			c.Connected, c.present = false, false
+		case c.Persistent:
 			c.Connected = false // its broker keeps queueing for it
-			return
+		default:
+			l.forget(ev.ClientID)
 		}
-		l.forget(ev.ClientID)
 	case sysparse.TakenOver:
 		// The Connected line that follows says whether the session survives.
 	case sysparse.Expired:
-		l.forget(ev.ClientID)
+		if !ev.Truncated {
+			l.forget(ev.ClientID)
+		}
 	}
 }
 
-// confirm marks a client as seen by this run.
-func (l *localInterest) confirm(id string) {
-	if c := l.clients[id]; c != nil {
-		c.unconfirmed = false
+// touch records that a line named these clients.
+func (l *localInterest) touch(rs []sysparse.Reading) {
+	for _, r := range rs {
+		if c := l.clients[r.ClientID]; c != nil {
+			c.line = l.line
+		}
 	}
-}
-
-// Confirmed reports whether the client is in the model, seen by this run, with known
-// subscriptions.
-func (l *localInterest) Confirmed(id string) bool {
-	c := l.clients[id]
-	return c != nil && !c.unconfirmed && !c.SubsUnknown
 }
 
 // MalformedSubscribe records a subscribe line that could not be parsed: interest widens to
 // everything.
 func (l *localInterest) MalformedSubscribe() {
+	l.line++
 	l.Malformed++
 	l.subscribe(unknownClient, "#", 0)
 }
@@ -222,16 +304,54 @@ func (l *localInterest) Drain() []Change {
 // subscriptions counts every client's subscriptions.
 func (l *localInterest) subscriptions() int { return l.nsubs }
 
-// KnownClients counts the client sessions the model accounts for: seen by this run, with
-// known subscriptions.
+// accounted reports whether the broker holds this client now and the model holds every
+// subscription of its session (ignored clients have none that count).
+func (l *localInterest) accounted(id string, c *client) bool {
+	return c.present && !c.SubsUnknown && id != unknownClient
+}
+
+// KnownClients counts the clients the model accounts for (see accounted).
 func (l *localInterest) KnownClients() int {
 	n := 0
 	for id, c := range l.clients {
-		if id != unknownClient && !c.unconfirmed && !c.SubsUnknown {
+		if l.accounted(id, c) {
 			n++
 		}
 	}
 	return n
+}
+
+// logGap starts a new log subscription: lines may have been missed (the agent was away or its
+// local connection was lost), so no client is proven present any more, and the model is
+// uncertain until a tick matches. Their subscriptions stay: forwarding more is safe.
+func (l *localInterest) logGap() {
+	l.uncertain = true
+	l.line = 0
+	for _, c := range l.clients {
+		c.present, c.line, c.unknownAt = false, 0, 0
+	}
+}
+
+// settle runs once the broker's count of clients at line tickLine matched the clients the model
+// accounted for then, so the model held every client of the broker, each with all its
+// subscriptions (see accounting.go). A client the model did not account for then, and that no
+// line named since, is not in the broker: it is dropped. A persistent session marked
+// SubsUnknown by a connect after that line is a new one (the broker held no session of that id),
+// so its subscriptions are all in the log.
+func (l *localInterest) settle(tickLine uint64) (dropped int) {
+	for id, c := range l.clients {
+		if id == unknownClient {
+			continue
+		}
+		if c.SubsUnknown && c.unknownAt > tickLine {
+			c.SubsUnknown = false
+		}
+		if !l.accounted(id, c) && c.line <= tickLine {
+			l.forget(id)
+			dropped++
+		}
+	}
+	return dropped
 }
 
 // brokerRestarted drops what a broker restart ends: every clean session.
@@ -256,11 +376,16 @@ type stateFile struct {
 }
 
 func (l *localInterest) save(path, node string) error {
-	data, err := json.Marshal(stateFile{Version: 1, Node: node, Clients: l.clients})
+	data, err := l.encode(node)
 	if err != nil {
 		return err
 	}
 	return writeFileAtomic(path, data)
+}
+
+// encode is the state file's content for the model as it is.
+func (l *localInterest) encode(node string) ([]byte, error) {
+	return json.Marshal(stateFile{Version: 1, Node: node, Clients: l.clients})
 }
 
 // restore loads a state file written by save. A missing file is not an error.
@@ -270,7 +395,7 @@ func (l *localInterest) restore(path, node string) (bool, error) {
 		return false, nil
 	}
 	if err != nil {
-		return false, err
+		return false, fmt.Errorf("%w: %s: %w", ErrStateUnreadable, path, err)
 	}
 	var s stateFile
 	if err := json.Unmarshal(data, &s); err != nil {
@@ -290,8 +415,7 @@ func (l *localInterest) restore(path, node string) (bool, error) {
 			continue
 		}
 		nc := l.get(id)
-		nc.Persistent, nc.Connected = c.Persistent, c.Connected
-		nc.SubsUnknown, nc.unconfirmed = c.SubsUnknown, true
+		nc.Persistent, nc.Connected, nc.SubsUnknown = c.Persistent, c.Connected, c.SubsUnknown
 		for f, q := range c.Subs {
 			l.subscribe(id, f, q)
 		}

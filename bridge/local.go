@@ -119,7 +119,8 @@ func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 func (a *Agent) handleLocal(ctx context.Context, m *message) {
 	if m == reconnected {
 		// The broker may have lost our retained snapshot, and log lines were missed.
-		a.lastTotal, a.sysRounds = -1, 0
+		a.acct.reset()
+		a.model.logGap()
 		a.setWantAll("local broker connection (re)established: log lines may have been missed")
 		a.ann.snapshotNow()
 		return
@@ -146,7 +147,6 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 // afterBatch announces the batch's interest changes as one delta, refreshes the snapshot when
 // due, and keeps the state file current.
 func (a *Agent) afterBatch() {
-	a.checkAccounted(a.lastTotal)
 	if changes := a.model.Drain(); len(changes) > 0 {
 		a.ann.changed(changes)
 	}
@@ -154,13 +154,7 @@ func (a *Agent) afterBatch() {
 		a.ann.snapshot()
 	}
 	if a.journal != nil {
-		// Fold the journal into a new base once it outgrows the model: rare, since at 1,000
-		// changes a second a model of 100k subscriptions is rewritten every few minutes.
-		if a.journal.lines > max(10000, 2*a.model.subscriptions()) {
-			a.compactState()
-		} else if err := a.journal.flush(); err != nil {
-			a.log.Warn("state journal not written", "err", err)
-		}
+		a.persistState()
 	}
 	a.updateStatus()
 	if time.Since(a.lastStatus) >= statusInterval {

@@ -37,6 +37,7 @@ type peer struct {
 	// Counters, read by Stats.
 	relayed, relayedBytes, batches, refused, forged, retries atomic.Uint64
 	upSince, downSince                                       atomic.Int64 // unix nanoseconds
+	pingAt                                                   atomic.Int64 // last pingPresence
 }
 
 // peerEnv is what every peer is built with: the agent's settings and the workers it shares,
@@ -188,6 +189,6 @@ func (p *peer) enqueue(r *relay) {
 		}
 	}
 	if n := p.queue.push(r); n > 0 {
-		p.log.Warn("relay buffer full, dropped oldest", "dropped", n, "buffered", p.queue.Len())
+		p.log.Warn("relay buffer full, dropped the oldest QoS 0 or parked relays", "dropped", n, "buffered", p.queue.Len())
 	}
 }

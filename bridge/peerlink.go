@@ -78,6 +78,9 @@ func (p *peer) interestMessage(m *message) {
 		p.log.Warn("forged interest message dropped", "topic", m.Topic, "err", err)
 		return // a forgery does not make the real interest unknown
 	}
+	if interestWantsAll(payload) {
+		p.pingPresence(m.Conn()) // it may be waiting to account for this link
+	}
 	if epoch, seq, all, ok := peekSnapshot(payload); ok && p.interest.redundant(epoch, seq, all) {
 		return // in sync already: skip decoding a possibly large snapshot
 	}

@@ -36,8 +36,18 @@ func (r *relay) settle() {
 	}
 }
 
-// relayQueue is a bounded FIFO of relays for one peer. When full it drops the oldest relay,
-// so a dead or slow peer costs bounded memory and never stalls the others.
+// relayQueue is a FIFO of relays for one peer, bounded for the relays it may drop.
+//
+// It never drops a relay the local broker waits for (an unsettled QoS 1 or 2 relay: its
+// message is not acknowledged yet), since the broker would then count it delivered: over its
+// bounds it keeps them and applies backpressure instead. Unacknowledged messages hold the
+// broker's in-flight window for the agent's session, so the broker sends no further QoS 1/2
+// message until some are acknowledged and queues them in that session meanwhile. Those relays
+// are therefore bounded by the broker's max_inflight_messages (default 20) and
+// max_inflight_bytes times the message size, not by maxBytes. Over its bounds the queue drops,
+// oldest first, only relays nobody waits for: QoS 0 relays, and relays already settled because
+// the peer is down (parked), so a dead or slow peer costs bounded memory and never stalls the
+// others.
 type relayQueue struct {
 	mu       sync.Mutex
 	items    []*relay // ring buffer
@@ -67,20 +77,29 @@ func (q *relayQueue) grow() {
 	q.items, q.head = items, 0
 }
 
-// push appends r, dropping the oldest relays while the queue is over its bounds.
+// push appends r. While the queue is over its bounds it drops the oldest relays nobody waits
+// for (see relayQueue), or r itself when it is one and no other is; it keeps the others.
 // It returns how many relays it dropped.
 func (q *relayQueue) push(r *relay) (dropped int) {
 	q.mu.Lock()
+	if q.parked {
+		r.settle()
+	}
 	for q.n > 0 && (q.n >= q.maxItems || q.bytes+len(r.payload) > q.maxBytes) {
-		old := q.popLocked()
-		old.settle()
+		i := q.firstDroppableLocked()
+		if i < 0 {
+			break
+		}
+		q.removeLocked(i).settle()
 		dropped++
+	}
+	if q.n > 0 && (q.n >= q.maxItems || q.bytes+len(r.payload) > q.maxBytes) && droppable(r) {
+		q.mu.Unlock()
+		q.dropped.Add(uint64(dropped + 1))
+		return dropped + 1
 	}
 	if q.n == len(q.items) {
 		q.grow()
-	}
-	if q.parked {
-		r.settle()
 	}
 	q.items[(q.head+q.n)%len(q.items)] = r
 	q.n++
@@ -109,6 +128,35 @@ func (q *relayQueue) pushFront(rs []*relay) {
 	}
 	q.mu.Unlock()
 	q.wake()
+}
+
+// droppable reports whether dropping r loses nothing the local broker counts as delivered: a
+// QoS 0 relay, or one already settled (acknowledged while its peer was down).
+func droppable(r *relay) bool { return r.group == nil || r.settled }
+
+// firstDroppableLocked is the position, from the head, of the oldest droppable relay, or -1.
+// Relays before it are ones the broker waits for, at most its in-flight window.
+func (q *relayQueue) firstDroppableLocked() int {
+	for i := 0; i < q.n; i++ {
+		if droppable(q.items[(q.head+i)%len(q.items)]) {
+			return i
+		}
+	}
+	return -1
+}
+
+// removeLocked takes out the relay at position i from the head, moving the ones before it.
+func (q *relayQueue) removeLocked(i int) *relay {
+	at := func(k int) int { return (q.head + k) % len(q.items) }
+	r := q.items[at(i)]
+	for k := i; k > 0; k-- {
+		q.items[at(k)] = q.items[at(k-1)]
+	}
+	q.items[q.head] = nil
+	q.head = (q.head + 1) % len(q.items)
+	q.n--
+	q.bytes -= len(r.payload)
+	return r
 }
 
 func (q *relayQueue) wake() {

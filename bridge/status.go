@@ -35,6 +35,8 @@ type Status struct {
 	Time    time.Time `json:"time"`
 	// LocalFilters is the number of distinct filters of the local clients.
 	LocalFilters int `json:"local_filters"`
+	// LocalClients is the number of the broker's clients the agent accounted for by identity
+	// at the last $SYS tick it compared (see accounting.go).
 	LocalClients int `json:"local_clients"`
 	// WantAll is true while the agent advertises interest in everything, for WantAllReason.
 	WantAll       bool   `json:"want_all"`
@@ -97,7 +99,7 @@ func (a *Agent) updateStatus() {
 	a.statsMu.Lock()
 	defer a.statsMu.Unlock()
 	a.status.LocalFilters = a.model.filterCount()
-	a.status.LocalClients = a.model.KnownClients()
+	a.status.LocalClients = a.acct.known
 	a.status.WantAll = a.ann.wantAll
 	a.status.WantAllReason = a.ann.wantAllReason
 	a.status.Ambiguous = a.model.Ambiguous

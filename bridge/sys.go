@@ -19,7 +19,7 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	switch {
 	case topic == topicClientsTotal:
 		if n, err := strconv.Atoi(strings.TrimSpace(string(payload))); err == nil {
-			a.lastTotal = n
+			a.clientsTotal(n)
 		}
 		return
 	case topic == topicUptime:
@@ -28,7 +28,6 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 		if err != nil {
 			return
 		}
-		a.sysRounds++
 		start := time.Now().Add(-time.Duration(secs) * time.Second)
 		if !a.brokerStart.IsZero() && start.Sub(a.brokerStart) > 5*time.Second {
 			a.log.Info("local broker restarted: dropping clean sessions")
@@ -36,6 +35,7 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 			a.record(journalEntry{Op: "restart"})
 		}
 		a.brokerStart = start
+		a.sysTick()
 		return
 	case !strings.HasPrefix(topic, logPrefix):
 		return
@@ -72,40 +72,10 @@ func (a *Agent) record(e journalEntry) {
 	}
 }
 
-// compactState writes the whole model as the new base and empties the journal.
-func (a *Agent) compactState() {
-	if err := a.model.save(a.opts.StatePath, a.opts.Node); err != nil {
-		a.log.Warn("state file not saved", "err", err)
-		return
-	}
-	if err := a.journal.reset(); err != nil {
-		a.log.Warn("state journal not reset", "err", err)
-	}
-}
-
 // setWantAll makes the agent advertise interest in everything, for reason.
 func (a *Agent) setWantAll(reason string) {
 	a.model.setUncertain(true)
 	a.ann.wantEverything(reason)
-}
-
-// checkAccounted ends the "want everything" state once every client the broker counts is one
-// the agent knows: its model, its own connection, and its peers' connections to this broker.
-func (a *Agent) checkAccounted(total int) {
-	if !a.ann.wantAll || total < 0 || a.sysRounds < 3 {
-		return
-	}
-	known := a.model.KnownClients()
-	for _, id := range a.linkIDs() {
-		if !a.model.Confirmed(id) {
-			known++ // the cluster's own links count whether or not their lines were seen
-		}
-	}
-	if total <= known {
-		a.log.Info("every client of the broker is accounted for: advertising exact interest", "clients", total, "filters", a.model.filterCount())
-		a.model.setUncertain(false)
-		a.ann.exact()
-	}
 }
 
 // linkIDs are the long-lived connections of the cluster to this broker, which the broker counts

@@ -1,0 +1,154 @@
+package bridge
+
+import (
+	"mosquitto-ha/bridge/mqttconn"
+
+	"context"
+	"fmt"
+	"time"
+)
+
+// This file decides when the agent may stop wanting everything (contract 7): only when every
+// client its broker holds is one the model names and whose subscriptions it knows.
+//
+// The broker's only account of its clients is $SYS/broker/clients/total, the number of client
+// ids it holds (connected, and persistent sessions of disconnected clients), published at each
+// $SYS tick (every sys_interval) when it changed, retained. A count proves nothing by itself,
+// so the agent counts the clients it can prove by identity (localInterest.accounted): each has
+// an unambiguous connect line on the current log subscription (ignored clients: any
+// unambiguous line) and no line since that may have ended its session, and its subscriptions
+// are all in the log. Every such client is in the broker, so when the broker's count equals
+// their number, they are all of its clients. Nothing else counts: a client first seen
+// subscribing (it connected before the agent), a client restored from the state file, every
+// reading of an ambiguous line, a client whose session may have ended. They keep their
+// interest but not the count, so a count can only be matched by the real set of clients.
+//
+// The race with the log. Mosquitto is single-threaded: a client id enters or leaves its table
+// in the same step that logs the connect or disconnect line, and the $SYS tick runs between
+// steps, publishing $SYS/broker/uptime first and $SYS/broker/clients/total right after (when it
+// changed). Log lines and $SYS values are queued to the agent's one connection in that order,
+// both at QoS 0. So at the uptime message of tick T, the model has applied exactly the lines
+// written before T: the agent counts the clients it accounts for right there (tickKnown, with
+// tickLine, the number of lines applied), and compares once the count for T is final, at the
+// next uptime message: the clients/total that followed uptime T, or, when none did, the last
+// one received (it was unchanged). The first uptime after a (re)subscription is the retained
+// value, older than the subscription: it starts nothing. A broker that drops log lines for a
+// slow agent breaks the order's premise; a count below what the agent accounts for shows it,
+// and the agent goes back to wanting everything.
+//
+// Lines that proved presence before a gap in the log (agent restart, local reconnection) prove
+// nothing after it: logGap makes every client unaccounted for until it connects again.
+
+// sysAccount follows the broker's $SYS ticks on the current log subscription.
+type sysAccount struct {
+	rounds    int // $SYS/broker/uptime messages
+	total     int // last $SYS/broker/clients/total, -1 none yet
+	tick      bool
+	tickKnown int    // clients accounted for at the last fresh tick
+	tickLine  uint64 // lines applied then
+	known     int    // tickKnown of the last compared tick, for Status
+}
+
+func (s *sysAccount) reset() { *s = sysAccount{total: -1, known: s.known} }
+
+// clientsTotal records $SYS/broker/clients/total.
+func (a *Agent) clientsTotal(n int) { a.acct.total = n }
+
+// sysTick handles $SYS/broker/uptime: it settles the previous tick and counts this one.
+func (a *Agent) sysTick() {
+	s := &a.acct
+	s.rounds++
+	if s.tick && s.total >= 0 {
+		a.compareTick(s.total, s.tickKnown, s.tickLine)
+	}
+	if s.rounds >= 2 {
+		s.tick, s.tickKnown, s.tickLine = true, a.accountedNow(), a.model.line
+	}
+}
+
+// accountedNow counts the clients accounted for, with this agent's own local session, which
+// the broker always holds (it is persistent) and whose connect line the agent never reads.
+func (a *Agent) accountedNow() int {
+	n := a.model.KnownClients()
+	if c := a.model.clients[a.localID]; c == nil || !a.model.accounted(a.localID, c) {
+		n++
+	}
+	return n
+}
+
+// compareTick compares the broker's count of clients at a tick with the clients the agent
+// accounted for at that tick.
+func (a *Agent) compareTick(total, known int, line uint64) {
+	a.acct.known = known
+	switch {
+	case total == known:
+		if n := a.model.settle(line); n > 0 {
+			a.log.Debug("clients the broker no longer holds dropped from the model", "clients", n)
+		}
+		if !a.ann.wantAll {
+			return
+		}
+		a.log.Info("every client of the broker is accounted for: advertising exact interest", "clients", total, "filters", a.model.filterCount())
+		a.model.setUncertain(false)
+		a.ann.exact(a.model.Drain())
+	case total < known:
+		// Every client accounted for is in the broker unless log lines were lost.
+		a.log.Warn("the broker holds fewer clients than the agent accounts for: log lines were lost", "clients", total, "accounted", known)
+		a.model.logGap()
+		a.acct.reset()
+		a.setWantAll("log lines were lost: the broker held fewer clients than the agent accounted for")
+	case a.ann.wantAll:
+		a.ann.stillUnsure(fmt.Sprintf("%d of the broker's %d clients are not accounted for (connected before the agent, or unsure log lines)", total-known, total), a.linksUnproven())
+	}
+}
+
+// linksUnproven says whether a peer's link to this broker is not yet proven present (it
+// connected before this agent's log subscription): then an interest message makes each peer's
+// link send a logged unsubscribe (see pingPresence). At most once a tick.
+func (a *Agent) linksUnproven() bool {
+	for _, p := range a.peerList() {
+		id := a.topics.LinkID(p.name, a.opts.Node)
+		if c := a.model.clients[id]; c == nil || !c.present {
+			return true
+		}
+	}
+	return false
+}
+
+// pingMinInterval bounds the presence pings a link sends.
+const pingMinInterval = time.Second
+
+// interestWantsAll reports whether an interest message (snapshot or delta) says its node wants
+// everything, without decoding its filters.
+func interestWantsAll(p []byte) bool {
+	if len(p) < len(magic)+1 || string(p[:len(magic)]) != magic {
+		return false
+	}
+	p = p[len(magic)+1:]
+	var err error
+	if _, p, err = uvarint(p, "epoch"); err != nil {
+		return false
+	}
+	if _, p, err = uvarint(p, "seq"); err != nil || len(p) < 1 {
+		return false
+	}
+	return p[0]&flagAll != 0
+}
+
+// pingPresence runs when this agent's link to peer p receives p's interest saying p wants
+// everything (p may be waiting to account for the link, see askPresence): it unsubscribes
+// from a filter it never subscribed to, which the peer broker logs on M/unsubscribe with the
+// link's client id, proving to p's agent, by identity, that the link is one of its broker's
+// clients (see accounting.go). At most one a second, never waited on.
+func (p *peer) pingPresence(c *mqttconn.Conn) {
+	now := time.Now().UnixNano()
+	last := p.pingAt.Load()
+	if now-last < int64(pingMinInterval) || !p.pingAt.CompareAndSwap(last, now) {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.Unsubscribe(ctx, []string{p.env.topics.Control() + p.env.node + "/present"})
+	}()
+}
