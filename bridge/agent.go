@@ -118,6 +118,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	a.peers.Store(&peers)
 	a.reloads = make(chan []PeerAddr, 1)
+	// Until the dispatcher copies its first state, Status says what peers assume of an agent
+	// they have not heard yet: it wants everything.
+	a.status.WantAll, a.status.WantAllReason = true, "starting: the broker's clients are not known yet"
 	return a, nil
 }
 
