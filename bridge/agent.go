@@ -125,7 +125,9 @@ func New(opts Options) (*Agent, error) {
 }
 
 // Run connects, relays and announces until ctx ends, then disconnects cleanly. It returns an
-// error only when the agent cannot work at all (for example ErrNoLog).
+// error only when the agent cannot work at all: ErrNoLog, or ErrProbeRefused when the local
+// broker refuses the agent's credentials. It retries transient failures (nothing listening
+// yet, timeouts).
 func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.StatePath != "" {
 		if err := a.restoreState(); err != nil {
@@ -150,6 +152,11 @@ func (a *Agent) Run(ctx context.Context) error {
 				a.log.Warn("SECURITY: an anonymous client can publish to the forward prefix; apply the ACL printed by `mosquitto-ha mosquitto`", "prefix", a.opts.ForwardPrefix)
 			}
 			break
+		}
+		if errors.Is(err, ErrProbeRefused) {
+			// Permanent: the broker answers, and will answer the same until someone changes the
+			// credentials or the broker's accounts. Retrying would hide it behind "not ready".
+			return fmt.Errorf("local broker refused the agent's credentials (retrying cannot help): %w", err)
 		}
 		a.log.Warn("local broker not ready, retrying", "addr", a.opts.Local, "err", err)
 		select {

@@ -218,3 +218,10 @@ func (q *relayQueue) Len() int {
 	defer q.mu.Unlock()
 	return q.n
 }
+
+// Bytes is the payload bytes of the relays waiting, and the limit they are held to.
+func (q *relayQueue) Bytes() (n, limit int) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.bytes, q.maxBytes
+}

@@ -12,11 +12,15 @@ type PeerStatus struct {
 	// Since is when the link last went up or down.
 	Since time.Time `json:"since"`
 	// InterestKnown is false while the peer's interest is unknown or "everything".
-	InterestKnown bool   `json:"interest_known"`
-	Filters       int    `json:"filters"`
-	Buffered      int    `json:"buffered"`
-	Dropped       uint64 `json:"dropped"`
-	Relayed       uint64 `json:"relayed"`
+	InterestKnown bool `json:"interest_known"`
+	Filters       int  `json:"filters"`
+	Buffered      int  `json:"buffered"`
+	// BufferedBytes is the payload bytes of the relays waiting, against BufferLimitBytes (past it
+	// the queue drops what nobody waits for, see queue.go).
+	BufferedBytes    int    `json:"buffered_bytes"`
+	BufferLimitBytes int    `json:"buffer_limit_bytes"`
+	Dropped          uint64 `json:"dropped"`
+	Relayed          uint64 `json:"relayed"`
 	// Batches counts forward publishes in the batch envelope (several relays, or a retained QoS 0 one).
 	Batches      uint64 `json:"batches"`
 	RelayedBytes uint64 `json:"relayed_bytes"`
@@ -31,7 +35,9 @@ type PeerStatus struct {
 type Status struct {
 	Node string `json:"node"`
 	// AgentUp is false in the will the broker publishes when the agent vanishes.
-	AgentUp bool      `json:"agent_up"`
+	AgentUp bool `json:"agent_up"`
+	// LocalUp is true while the agent's connection to its own broker is up.
+	LocalUp bool      `json:"local_up"`
 	Time    time.Time `json:"time"`
 	// LocalFilters is the number of distinct filters of the local clients.
 	LocalFilters int `json:"local_filters"`
@@ -67,6 +73,7 @@ func (a *Agent) Status() Status {
 	a.statsMu.Unlock()
 	s.Node = a.opts.Node
 	s.AgentUp = true
+	s.LocalUp = a.localConn() != nil
 	s.Time = time.Now().UTC()
 	s.Republished = a.in.republished.Load()
 	s.InboxDropped = a.inbox.dropped.Load()
@@ -78,6 +85,7 @@ func (a *Agent) Status() Status {
 	s.Peers = make([]PeerStatus, len(peers))
 	for i, p := range peers {
 		up := p.Up()
+		bufBytes, bufLimit := p.queue.Bytes()
 		since := p.downSince.Load()
 		if up {
 			since = p.upSince.Load()
@@ -86,6 +94,7 @@ func (a *Agent) Status() Status {
 			Name: p.name, Up: up, Since: time.Unix(0, since),
 			InterestKnown: p.interest.Known(), Filters: p.interest.Len(),
 			Buffered: p.queue.Len(), Dropped: p.queue.dropped.Load(),
+			BufferedBytes: bufBytes, BufferLimitBytes: bufLimit,
 			Relayed: p.relayed.Load(), Batches: p.batches.Load(), RelayedBytes: p.relayedBytes.Load(),
 			Refused: p.refused.Load(), Forged: p.forged.Load(), Retries: p.retries.Load(),
 			InterestUpdated: time.Unix(0, p.interest.updated.Load()),

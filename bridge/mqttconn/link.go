@@ -22,6 +22,10 @@ type Link struct {
 	// Up runs once per connection, before the link counts as up; an error drops the connection.
 	Up   func(ctx context.Context, c *Conn, sessionPresent bool) error
 	Down func(err error)
+	// WarnEvery bounds the connect-failure warnings: the first failure of an outage is logged
+	// at Warn with its reason, then at most one Warn per WarnEvery with the count of failures
+	// since (the others at Debug). Zero means one minute.
+	WarnEvery time.Duration
 
 	cur atomic.Pointer[Conn]
 }
@@ -34,6 +38,13 @@ func (l *Link) Conn() *Conn { return l.cur.Load() }
 func (l *Link) Run(ctx context.Context) {
 	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
 	backoff := minBackoff
+	warnEvery := l.WarnEvery
+	if warnEvery <= 0 {
+		warnEvery = time.Minute
+	}
+	var failures int // since the last Warn
+	var warned time.Time
+	outage := false
 	for ctx.Err() == nil {
 		c, present, err := handshake(ctx, l.Addr, l.Options, l.OnPublish)
 		if err == nil {
@@ -47,7 +58,17 @@ func (l *Link) Run(ctx context.Context) {
 			}
 		}
 		if err != nil {
-			l.Log.Debug("connect failed", "addr", l.Addr, "err", err, "retry_in", backoff)
+			failures++
+			switch {
+			case !outage:
+				l.Log.Warn("connect failed", "addr", l.Addr, "err", err)
+				outage, warned, failures = true, time.Now(), 0
+			case time.Since(warned) >= warnEvery:
+				l.Log.Warn("connect still failing", "addr", l.Addr, "err", err, "failures", failures, "since", warned.UTC().Format(time.RFC3339))
+				warned, failures = time.Now(), 0
+			default:
+				l.Log.Debug("connect failed", "addr", l.Addr, "err", err, "retry_in", backoff)
+			}
 			select {
 			case <-ctx.Done():
 				return
@@ -56,7 +77,7 @@ func (l *Link) Run(ctx context.Context) {
 			backoff = min(backoff*2, maxBackoff)
 			continue
 		}
-		backoff = minBackoff
+		backoff, outage, failures = minBackoff, false, 0
 		select {
 		case <-c.Done():
 		case <-ctx.Done():

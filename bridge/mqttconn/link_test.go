@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -69,4 +71,61 @@ func TestLinkCurrentBeforeFirstMessage(t *testing.T) {
 	if c := l.Conn(); c != nil {
 		c.Close()
 	}
+}
+
+// Connect failures: the first of an outage at Warn with its reason, then at most one Warn per
+// WarnEvery carrying the count of failures since, the rest at Debug.
+func TestLinkConnectFailureWarnsRateLimited(t *testing.T) {
+	addr := fmt.Sprintf("127.0.0.1:%d", mosqtest.FreePort(t)) // nothing listens there
+	var logs lockedLog
+	l := &Link{Addr: addr, Options: ConnectOptions{ClientID: "link-fail", Protocol: 4},
+		Log:       slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		WarnEvery: 700 * time.Millisecond,
+		Up:        func(context.Context, *Conn, bool) error { return nil }, Down: func(error) {}}
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	l.Run(ctx)
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	if !strings.Contains(lines[0], "level=WARN") || !strings.Contains(lines[0], `msg="connect failed"`) || !strings.Contains(lines[0], "connection refused") {
+		t.Fatalf("first failure not a Warn with the reason:\n%s", logs.String())
+	}
+	warns, debugs, still, since := 0, 0, 0, 0
+	for _, line := range lines {
+		switch {
+		case strings.Contains(line, "level=WARN"):
+			warns++
+			if strings.Contains(line, "connect still failing") {
+				still++
+				// The count covers the failures logged at Debug since the last Warn, and this one.
+				var n int
+				if _, err := fmt.Sscanf(line[strings.Index(line, "failures="):], "failures=%d", &n); err != nil || n != since+1 {
+					t.Errorf("still failing: count %d, want %d: %s", n, since+1, line)
+				}
+			}
+			since = 0
+		case strings.Contains(line, "level=DEBUG"):
+			debugs++
+			since++
+		}
+	}
+	if still == 0 || debugs == 0 || warns > 1+int(2500/700) {
+		t.Errorf("warns %d (still failing %d), debugs %d: want rate limited Warns with Debug between:\n%s", warns, still, debugs, logs.String())
+	}
+}
+
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -173,7 +173,15 @@ func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
 	}
 	go reloadOnHUP(ctx, f.config, withDigests(cfg), f.node, a, reloads, log)
 	if err := a.Run(ctx); err != nil {
+		if errors.Is(err, bridge.ErrProbeRefused) {
+			err = fmt.Errorf("%w; fix agent.username and agent.password_file (or MOSQUITTO_HA_PASSWORD) to match an account of the broker's password_file", err)
+		}
 		log.Error("agent cannot run", "err", err)
+		if errors.Is(err, bridge.ErrProbeRefused) {
+			for _, fl := range probeFaults(cfg, f.node, opts.Local, bridge.ProbeResult{}, err) {
+				fmt.Fprintf(stderr, "\n%s\n", fl)
+			}
+		}
 		if errors.Is(err, bridge.ErrNoLog) {
 			fmt.Fprintf(stderr, "\n`mosquitto-ha mosquitto --config %s --node %s > /etc/mosquitto/conf.d/%s` adds what %s's broker lacks; or add these lines to its configuration; then restart it (`mosquitto-ha check --node %s` names the fault):\n\n%s",
 				f.config, f.node, dropinName, f.node, f.node, mosquittoLogConf)

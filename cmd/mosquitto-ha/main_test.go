@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -203,7 +204,7 @@ func TestAgentReloadAndMetrics(t *testing.T) {
 	for i := 0; i < 3; i++ {
 		brokers = append(brokers, mosqtest.Start(t, mosqtest.Options{Extra: "sys_interval 1\n"}))
 	}
-	cfg := writeCluster(t, brokers[:2], "")
+	cfg := writeCluster(t, brokers[:2], "  buffer_bytes: 1000000\n")
 	metricsPort := mosqtest.FreePort(t)
 	b1 := startAgentProcArgs(t, cfg, "b1", "--metrics", fmt.Sprintf("127.0.0.1:%d", metricsPort))
 	waitLog(t, b1, "advertising exact interest", 15*time.Second)
@@ -260,12 +261,58 @@ func TestAgentReloadAndMetrics(t *testing.T) {
 				!regexp.MustCompile(`(?m)^b2\s+up\s+-.*no agent status`).MatchString(out) {
 				t.Errorf("status: exit %d (want 1: b2 has no agent)\n%s%s", code, out, errOut)
 			}
+			checkBufferAndLocalMetrics(t, metricsPort, brokers, pub)
 			return
 		case <-time.After(200 * time.Millisecond):
 		case <-deadline:
 			t.Fatalf("a publish on b1 never reached b3 after the reload:\n%s", b1.Out.String())
 		}
 	}
+}
+
+// checkBufferAndLocalMetrics: relays for a peer that is down count in its buffered bytes,
+// against the configured limit; the local broker's loss shows as local_broker_up 0.
+func checkBufferAndLocalMetrics(t *testing.T, port int, brokers []*mosqtest.Broker, pub mqtt.Client) {
+	t.Helper()
+	waitMetric := func(what string, ok func(m string) bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			m := getMetrics(t, port)
+			if ok(m) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("metrics never showed %s:\n%s", what, m)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	has := func(line string) func(string) bool {
+		return func(m string) bool { return strings.Contains(m, line+"\n") }
+	}
+	waitMetric("the local broker up", has(`mosquitto_ha_local_broker_up{node="b1"} 1`))
+	waitMetric("b2's buffer limit from agent.buffer_bytes", has(`mosquitto_ha_peer_buffer_limit_bytes{node="b1",peer="b2"} 1e+06`))
+	brokers[1].Stop()
+	waitMetric("b2 down", has(`mosquitto_ha_peer_up{node="b1",peer="b2"} 0`))
+	payload := strings.Repeat("x", 1000)
+	for i := 0; i < 3; i++ {
+		pub.Publish("buffered/x", 1, false, payload).WaitTimeout(time.Second)
+	}
+	// b2's interest is unknown (no agent): all three wait for it (the sender may hold one, outside
+	// the buffer); the buffer's bytes are its relays' payloads.
+	relays := regexp.MustCompile(`(?m)^mosquitto_ha_peer_buffered_relays\{node="b1",peer="b2"\} (\d+)$`)
+	bytes := regexp.MustCompile(`(?m)^mosquitto_ha_peer_buffered_bytes\{node="b1",peer="b2"\} (\d+)$`)
+	waitMetric("1000 bytes buffered for b2 per buffered relay", func(m string) bool {
+		r, b := relays.FindStringSubmatch(m), bytes.FindStringSubmatch(m)
+		if r == nil || b == nil {
+			return false
+		}
+		n, _ := strconv.Atoi(r[1])
+		return n >= 2 && b[1] == strconv.Itoa(n*len(payload))
+	})
+	brokers[0].Stop()
+	waitMetric("the local broker down", has(`mosquitto_ha_local_broker_up{node="b1"} 0`))
 }
 
 func startAgentProcArgs(t *testing.T, config, node string, extra ...string) *mosqtest.Proc {

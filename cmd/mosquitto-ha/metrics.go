@@ -25,6 +25,8 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 	}
 	node := fmt.Sprintf("node=%q", s.Node)
 
+	gauge("mosquitto_ha_local_broker_up", "1 while the agent's connection to its own broker is up.")
+	fmt.Fprintf(w, "mosquitto_ha_local_broker_up{%s} %d\n", node, b(s.LocalUp))
 	gauge("mosquitto_ha_local_filters", "Distinct topic filters of this broker's clients.")
 	fmt.Fprintf(w, "mosquitto_ha_local_filters{%s} %d\n", node, s.LocalFilters)
 	gauge("mosquitto_ha_want_all", "1 while the agent asks its peers for every publish (it cannot know its clients' interest yet).")
@@ -58,6 +60,8 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 		{"mosquitto_ha_peer_relayed_messages_total", "Publishes relayed to the peer.", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Relayed) }},
 		{"mosquitto_ha_peer_relayed_bytes_total", "Payload bytes relayed to the peer.", "counter", func(p bridge.PeerStatus) float64 { return float64(p.RelayedBytes) }},
 		{"mosquitto_ha_peer_buffered_relays", "Relays waiting for the peer.", "gauge", func(p bridge.PeerStatus) float64 { return float64(p.Buffered) }},
+		{"mosquitto_ha_peer_buffered_bytes", "Payload bytes of the relays waiting for the peer.", "gauge", func(p bridge.PeerStatus) float64 { return float64(p.BufferedBytes) }},
+		{"mosquitto_ha_peer_buffer_limit_bytes", "The payload bytes the peer's buffer holds before it drops relays nobody waits for (agent.buffer_bytes).", "gauge", func(p bridge.PeerStatus) float64 { return float64(p.BufferLimitBytes) }},
 		{"mosquitto_ha_peer_dropped_relays_total", "Relays dropped for the peer (buffer full, or QoS 0 while it was down).", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Dropped) }},
 		{"mosquitto_ha_peer_refused_total", "Interest messages from the peer refused (malformed or over a limit).", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Refused) }},
 		{"mosquitto_ha_peer_forged_total", "Interest messages on the peer's topics with a missing or wrong signature.", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Forged) }},
