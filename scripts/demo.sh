@@ -65,7 +65,7 @@ for i in 1 2 3; do
   mkdir -p "$work/b$i"
   { echo "user root"; echo "allow_anonymous true"; echo "listener $port 127.0.0.1"
     echo "persistence_location $work/b$i/"
-    "$ha" mosquitto --config "$work/cluster.yaml" --node "b$i" | grep -v '^listener'
+    "$ha" mosquitto --config "$work/cluster.yaml" --node "b$i" --broker-conf "$work/b$i/mosquitto.conf" 2>/dev/null | grep -v '^listener'
   } >"$work/b$i/mosquitto.conf"
   "$MOSQUITTO" -c "$work/b$i/mosquitto.conf" >"$work/b$i/mosquitto.log" 2>&1 &
   pids+=($!)

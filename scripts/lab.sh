@@ -204,7 +204,9 @@ write_configs() {
       if [ "$NATIVE" = 1 ]; then
         native_mosquitto "$b"
       else
-        "$BIN" mosquitto --config "$LAB/cluster.yaml" --node "$b" | grep -v '^listener '
+        # Merged into the lines above, as into an install: without --broker-conf it would read
+        # this host's /etc/mosquitto and leave out what that file sets (persistence, for one).
+        "$BIN" mosquitto --config "$LAB/cluster.yaml" --node "$b" --broker-conf "$LAB/$b/mosquitto.conf" 2>"$LAB/$b/snippet.steps" | grep -v '^listener '
       fi
     } >"$LAB/$b/mosquitto.conf"
   done

@@ -131,7 +131,7 @@ broker() {
   local d=$work/run/$1; mkdir -p "$d"
   { echo "user root"; echo "allow_anonymous true"; echo "listener $2 127.0.0.1"
     echo "persistence_location $d/"; echo "log_dest file $d/broker.log"
-    "$ha" mosquitto --config "$work/run/cluster.yaml" --node b1 | grep -v '^listener'
+    "$ha" mosquitto --config "$work/run/cluster.yaml" --node b1 --broker-conf "$d/mosquitto.conf" 2>/dev/null | grep -v '^listener'
   } >"$d/mosquitto.conf"
   "$MOSQUITTO" -c "$d/mosquitto.conf" >"$d/mosquitto.log" 2>&1 &
   pids+=($!)
