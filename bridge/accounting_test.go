@@ -49,12 +49,7 @@ func TestAccountingEarlySubscriber(t *testing.T) {
 	}
 	// Once E is gone, every client is known again: the rule does not widen for good.
 	e.c.Disconnect(50)
-	waitFor(t, 10*time.Second, "b2 to advertise exact interest once E left", func() string {
-		if s := c.agent(1).Status(); s.WantAll {
-			return s.WantAllReason
-		}
-		return ""
-	})
+	c.waitExact(1, "b2 to advertise exact interest once E left")
 }
 
 // The same after an agent restart with a corrupt state file and journal: nothing restored, and

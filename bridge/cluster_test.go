@@ -128,6 +128,17 @@ func (c *testCluster) agent(i int) *bridge.Agent {
 	return c.agents[i]
 }
 
+// waitExact waits until agent i advertises exact interest, with what, the reason it did not.
+func (c *testCluster) waitExact(i int, what string) {
+	c.t.Helper()
+	waitFor(c.t, 10*time.Second, what, func() string {
+		if s := c.agent(i).Status(); s.WantAll {
+			return s.WantAllReason
+		}
+		return ""
+	})
+}
+
 // waitSettled waits until every running agent advertises exact interest and knows each peer's.
 func (c *testCluster) waitSettled() {
 	c.t.Helper()

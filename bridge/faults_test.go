@@ -43,12 +43,7 @@ func TestContract7FreshStartNextToSubscribedClients(t *testing.T) {
 	}
 	// Once that client leaves, the count matches and the interest becomes exact.
 	early.c.Disconnect(50)
-	waitFor(t, 10*time.Second, "b2's agent to advertise exact interest", func() string {
-		if s := c.agent(1).Status(); s.WantAll {
-			return s.WantAllReason
-		}
-		return ""
-	})
+	c.waitExact(1, "b2's agent to advertise exact interest")
 }
 
 // Contract 7: client ids and filters with spaces, and a filter longer than Mosquitto's log
