@@ -43,9 +43,13 @@ trap 'exit 130' INT TERM
 echo "== chaos: $duration s, $brokers brokers, seed $seed, $rate msg/s (logs in $out)"
 lab up --brokers "$brokers" >"$out/up.log" 2>&1 || { cat "$out/up.log"; exit 1; }
 
-# The checker publishes for the whole run, then drains; faults stop 8 s before its end.
-lab check --duration "${duration}s" --rate "$rate" --drain 30s --gap 1s >"$out/check.json" 2>"$out/check.err" &
+# The checker publishes for the whole run, then drains; faults stop 8 s before its end. Each
+# fault's kind goes to the checker's stdin as a mark, so its report blames every duplicate on the
+# last fault before it.
+mkfifo "$out/marks"
+lab check --duration "${duration}s" --rate "$rate" --drain 30s --gap 1s <"$out/marks" >"$out/check.json" 2>"$out/check.err" &
 checker=$!
+exec 3>"$out/marks"
 
 # Agent memory every 2 s: node, pid (a restart changes it), resident kB.
 (
@@ -65,12 +69,16 @@ sampler=$!
 # Every random draw happens in this shell: bash reseeds RANDOM in subshells, so a draw inside
 # $(...) would not follow --seed.
 RANDOM=$seed
+kinds=(agent-kill broker-restart broker-link-cut haproxy-kill lb-link-cut)
 sleep 4 # the pair settles
 end=$((SECONDS + duration - 12))
 faults=0
 while [ $SECONDS -lt "$end" ]; do
   b="b$((RANDOM % brokers + 1))" l="lb$((RANDOM % 2 + 1))" hold=$((RANDOM % 3 + 2)) pause=$((RANDOM % 2 + 1))
-  case $((RANDOM % 5)) in
+  kind=$((RANDOM % 5))
+  # A subshell takes the SIGPIPE if the checker is gone; chaos.sh goes on and reports that.
+  (echo "${kinds[$kind]} $b $l" >&3) 2>/dev/null || true
+  case $kind in
     0) what="agent $b killed (SIGKILL), restarted after ${hold}s"
        MHA_KILL_SIGNAL=KILL lab fault kill-agent "$b"; sleep "$hold"; lab fault start-agent "$b" ;;
     1) what="broker $b restarted (SIGTERM), down ${hold}s"
@@ -88,6 +96,7 @@ while [ $SECONDS -lt "$end" ]; do
 done
 lab repair >>"$out/faults.out" 2>&1 || true
 echo "== faults done ($faults); waiting for the checker to drain"
+exec 3>&-
 wait "$checker" || true
 kill "$sampler" 2>/dev/null || true
 
@@ -119,11 +128,21 @@ for (node, pid), s in sorted(inc.items()):
         flat = False
     lines.append(f"   agent {node} pid {pid}: {len(s)} samples over {span} s, RSS {first} -> {last} kB (peak {peak})")
 ok = r["lost"] == 0 and flat
+# Duplicates per fault kind: each mark is "<kind> <broker> <lb>", and carries the duplicates that
+# arrived after it and before the next mark.
+by_kind, n_kind = {}, {}
+for m in r.get("marks", []):
+    k = m["label"].split()[0]
+    by_kind[k] = by_kind.get(k, 0) + m.get("duplicates", 0)
+    n_kind[k] = n_kind.get(k, 0) + 1
+if r.get("duplicates_before_marks"):
+    by_kind["before-any-fault"] = r["duplicates_before_marks"]
 summary = {"seed": int(seed), "duration_s": int(duration), "faults": int(faults), "sent": r["sent"], "acked": r["acked"],
            "received": r["received"], "lost": r["lost"], "duplicates": r["duplicates"],
            "dead_letters": r.get("dead_letters", 0), "stranded": r.get("stranded", 0),
            "waiting_in_left_sessions": r.get("waiting_in_left_sessions", 0),
            "longest_gap_ms": max([g["ms"] for g in r.get("gaps", [])] or [0]),
+           "duplicates_by_fault": by_kind, "faults_by_kind": n_kind,
            "memory_flat": flat, "passed": ok}
 print(f"chaos: {faults} faults in {duration} s (seed {seed}): sent {r['sent']}, acked {r['acked']}, received {r['received']}, "
       f"lost {r['lost']}, duplicates {r['duplicates']}, longest reception gap {summary['longest_gap_ms'] / 1000:.2f} s")
@@ -131,6 +150,7 @@ if summary["waiting_in_left_sessions"]:
     print(f"   sessions the subscriber left behind held {summary['waiting_in_left_sessions']} messages, "
           f"{summary['stranded']} of them never delivered live (stranded on {r.get('stranded_on', {})}); "
           f"collected by returning there")
+print("   duplicates per fault kind: " + (", ".join(f"{k} {v} ({n_kind.get(k, 0)} faults)" for k, v in sorted(by_kind.items())) or "none"))
 print("\n".join(lines))
 print("chaos: PASS" if ok else f"chaos: FAIL (lost {r['lost']}{'' if flat else ', agent memory grew'})")
 if r["lost"]:

@@ -21,6 +21,9 @@ type mark struct {
 	// outage, or without one the first arrival of a message published after the mark
 	// (-1: nothing arrived).
 	RecoverMs int64 `json:"recover_ms"`
+	// Duplicates are the repeated live deliveries that arrived after this mark and before the
+	// next one: what the fault the mark names cost in duplicates.
+	Duplicates int `json:"duplicates"`
 }
 
 type connInfo struct {
@@ -55,6 +58,8 @@ type report struct {
 	Received   int `json:"received"`
 	Deliveries int `json:"deliveries"`
 	Duplicates int `json:"duplicates"`
+	// DuplicatesBeforeMarks arrived before the first mark (no fault to blame).
+	DuplicatesBeforeMarks int `json:"duplicates_before_marks"`
 	// ReceivedUnacked arrived without a PUBACK reaching the publisher (harmless: QoS 1 is at
 	// least once).
 	ReceivedUnacked int `json:"received_unacked"`
@@ -141,9 +146,17 @@ func analyse(in analysisInput) *report {
 	first := map[uint64]arrival{}
 	var firsts []arrival
 	var lat []float64
+	sort.SliceStable(in.marks, func(i, j int) bool { return in.marks[i].t.Before(in.marks[j].t) })
 	for _, a := range in.arrivals {
 		if _, dup := first[a.seq]; dup {
 			r.Duplicates++
+			// Blamed on the last mark at or before its arrival.
+			i := sort.Search(len(in.marks), func(i int) bool { return in.marks[i].t.After(a.t) }) - 1
+			if i < 0 {
+				r.DuplicatesBeforeMarks++
+			} else {
+				in.marks[i].Duplicates++
+			}
 			continue
 		}
 		first[a.seq] = a
@@ -176,7 +189,6 @@ func analyse(in analysisInput) *report {
 	}
 
 	// Marks: the outage that followed each, and when the subscriber received again.
-	sort.SliceStable(in.marks, func(i, j int) bool { return in.marks[i].t.Before(in.marks[j].t) })
 	for i, m := range in.marks {
 		m.UnixMs = m.t.UnixMilli()
 		from := m.t.Add(-threshold).UnixMilli()

@@ -184,3 +184,27 @@ func TestBrokersLeft(t *testing.T) {
 		t.Errorf("one broker: %v, want none", got)
 	}
 }
+
+func TestAnalyseDuplicatesBlamedOnTheLastMarkBeforeThem(t *testing.T) {
+	in := stream(30, "b2", func(int) int64 { return 1 })
+	dup := func(seq int, after time.Duration) {
+		in.arrivals = append(in.arrivals, arrival{seq: uint64(seq), sent: in.sent[seq], t: in.sent[seq].Add(after), conn: 1})
+	}
+	dup(2, 2*time.Millisecond)   // before any mark
+	dup(12, 2*time.Millisecond)  // after "agent-kill" at seq 10
+	dup(13, 2*time.Millisecond)  // idem
+	dup(21, 50*time.Millisecond) // after "link-cut" at seq 20
+	// Marks arrive in any order; analyse sorts them.
+	in.marks = []mark{{Label: "link-cut b1", t: in.sent[20]}, {Label: "agent-kill b2", t: in.sent[10]}}
+	r := analyse(in)
+	if r.Duplicates != 4 || r.DuplicatesBeforeMarks != 1 {
+		t.Fatalf("duplicates %d (before marks %d), want 4 (1)", r.Duplicates, r.DuplicatesBeforeMarks)
+	}
+	got := map[string]int{}
+	for _, m := range r.Marks {
+		got[m.Label] = m.Duplicates
+	}
+	if got["agent-kill b2"] != 2 || got["link-cut b1"] != 1 {
+		t.Errorf("duplicates per mark %v, want agent-kill b2: 2, link-cut b1: 1", got)
+	}
+}
