@@ -27,8 +27,19 @@ type Link struct {
 	// since (the others at Debug). Zero means one minute.
 	WarnEvery time.Duration
 
-	cur atomic.Pointer[Conn]
+	cur     atomic.Pointer[Conn]
+	lastErr atomic.Pointer[LinkError]
 }
+
+// LinkError is a link's last failure: a dial, handshake or Up that failed, or a connection lost.
+type LinkError struct {
+	Err error
+	At  time.Time
+}
+
+// LastError is the link's last failure, or nil if it never failed. It stays after the link
+// recovers: Conn tells whether it is up now.
+func (l *Link) LastError() *LinkError { return l.lastErr.Load() }
 
 // Conn is the current connection, or nil while the link is down.
 func (l *Link) Conn() *Conn { return l.cur.Load() }
@@ -58,6 +69,7 @@ func (l *Link) Run(ctx context.Context) {
 			}
 		}
 		if err != nil {
+			l.lastErr.Store(&LinkError{Err: err, At: time.Now()})
 			failures++
 			switch {
 			case !outage:
@@ -84,6 +96,11 @@ func (l *Link) Run(ctx context.Context) {
 			return // the owner closes the last connection itself, after its final words
 		}
 		l.cur.Store(nil)
+		lost := c.Err()
+		if lost == nil {
+			lost = ErrConnLost
+		}
+		l.lastErr.Store(&LinkError{Err: lost, At: time.Now()})
 		l.Down(c.Err())
 	}
 }
