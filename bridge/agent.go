@@ -53,6 +53,7 @@ type Agent struct {
 	brokerStart time.Time
 	acct        sysAccount // $SYS ticks and the clients accounted for, see accounting.go
 	lastStatus  time.Time
+	authRefused bool // the local broker refuses the agent's credentials, see checkLocalAuth
 
 	// The status as the dispatcher last copied it, for Status.
 	statsMu sync.Mutex
@@ -85,6 +86,7 @@ func New(opts Options) (*Agent, error) {
 		topics: NewTopics(opts.Cluster, opts.ForwardPrefix),
 		parser: sysparse.NewParser(),
 		acct:   sysAccount{total: -1},
+		status: Status{Version: opts.Version, Started: time.Now().UTC()},
 	}
 	a.localID = a.topics.LocalID(opts.Node)
 	a.signer = newSigner(opts.ClusterSecret)
@@ -198,7 +200,7 @@ func (a *Agent) Close() {
 		if c := a.localConn(); c != nil {
 			// The agent's last word: it stopped on purpose (the will says the same on a crash).
 			said := make(chan error, 1)
-			c.Publish(a.topics.Status(a.opts.Node), 1, true, a.willPayload(), func(err error) { said <- err })
+			c.Publish(a.topics.Status(a.opts.Node), 1, true, a.stopPayload(), func(err error) { said <- err })
 			select {
 			case <-said:
 			case <-time.After(time.Second):

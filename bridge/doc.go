@@ -52,6 +52,8 @@
 //	$HA/<cluster>/<node>/interest/delta   a delta; QoS 1, retained (the last one stays)
 //	$HA/<cluster>/<node>/status           Status JSON; QoS 0, retained, every 2 s; the will and
 //	                                      the last word on stopping: QoS 1, retained
+//	$HA/<cluster>/<node>/status/last      the last live Status JSON; QoS 0, retained, every
+//	                                      2 s, on the own broker and every peer's; no will
 //	$HA/<cluster>/<node>/synced/<peer>    empty, QoS 1, on <peer>'s broker: the sync marker
 //	$HA/<cluster>/<name>/retained-marker  empty, QoS 1: ends a read of retained messages; <name>
 //	                                      is <node>/local/<peer> on the own broker and
@@ -96,8 +98,11 @@
 // Messages over Limits.MaxInterestBytes or Limits.MaxFilters are refused, and so widen.
 //
 // Status. The JSON of Status, refreshed every 2 s; the broker publishes the agent's will, the
-// same JSON with "agent_up": false and zero counters, when the agent vanishes, and the agent
-// publishes it itself when it stops. A peer reads only "agent_up": while it is false, nobody
+// same JSON with "agent_up": false, zero counters and no "time", when the agent vanishes, and the
+// agent publishes it with "time" (its stop) when it stops. The same live JSON goes retained to
+// `$HA/<cluster>/<node>/status/last` on its own broker and on every peer's broker: no will
+// overwrites it, so it tells when a vanished agent was last seen, and it shows an agent whose own
+// broker refuses it. A peer reads only "agent_up": while it is false, nobody
 // tells the peer what that node's clients want, so it relays everything to that broker, where the
 // agent's persistent session queues it.
 //

@@ -45,6 +45,8 @@ type Options struct {
 	// Limits bound what peers may send.
 	Limits Limits
 	Logger *slog.Logger
+	// Version names the agent's build in its status messages (optional).
+	Version string
 }
 
 // Limits bound what peers may send. Whatever exceeds them is refused, logged and counted, and

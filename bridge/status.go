@@ -2,7 +2,11 @@ package bridge
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"time"
+
+	"mosquitto-ha/bridge/mqttconn"
 )
 
 // PeerStatus is the state of one peer link.
@@ -29,6 +33,10 @@ type PeerStatus struct {
 	Retries      uint64 `json:"retries"`
 	// InterestUpdated is when the peer's last interest message was applied.
 	InterestUpdated time.Time `json:"interest_updated"`
+	// LastError is the link's last failure (connect refused, unreachable, connection lost), kept
+	// after it recovers; Up tells whether it is up now.
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitzero"`
 }
 
 // Status is a snapshot of an agent's state, for tests, logs and metrics.
@@ -37,8 +45,20 @@ type Status struct {
 	// AgentUp is false in the will the broker publishes when the agent vanishes.
 	AgentUp bool `json:"agent_up"`
 	// LocalUp is true while the agent's connection to its own broker is up.
-	LocalUp bool      `json:"local_up"`
-	Time    time.Time `json:"time"`
+	LocalUp bool `json:"local_up"`
+	// LocalAuthRefused is true while the local broker refuses the agent's credentials (a
+	// permanent failure until its password_file or the agent's changes; the agent retries).
+	LocalAuthRefused bool `json:"local_auth_refused,omitempty"`
+	// Time is when this status was taken; in a will it is zero (the broker publishes the will
+	// when the agent vanished), in the message of an agent that stopped cleanly it is the stop.
+	Time time.Time `json:"time,omitzero"`
+	// Version is the agent's build; Started when this run of the agent began.
+	Version string    `json:"version,omitempty"`
+	Started time.Time `json:"started,omitzero"`
+	// LastError is the newest failure of the agent's connections, named "local broker <addr>: "
+	// or "peer <name>: ", kept after the connection recovers.
+	LastError     string    `json:"last_error,omitempty"`
+	LastErrorTime time.Time `json:"last_error_time,omitzero"`
 	// LocalFilters is the number of distinct filters of the local clients.
 	LocalFilters int `json:"local_filters"`
 	// LocalClients is the number of the broker's clients the agent accounted for by identity
@@ -81,6 +101,9 @@ func (a *Agent) Status() Status {
 	s.ControlBytes = a.ann.controlBytes.Load()
 	s.Oversized = a.in.oversized.Load()
 	s.ForgedInterest = a.ann.forgedInterest.Load()
+	if e := a.local.LastError(); e != nil {
+		s.LastError, s.LastErrorTime = "local broker "+a.opts.Local+": "+e.Err.Error(), e.At.UTC()
+	}
 	peers := a.peerList()
 	s.Peers = make([]PeerStatus, len(peers))
 	for i, p := range peers {
@@ -99,8 +122,43 @@ func (a *Agent) Status() Status {
 			Refused: p.refused.Load(), Forged: p.forged.Load(), Retries: p.retries.Load(),
 			InterestUpdated: time.Unix(0, p.interest.updated.Load()),
 		}
+		if e := p.link.LastError(); e != nil {
+			s.Peers[i].LastError, s.Peers[i].LastErrorTime = e.Err.Error(), e.At.UTC()
+			if e.At.After(s.LastErrorTime) {
+				s.LastError, s.LastErrorTime = "peer "+p.name+": "+e.Err.Error(), e.At.UTC()
+			}
+		}
 	}
 	return s
+}
+
+// authRefused reports whether a connection failed because the broker refused the agent's
+// credentials: CONNACK 4 "bad user name or password" or 5 "not authorised" [MQTT-3.2.2.3].
+func authRefused(e *mqttconn.LinkError) bool {
+	if e == nil || !errors.Is(e.Err, mqttconn.ErrRefused) {
+		return false
+	}
+	msg := e.Err.Error()
+	return strings.Contains(msg, "bad user name or password") || strings.Contains(msg, "not authorised")
+}
+
+// checkLocalAuth runs on the dispatcher: it tells a local broker that refuses the agent's
+// credentials (permanent until someone changes them, e.g. a reloaded password_file) from one
+// that is down or restarting (transient), logs the change once each way at Error and Info, and
+// keeps retrying: the refusal ends by itself when the broker's accounts are put back, and the
+// agent's persistent session keeps what peers relay meanwhile.
+func (a *Agent) checkLocalAuth() bool {
+	refused := a.localConn() == nil && authRefused(a.local.LastError())
+	if refused != a.authRefused {
+		a.authRefused = refused
+		if refused {
+			a.log.Error("local broker refuses the agent's credentials: retrying, but only a change of the broker's password_file or of agent.password_file (then restart the agent) can end this",
+				"addr", a.opts.Local, "err", a.local.LastError().Err, "user", a.opts.Username)
+		} else {
+			a.log.Info("local broker no longer refuses the agent's credentials", "addr", a.opts.Local)
+		}
+	}
+	return refused
 }
 
 // updateStatus copies the dispatcher-owned state for Status.
@@ -114,27 +172,45 @@ func (a *Agent) updateStatus() {
 	a.status.Ambiguous = a.model.Ambiguous
 	a.status.Truncated = a.model.Truncated
 	a.status.Malformed = a.model.Malformed
+	a.status.LocalAuthRefused = a.checkLocalAuth()
 }
 
 // statusInterval is how often the agent refreshes its retained status message.
 const statusInterval = 2 * time.Second
 
+// publishStatus publishes the status on the local broker, and its copy as the last live status
+// there and on every peer's broker it is connected to (see Topics.LastStatus).
 func (a *Agent) publishStatus() {
-	c := a.localConn()
-	if c == nil {
-		return
-	}
+	a.lastStatus = time.Now()
 	b, err := json.Marshal(a.Status())
 	if err != nil {
 		return
 	}
-	c.Publish(a.topics.Status(a.opts.Node), 0, true, b, nil)
-	a.lastStatus = time.Now()
+	last := a.topics.LastStatus(a.opts.Node)
+	if c := a.localConn(); c != nil {
+		c.Publish(a.topics.Status(a.opts.Node), 0, true, b, nil)
+		c.Publish(last, 0, true, b, nil)
+	}
+	for _, p := range a.peerList() {
+		if c := p.link.Conn(); c != nil {
+			c.Publish(last, 0, true, b, nil)
+		}
+	}
 }
 
-// willPayload is the status the broker publishes for an agent that vanished.
+// willPayload is the status the broker publishes for an agent that vanished: down, with the
+// run's version and start and no time (the last live status tells when it was last seen).
 func (a *Agent) willPayload() []byte {
-	b, _ := json.Marshal(Status{Node: a.opts.Node})
+	b, _ := json.Marshal(Status{Node: a.opts.Node, Version: a.opts.Version, Started: a.status.Started})
+	return b
+}
+
+// stopPayload is the status the agent publishes when it stops on purpose: down since now, with
+// its last error.
+func (a *Agent) stopPayload() []byte {
+	s := a.Status()
+	b, _ := json.Marshal(Status{Node: a.opts.Node, Version: a.opts.Version, Started: s.Started,
+		Time: s.Time, LastError: s.LastError, LastErrorTime: s.LastErrorTime})
 	return b
 }
 

@@ -36,6 +36,14 @@ func (t Topics) InterestFilter(node string) string { return t.Interest(node) + "
 // Status is the retained health message of node's agent.
 func (t Topics) Status(node string) string { return "$HA/" + t.cluster + "/" + node + "/status" }
 
+// LastStatus is the retained copy of node's last live status, which the agent publishes on its
+// own broker and on every peer's broker and which no will overwrites: it tells when a vanished
+// agent was last seen, and shows an agent whose own broker refuses it.
+func (t Topics) LastStatus(node string) string { return t.Status(node) + "/last" }
+
+// LastStatusFilter matches the last live status of every agent of the cluster.
+func (t Topics) LastStatusFilter() string { return t.Control() + "+/status/last" }
+
 // StatusFilter matches the status of every agent of the cluster.
 func (t Topics) StatusFilter() string { return "$HA/" + t.cluster + "/+/status" }
 
