@@ -72,6 +72,17 @@ func writeBuildInfo(w io.Writer) {
 	fmt.Fprintf(w, "# HELP mosquitto_ha_build_info The version, commit and Go release of the agent (value 1).\n# TYPE mosquitto_ha_build_info gauge\nmosquitto_ha_build_info{version=%q,commit=%q,goversion=%q} 1\n", v, c, g)
 }
 
+// shortVersion names the build in a status message: version and the commit's first 12 digits.
+func shortVersion() string {
+	v, c, _ := buildVersion()
+	if len(c) > 12 && !strings.HasSuffix(c, "-modified") {
+		c = c[:12]
+	} else if len(c) > 12 {
+		c = c[:12] + "-modified"
+	}
+	return v + " " + c
+}
+
 func versionLine() string {
 	v, c, g := buildVersion()
 	return fmt.Sprintf("mosquitto-ha %s (commit %s, %s)", v, c, g)

@@ -112,7 +112,8 @@ func agentOptions(cfg *Config, node string, log *slog.Logger) (bridge.Options, e
 		ClusterSecret:    secret,
 		Limits: bridge.Limits{MaxFilters: lim.MaxFilters, MaxFilterBytes: lim.MaxFilterBytes,
 			MaxInterestBytes: lim.MaxInterestBytes, MaxPayloadBytes: lim.MaxPayloadBytes},
-		Logger: log,
+		Logger:  log,
+		Version: shortVersion(),
 	}
 	for _, p := range cfg.Nodes {
 		if p.Name == n.Name {

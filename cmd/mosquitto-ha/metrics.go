@@ -27,6 +27,8 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 
 	gauge("mosquitto_ha_local_broker_up", "1 while the agent's connection to its own broker is up.")
 	fmt.Fprintf(w, "mosquitto_ha_local_broker_up{%s} %d\n", node, b(s.LocalUp))
+	gauge("mosquitto_ha_local_broker_auth_refused", "1 while the local broker refuses the agent's credentials: permanent until its password_file or agent.password_file changes (the agent keeps retrying).")
+	fmt.Fprintf(w, "mosquitto_ha_local_broker_auth_refused{%s} %d\n", node, b(s.LocalAuthRefused))
 	gauge("mosquitto_ha_local_filters", "Distinct topic filters of this broker's clients.")
 	fmt.Fprintf(w, "mosquitto_ha_local_filters{%s} %d\n", node, s.LocalFilters)
 	gauge("mosquitto_ha_want_all", "1 while the agent asks its peers for every publish (it cannot know its clients' interest yet).")

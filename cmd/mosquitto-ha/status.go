@@ -1,5 +1,7 @@
 // status.go is `mosquitto-ha status`: it connects to every broker as the agent would (its TLS
-// settings, its account), reads each agent's retained status message and prints the cluster.
+// settings, its account), reads each agent's retained status message, and every agent's last
+// live status from every broker (which tells when a vanished agent was last seen, and what an
+// agent whose own broker refuses it says), and prints the cluster.
 package main
 
 import (
@@ -10,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -29,7 +32,16 @@ type nodeHealth struct {
 	Broker string         `json:"broker"`
 	Error  string         `json:"error,omitempty"`
 	Agent  *bridge.Status `json:"agent,omitempty"`
+	// LastSeen is the newest last live status of the node's agent found on any broker.
+	LastSeen *bridge.Status `json:"last_seen,omitempty"`
+	// DownSince is when the agent went down, when it is known to be down: its stop, or the
+	// time of its last live status after a crash (within 2 s of the crash).
+	DownSince time.Time `json:"down_since,omitzero"`
 }
+
+// liveWithin is how old a last live status may be for its agent to count as running: a few of
+// the agent's 2 s refreshes.
+const liveWithin = 10 * time.Second
 
 // Broker states in nodeHealth.Broker.
 const (
@@ -62,6 +74,8 @@ func readHealth(ctx context.Context, cfg *Config, timeout time.Duration) []nodeH
 	pw, _ := cfg.Password()
 	out := make([]nodeHealth, len(cfg.Nodes))
 	done := make(chan struct{}, len(cfg.Nodes))
+	var lastMu sync.Mutex
+	last := map[string]*bridge.Status{} // newest last live status by node, from every broker
 	for i, n := range cfg.Nodes {
 		go func(i int, n Node) {
 			defer func() { done <- struct{}{} }()
@@ -99,6 +113,21 @@ func readHealth(ctx context.Context, cfg *Config, timeout time.Duration) []nodeH
 			}
 			defer c.Disconnect(50)
 			h.BrokerUp, h.Broker = true, brokerUp
+			// The last live statuses first: the broker sends their retained messages before it
+			// answers the next subscription, so they are in when the node's status arrives.
+			c.Subscribe(topics.LastStatusFilter(), 0, func(_ mqtt.Client, m mqtt.Message) {
+				var s bridge.Status
+				// Retained only: a live one arriving while another broker is still read would
+				// look newer than the status read from the node's own broker a moment before.
+				if !m.Retained() || json.Unmarshal(m.Payload(), &s) != nil || s.Node == "" {
+					return
+				}
+				lastMu.Lock()
+				if prev := last[s.Node]; prev == nil || s.Time.After(prev.Time) {
+					last[s.Node] = &s
+				}
+				lastMu.Unlock()
+			}).WaitTimeout(timeout)
 			c.Subscribe(topics.Status(n.Name), 0, func(_ mqtt.Client, m mqtt.Message) {
 				select {
 				case got <- m.Payload():
@@ -123,7 +152,52 @@ func readHealth(ctx context.Context, cfg *Config, timeout time.Duration) []nodeH
 	for range cfg.Nodes {
 		<-done
 	}
+	for i := range out {
+		out[i].LastSeen = last[out[i].Node]
+		out[i].DownSince = downSince(out[i])
+	}
 	return out
+}
+
+// downSince is when h's agent went down, or zero when it is up or nothing says when.
+func downSince(h nodeHealth) time.Time {
+	if s := h.current(); s != nil && s.AgentUp {
+		return time.Time{}
+	}
+	if h.Agent != nil && !h.Agent.Time.IsZero() {
+		return h.Agent.Time // it stopped on purpose and said when
+	}
+	if h.LastSeen != nil && (h.Agent != nil || time.Since(h.LastSeen.Time) > liveWithin) {
+		return h.LastSeen.Time // its will, or silence: last seen alive then
+	}
+	return time.Time{}
+}
+
+// current is the status that describes h's agent now: its own broker's, or its last live status
+// from the other brokers when that is fresh and newer: the own broker cannot be read, or it keeps
+// the last status of an agent it dropped (a reloaded password file drops without a will) or
+// refuses. A will against a last live status that says the agent was connected is a crash: the
+// will wins.
+func (h nodeHealth) current() *bridge.Status {
+	l := h.LastSeen
+	if l == nil || !l.AgentUp || time.Since(l.Time) > liveWithin {
+		return h.Agent
+	}
+	switch {
+	case h.Agent == nil:
+		return l
+	case h.Agent.AgentUp: // newer than a refresh or so: the own broker's copy is stuck
+		if l.Time.Sub(h.Agent.Time) > 3*time.Second {
+			return l
+		}
+	case !h.Agent.Time.IsZero(): // a clean stop, and the agent runs again without its broker
+		if l.Time.After(h.Agent.Time) {
+			return l
+		}
+	case !l.LocalUp: // a will, and the agent runs on without its broker
+		return l
+	}
+	return h.Agent
 }
 
 func randomSuffix() string { return fmt.Sprintf("%x", time.Now().UnixNano()&0xffffffff) }
@@ -144,32 +218,58 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		printHealth(stdout, health)
 	}
 	for _, h := range health {
-		if !h.BrokerUp || h.Agent == nil || !h.Agent.AgentUp {
+		if s := h.current(); !h.BrokerUp || s == nil || !s.AgentUp || !s.LocalUp {
 			return exitFail
 		}
 	}
 	return exitOK
 }
 
+// printHealth prints one row per node, then, under it, each node's last error.
 func printHealth(w io.Writer, health []nodeHealth) {
+	now := time.Now()
+	ago := func(t time.Time) string { return now.Sub(t).Round(time.Second).String() + " ago" }
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tBROKER\tAGENT\tPEERS UP\tFILTERS\tINTEREST\tRELAYED OUT\tREPUBLISHED\tBUFFERED\tNOTE")
+	fmt.Fprintln(tw, "NODE\tBROKER\tAGENT\tVERSION\tUPTIME\tPEERS UP\tFILTERS\tINTEREST\tRELAYED OUT\tREPUBLISHED\tBUFFERED\tDROPPED\tREFUSED\tNOTE")
+	var errs []string
 	for _, h := range health {
-		broker := h.Broker
-		if h.Agent == nil {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\t-\t-\t-\t-\t%s\n", h.Node, broker, h.Error)
-			continue
+		s := h.current()
+		if s != nil && s.LastError != "" {
+			errs = append(errs, fmt.Sprintf("%s: last error %s (%s): %s", h.Node, s.LastErrorTime.Format(time.RFC3339), ago(s.LastErrorTime), s.LastError))
 		}
-		s := h.Agent
-		if !s.AgentUp {
+		if s == nil || !s.AgentUp {
+			agent, version, note := "-", "-", h.Error
+			if s != nil || h.LastSeen != nil {
+				agent = "down"
+			}
+			if s != nil && s.Version != "" {
+				version = s.Version
+			} else if h.LastSeen != nil && h.LastSeen.Version != "" {
+				version = h.LastSeen.Version
+			}
+			switch {
+			case !h.DownSince.IsZero():
+				agent = "down since " + h.DownSince.Format(time.RFC3339)
+				note = strings.TrimPrefix(note+"; ", "; ") + "agent down " + ago(h.DownSince)
+			case s != nil:
+				note = strings.TrimPrefix(note+"; ", "; ") + "agent down (its will: counters and interest unknown)"
+			}
 			// The broker published the agent's will: its counters are not a state of the
 			// cluster, and nothing is known about its interest.
-			fmt.Fprintf(tw, "%s\t%s\tdown\t-\t-\t-\t-\t-\t-\tagent down (its will: counters and interest unknown)\n", h.Node, broker)
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t-\t-\t-\t-\t-\t-\t-\t-\t-\t%s\n", h.Node, h.Broker, agent, version, note)
 			continue
 		}
-		agent := "up " + time.Since(s.Time).Round(time.Second).String() + " ago"
+		agent := "up " + ago(s.Time)
+		if s != h.Agent {
+			agent = "up (seen " + ago(s.Time) + " via peers)"
+		}
+		uptime := "-"
+		if !s.Started.IsZero() {
+			uptime = s.Time.Sub(s.Started).Round(time.Second).String()
+		}
 		up, relayed, buffered := 0, uint64(0), 0
-		var down []string
+		dropped, refused := s.InboxDropped, s.Forged+s.Oversized+s.ForgedInterest
+		var down, notes []string
 		for _, p := range s.Peers {
 			if p.Up {
 				up++
@@ -178,17 +278,39 @@ func printHealth(w io.Writer, health []nodeHealth) {
 			}
 			relayed += p.Relayed
 			buffered += p.Buffered
+			dropped += p.Dropped
+			refused += p.Refused + p.Forged
 		}
 		interest := "exact"
 		if s.WantAll {
 			interest = "everything"
 		}
-		note := ""
-		if len(down) > 0 {
-			note = "peers down: " + strings.Join(down, ",")
+		if h.Error != "" {
+			notes = append(notes, h.Error)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%s\t%d\t%d\t%d\t%s\n", h.Node, broker, agent, up, len(s.Peers),
-			s.LocalFilters, interest, relayed, s.Republished, buffered, note)
+		if s.LocalAuthRefused {
+			notes = append(notes, "its broker refuses the agent's credentials")
+		} else if !s.LocalUp {
+			notes = append(notes, "agent not connected to its broker")
+		}
+		if len(down) > 0 {
+			notes = append(notes, "peers down: "+strings.Join(down, ","))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", h.Node, h.Broker, agent, orDash(s.Version), uptime,
+			up, len(s.Peers), s.LocalFilters, interest, relayed, s.Republished, buffered, dropped, refused, strings.Join(notes, "; "))
 	}
 	tw.Flush()
+	if len(errs) > 0 {
+		fmt.Fprintln(w)
+		for _, e := range errs {
+			fmt.Fprintln(w, e)
+		}
+	}
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
 }
