@@ -68,6 +68,23 @@ install -m 0644 scripts/install/default "$stage/etc/default/mosquitto-ha"
 install -m 0640 scripts/install/cluster.example.yaml "$stage/etc/mosquitto-ha/cluster.yaml"
 install -m 0644 scripts/install/cluster.example.yaml "$stage/usr/share/doc/mosquitto-ha/examples/cluster.yaml"
 install -m 0644 README.md "$stage/usr/share/doc/mosquitto-ha/README.md"
+# Debian policy wants a copyright file in every package. The owners have not chosen a licence:
+# the file says so plainly rather than imply one.
+cat >"$stage/usr/share/doc/mosquitto-ha/copyright" <<'COPYRIGHT'
+Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
+Upstream-Name: mosquitto-ha
+Comment: No licence has been granted yet. The owners of mosquitto-ha have not
+ chosen a licence; until they do, no right to use, copy, modify or distribute
+ this software is granted beyond what the law allows without one. The Go
+ modules compiled into the binary (listed by `go version -m
+ /usr/bin/mosquitto-ha`) keep their own licences.
+
+Files: *
+Copyright: the mosquitto-ha owners
+License: none
+ No licence granted yet (see Comment above).
+COPYRIGHT
+chmod 0644 "$stage/usr/share/doc/mosquitto-ha/copyright"
 for s in postinst prerm postrm; do install -m 0755 "scripts/install/deb/$s" "$stage/DEBIAN/$s"; done
 printf '/etc/default/mosquitto-ha\n/etc/mosquitto-ha/cluster.yaml\n' >"$stage/DEBIAN/conffiles"
 

@@ -52,6 +52,8 @@ check "mosquitto-ha agent --help names --node and --config" sh -c 'mosquitto-ha 
 check "man page renders and documents every command" sh -c 'page=$(dpkg-deb --fsys-tarfile "'"$deb"'" | tar -xO ./usr/share/man/man1/mosquitto-ha.1.gz | zcat | MANWIDTH=100 man --warnings -l - 2>&1); echo "$page" | grep -q "EXIT STATUS" && ! echo "$page" | grep -qi "warning" && echo "$page" | grep -Eq "^ +decommission$"'
 check "mosquitto-ha --version prints the package version" sh -c "$bin --version 2>&1 | grep -qF '$(dpkg-deb -f "$deb" Version)'"
 
+check "the copyright file says no licence is granted yet" grep -q "No licence has been granted yet" /usr/share/doc/mosquitto-ha/copyright
+
 # The service user and who may read the configuration.
 check "system user mosquitto-ha exists, no login shell" sh -c 'e=$(getent passwd mosquitto-ha) && uid=$(echo "$e" | cut -d: -f3) && [ "$uid" -lt 1000 ] && echo "$e" | grep -q "nologin$"'
 want_perm /etc/mosquitto-ha "750 root mosquitto-ha"
