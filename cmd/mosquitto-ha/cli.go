@@ -72,15 +72,21 @@ func writeBuildInfo(w io.Writer) {
 	fmt.Fprintf(w, "# HELP mosquitto_ha_build_info The version, commit and Go release of the agent (value 1).\n# TYPE mosquitto_ha_build_info gauge\nmosquitto_ha_build_info{version=%q,commit=%q,goversion=%q} 1\n", v, c, g)
 }
 
-// shortVersion names the build in a status message: version and the commit's first 12 digits.
+// shortVersion names the build in a status message: the version and the commit's first 12
+// digits, unless the version already names that commit (a package built between tags).
 func shortVersion() string {
 	v, c, _ := buildVersion()
-	if len(c) > 12 && !strings.HasSuffix(c, "-modified") {
-		c = c[:12]
-	} else if len(c) > 12 {
-		c = c[:12] + "-modified"
+	short, modified := strings.CutSuffix(c, "-modified")
+	if len(short) > 12 {
+		short = short[:12]
 	}
-	return v + " " + c
+	if strings.Contains(v, short) {
+		return v
+	}
+	if modified {
+		short += "-modified"
+	}
+	return v + " " + short
 }
 
 func versionLine() string {

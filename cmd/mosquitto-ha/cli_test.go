@@ -199,7 +199,7 @@ agent:
 	// A killed agent: its will says down, and status shows no counters or interest for it
 	// (not zeros and "exact").
 	a.Kill()
-	down := regexp.MustCompile(`(?m)^b1\s+up\s+down since \S+\s+\S+ \S+\s+-\s+-\s+-.*agent down \d+s ago`)
+	down := regexp.MustCompile(`(?m)^b1\s+up\s+down since \S+\s+\S+( \S+)?\s+-\s+-\s+-.*agent down \d+s ago`)
 	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		if out, errOut, _ = runCmd(t, "status", "--config", cfg); down.MatchString(out) {
 			return
