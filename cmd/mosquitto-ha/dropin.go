@@ -310,7 +310,7 @@ func (d *dropin) logging() {
 				}
 			}
 		}
-		d.comment("SIDE EFFECT: log_type applies to every log_dest, so %s also get(s) %s (size log rotation for it).",
+		d.comment("SIDE EFFECT: log_type applies to every log_dest, so %s will also receive %s (size log rotation for it).",
 			shown, strings.Join(effect, ", "))
 		for _, t := range missing {
 			d.option("log_type " + t)
@@ -430,7 +430,7 @@ func (d *dropin) auth() {
 		if _, err := os.Stat(path); err == nil {
 			d.step("%s exists but no password_file used it: add the agent account without -c (-c would replace every account): `mosquitto_passwd %s %s`", path, path, user)
 		} else {
-			d.step("create the password file with the agent account: `mosquitto_passwd -c %s %s` (the password of agent.password_file), readable by the user Mosquitto runs as (`chown mosquitto: %s`)", path, user, path)
+			d.step("create the password file with the agent account: `mosquitto_passwd -c %s %s` (the password of agent.password_file), readable only by the user Mosquitto runs as (`chown mosquitto: %s && chmod 0640 %s`)", path, user, path, path)
 		}
 	}
 

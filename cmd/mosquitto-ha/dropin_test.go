@@ -235,7 +235,7 @@ func TestDropinDebianStock(t *testing.T) {
 			for _, want := range []string{"listener " + strconv.Itoa(port) + "\n", "listener 1883 localhost\n", "allow_anonymous true\n",
 				"log_dest topic\n", "log_type subscribe\n", "log_type information\n", "max_queued_messages 100000\n",
 				"WHAT CHANGES: anonymous clients can now connect from any address", "SIDE EFFECT: the limit applies to every client",
-				"/var/log/mosquitto/mosquitto.log also get(s) one line per subscribe", "kept: `persistence true`"} {
+				"/var/log/mosquitto/mosquitto.log will also receive one line per subscribe", "kept: `persistence true`"} {
 				if !strings.Contains(snippet, want) && !strings.Contains(flat(snippet), want) {
 					t.Errorf("snippet lacks %q:\n%s", want, snippet)
 				}
