@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"mosquitto-ha/sysparse"
 	"mosquitto-ha/topictree"
 )
 
@@ -110,5 +111,30 @@ func TestRemoteSharesApply(t *testing.T) {
 	r.apply(interestMsg{Epoch: 1, Seq: 4, Changes: []Change{{Add: true, Filter: "$app/x", Group: "g"}}}, 0)
 	if !reflect.DeepEqual(r.DollarFilters(), []string{"$app/x"}) {
 		t.Fatalf("a shared '$' filter is not subscribed locally: %v", r.DollarFilters())
+	}
+}
+
+// The local model keeps a shared subscription as its (group, filter) pair, never as its plain
+// filter, and announces it with its group.
+func TestLocalInterestShares(t *testing.T) {
+	l := newLocalInterest(func(string) bool { return false })
+	l.Apply(sysparse.Event{Kind: sysparse.Connected, ClientID: "w1", CleanSession: true})
+	l.Apply(sysparse.Event{Kind: sysparse.Connected, ClientID: "w2", CleanSession: true})
+	l.Apply(sysparse.Event{Kind: sysparse.Subscribed, ClientID: "w1", Filter: "$share/g/jobs/#", QoS: 1})
+	l.Apply(sysparse.Event{Kind: sysparse.Subscribed, ClientID: "w2", Filter: "$share/g/jobs/#", QoS: 1})
+	l.Apply(sysparse.Event{Kind: sysparse.Subscribed, ClientID: "w2", Filter: "$share//bad", QoS: 1}) // not a share: literal
+	if got := l.Drain(); !reflect.DeepEqual(got, []Change{{Add: true, Filter: "jobs/#", Group: "g"}, {Add: true, Filter: "$share//bad"}}) {
+		t.Fatalf("changes %+v", got)
+	}
+	if l.tree.Count("jobs/#") != 0 || l.shares.Count(topictree.Share{Group: "g", Filter: "jobs/#"}) != 2 || l.filterCount() != 2 {
+		t.Fatalf("tree %v, shares %v", l.filters(), l.shareList())
+	}
+	l.Apply(sysparse.Event{Kind: sysparse.Disconnected, ClientID: "w1"})
+	if got := l.Drain(); len(got) != 0 {
+		t.Fatalf("one member of two left: %+v", got)
+	}
+	l.Apply(sysparse.Event{Kind: sysparse.Unsubscribed, ClientID: "w2", Filter: "$share/g/jobs/#"})
+	if got := l.Drain(); !reflect.DeepEqual(got, []Change{{Filter: "jobs/#", Group: "g"}}) {
+		t.Fatalf("last member left: %+v", got)
 	}
 }
