@@ -187,8 +187,30 @@ func printHealth(w io.Writer, health []nodeHealth) {
 		if len(down) > 0 {
 			note = "peers down: " + strings.Join(down, ",")
 		}
+		note = joinNote(note, sharedSplitNote(s.SharedSplit))
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d/%d\t%d\t%s\t%d\t%d\t%d\t%s\n", h.Node, broker, agent, up, len(s.Peers),
 			s.LocalFilters, interest, relayed, s.Republished, buffered, note)
 	}
 	tw.Flush()
+}
+
+// sharedSplitNote names the $share subscriptions whose members sit on this broker and on
+// others: a publish that must reach several of those brokers anyway is delivered once on each
+// (README, shared subscriptions).
+func sharedSplitNote(split []bridge.SharedSplit) string {
+	if len(split) == 0 {
+		return ""
+	}
+	parts := make([]string, len(split))
+	for i, s := range split {
+		parts[i] = s.Share + " (also on " + strings.Join(s.Peers, ",") + ")"
+	}
+	return "shared subscriptions split over brokers: " + strings.Join(parts, ", ")
+}
+
+func joinNote(a, b string) string {
+	if a == "" || b == "" {
+		return a + b
+	}
+	return a + "; " + b
 }
