@@ -2,6 +2,9 @@ package main
 
 import (
 	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -29,5 +32,19 @@ func TestStatusAndMetricsShowSharedSplit(t *testing.T) {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("metrics lack %s:\n%s", want, out.String())
 		}
+	}
+}
+
+// load_balancer.pins becomes a use-server rule of haproxy.cfg that `haproxy -c` accepts.
+func TestHAProxyPinsFromClusterFile(t *testing.T) {
+	out, errOut, code := runCmd(t, "haproxy", "--config", "../../testdata/config/valid-share-pins.yaml")
+	want := "use-server b2 if { var(sess.mqtt_client_id) -m beg billing-worker- }"
+	if code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("haproxy: exit %d, want %q in\n%s%s", code, want, out, errOut)
+	}
+	cfgFile := filepath.Join(t.TempDir(), "haproxy.cfg")
+	os.WriteFile(cfgFile, []byte(out), 0o600)
+	if out, err := exec.Command("haproxy", "-c", "-f", cfgFile).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c (apt-get install -y haproxy): %v\n%s", err, out)
 	}
 }
