@@ -2,6 +2,7 @@ package topictree
 
 import (
 	"errors"
+	"math/rand/v2"
 	"reflect"
 	"testing"
 )
@@ -95,4 +96,80 @@ func TestSharedDollarAndInvalid(t *testing.T) {
 	if s.Len() != 1 {
 		t.Fatalf("invalid pairs were added: %d", s.Len())
 	}
+}
+
+// TestSharedAgainstReference runs random Add/Remove sequences of (group, filter) pairs and
+// compares Shared with a map of reference counts and refMatch after every step.
+func TestSharedAgainstReference(t *testing.T) {
+	everyTopic := allTopics(3)
+	groups := []string{"g", "h", "g2"}
+	for seed := range uint64(6) {
+		rng := rand.New(rand.NewPCG(seed, 0x54a2e))
+		s := NewShared()
+		model := map[Share]int{}
+		for step := range 800 {
+			sh := Share{Group: groups[rng.IntN(len(groups))], Filter: randomName(rng, filterLevels)}
+			if !refValidFilter(sh.Filter) {
+				continue
+			}
+			if rng.IntN(3) > 0 {
+				first, err := s.Add(sh)
+				if err != nil || first != (model[sh] == 0) {
+					t.Fatalf("seed %d step %d: Add(%+v) = %v, %v with %d references", seed, step, sh, first, err, model[sh])
+				}
+				model[sh]++
+			} else {
+				last := s.Remove(sh)
+				if last != (model[sh] == 1) {
+					t.Fatalf("seed %d step %d: Remove(%+v) = %v with %d references", seed, step, sh, last, model[sh])
+				}
+				if model[sh] > 0 {
+					model[sh]--
+				}
+				if model[sh] == 0 {
+					delete(model, sh)
+				}
+			}
+			if s.Len() != len(model) {
+				t.Fatalf("seed %d step %d: Len %d, want %d", seed, step, s.Len(), len(model))
+			}
+			if step%50 != 0 {
+				continue
+			}
+			for _, topic := range everyTopic {
+				if !refValidTopic(topic) {
+					continue // "" is no topic
+				}
+				var want []Share
+				for sh := range model {
+					if refMatch(sh.Filter, topic) {
+						want = append(want, sh)
+					}
+				}
+				got := s.AppendMatching(nil, topic)
+				if !sameShares(got, want) || s.Match(topic) != (len(want) > 0) {
+					t.Fatalf("seed %d step %d: topic %q: got %v, want %v", seed, step, topic, got, want)
+				}
+			}
+		}
+	}
+}
+
+func sameShares(a, b []Share) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	set := map[Share]bool{}
+	for _, s := range a {
+		if set[s] {
+			return false // a pair listed twice
+		}
+		set[s] = true
+	}
+	for _, s := range b {
+		if !set[s] {
+			return false
+		}
+	}
+	return true
 }
