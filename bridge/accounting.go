@@ -121,10 +121,10 @@ const pingMinInterval = time.Second
 // interestWantsAll reports whether an interest message (snapshot or delta) says its node wants
 // everything, without decoding its filters.
 func interestWantsAll(p []byte) bool {
-	if len(p) < len(magic)+1 || string(p[:len(magic)]) != magic {
+	_, p, _, ok := interestHeader(p)
+	if !ok {
 		return false
 	}
-	p = p[len(magic)+1:]
 	var err error
 	if _, p, err = uvarint(p, "epoch"); err != nil {
 		return false

@@ -45,6 +45,7 @@ type Agent struct {
 	ann    *announcer
 	parser *sysparse.Parser
 	model  *localInterest
+	shares *shareRouter // relay choice for shared subscriptions, on the dispatcher
 
 	inbox inbox
 
@@ -98,6 +99,7 @@ func New(opts Options) (*Agent, error) {
 	}
 	prefix := a.topics.ClientPrefix()
 	a.model = newLocalInterest(func(id string) bool { return ignore[id] || strings.HasPrefix(id, prefix) })
+	a.shares = newShareRouter(a.model.shares)
 	a.inbox.notify = make(chan struct{}, 1)
 	conn := connSettings{keepalive: opts.Keepalive, username: opts.Username, password: opts.Password}
 	a.dollar = &dollarSubs{topics: a.topics, log: a.log}

@@ -123,7 +123,7 @@ func (n *announcer) snapshot() {
 	go func() {
 		defer n.snapshotBusy.Store(false)
 		t := n.topics.Interest(n.node)
-		p := n.signer.seal(t, encodeSnapshot(n.epoch, seq, all, n.model.filters()))
+		p := n.signer.seal(t, encodeSnapshot(n.epoch, seq, all, n.model.filters(), n.model.shareList()...))
 		n.lastSnapshotPayload.Store(&p)
 		c.Publish(t, 1, true, p, nil)
 		n.controlBytes.Add(uint64(len(p)))

@@ -74,7 +74,7 @@
 // Interest. Snapshot and delta share one binary layout (integers are unsigned varints, as
 // encoding/binary.AppendUvarint writes them):
 //
-//	"MHA1"        magic and version
+//	"MHA1"        magic and version: "MHA1" plain filters only, "MHA2" with share names
 //	kind    byte  'S' snapshot, 'D' delta
 //	epoch   uvarint  the agent's start time in Unix nanoseconds: a later run has a larger epoch,
 //	                 which invalidates all earlier sequence numbers
@@ -82,9 +82,19 @@
 //	flags   byte     bit 0 "all": the node cannot know its interest (fresh start, lost log
 //	                 lines) and wants every publish
 //	count   uvarint  number of entries
-//	entries          delta: op byte '+' or '-', then filter; snapshot: filter only.
-//	                 filter = uvarint length (1 to Limits.MaxFilterBytes, at most 65535), then
-//	                 that many bytes of UTF-8 without NUL
+//	entries          delta: op byte '+' or '-', then [group], then filter; snapshot:
+//	                 [group], then filter. group, in "MHA2" only: uvarint length (0 for a
+//	                 plain filter, else the share name of "$share/<group>/<filter>": no '/',
+//	                 '+' or '#'), then its bytes. filter = uvarint length (1 to
+//	                 Limits.MaxFilterBytes, at most 65535), then that many bytes of UTF-8
+//	                 without NUL
+//
+// Shared subscriptions. A node announces a shared subscription as its (group, filter) pair,
+// never as the plain filter, and writes "MHA2" only for a message that holds one, so a
+// cluster that uses no $share upgrades one agent at a time. An agent older than "MHA2" refuses
+// such a message (no "MHA1" header) and relays everything to its sender: upgrade every agent
+// before clients use $share across brokers, or accept that traffic meanwhile. The relay choice
+// for a pair (served locally, else by exactly one peer with members) is in share.go.
 //
 // A peer that connects or reconnects gets the retained snapshot at once, then follows the
 // deltas. It applies a delta only when it has the snapshot of the same epoch and the delta's seq
@@ -172,7 +182,8 @@
 // dispatcher), sys.go (log lines and client accounting), interest.go (the local interest model),
 // journal.go (its state file), announce.go (own interest out), interestwire.go (interest
 // layout), peer.go (one peer's state), peerlink.go (peer connection and peer interest in),
-// remote.go (a peer's interest), relayout.go and queue.go (relays out), relayin.go (relays in),
+// remote.go (a peer's interest), relayout.go and queue.go (relays out), share.go (the relay
+// choice for shared subscriptions), relayin.go (relays in),
 // relaywire.go (relay layout), retained.go (retained pull), dollar.go ('$' subscriptions),
 // topics.go (names), auth.go (signature), status.go (status), probe.go (startup probe).
 package bridge

@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strings"
 
 	"mosquitto-ha/sysparse"
 	"mosquitto-ha/topictree"
@@ -41,7 +40,8 @@ type client struct {
 // localInterest is the interest of this node's clients, built from log events. It is owned by
 // the agent's dispatch goroutine.
 type localInterest struct {
-	tree    *topictree.Tree
+	tree    *topictree.Tree   // plain filters
+	shares  *topictree.Shared // shared subscriptions, read by the relay path (share.go)
 	clients map[string]*client
 	ignore  func(clientID string) bool
 	changes []Change // since the last drain
@@ -57,17 +57,28 @@ type localInterest struct {
 }
 
 func newLocalInterest(ignore func(string) bool) *localInterest {
-	return &localInterest{tree: topictree.New(), clients: map[string]*client{}, ignore: ignore}
+	return &localInterest{tree: topictree.New(), shares: topictree.NewShared(), clients: map[string]*client{}, ignore: ignore}
 }
 
-// shareRE strips "$share/<group>/": a shared subscription wants the same publishes.
-func stripShare(filter string) string {
-	if rest, ok := strings.CutPrefix(filter, "$share/"); ok {
-		if i := strings.IndexByte(rest, '/'); i >= 0 && i+1 < len(rest) {
-			return rest[i+1:]
-		}
+// addFilter adds one reference to a filter as logged: a shared subscription
+// ("$share/<group>/<filter>") to the shares, anything else to the tree. It returns the change
+// to announce when the filter or pair is new.
+func (l *localInterest) addFilter(filter string) (ch Change, first bool, err error) {
+	if s, ok := topictree.SplitShare(filter); ok {
+		first, err = l.shares.Add(s)
+		return Change{Add: true, Filter: s.Filter, Group: s.Group}, first, err
 	}
-	return filter
+	first, err = l.tree.Add(filter)
+	return Change{Add: true, Filter: filter}, first, err
+}
+
+// removeFilter drops one reference to a filter as logged, and returns the change to announce
+// when that was the last one.
+func (l *localInterest) removeFilter(filter string) (ch Change, last bool) {
+	if s, ok := topictree.SplitShare(filter); ok {
+		return Change{Filter: s.Filter, Group: s.Group}, l.shares.Remove(s)
+	}
+	return Change{Filter: filter}, l.tree.Remove(filter)
 }
 
 // get returns the client, creating it not present (nothing proves it is there).
@@ -90,18 +101,16 @@ func (l *localInterest) subscribe(id, filter string, qos byte) {
 		c.Subs[filter] = qos
 		return
 	}
-	f := stripShare(filter)
-	first, err := l.tree.Add(f)
+	ch, first, err := l.addFilter(filter)
 	if err != nil {
 		// Mosquitto accepted it, so it is a filter we cannot model exactly: want everything.
-		f = "#"
-		first, _ = l.tree.Add(f)
+		ch, first, _ = l.addFilter("#")
 		filter = "#"
 	}
 	c.Subs[filter] = qos
 	l.nsubs++
 	if first {
-		l.changes = append(l.changes, Change{Add: true, Filter: f})
+		l.changes = append(l.changes, ch)
 	}
 }
 
@@ -116,9 +125,8 @@ func (l *localInterest) unsubscribe(id, filter string) {
 	}
 	delete(c.Subs, filter)
 	l.nsubs--
-	f := stripShare(filter)
-	if l.tree.Remove(f) {
-		l.changes = append(l.changes, Change{Add: false, Filter: f})
+	if ch, last := l.removeFilter(filter); last {
+		l.changes = append(l.changes, ch)
 	}
 }
 
@@ -448,11 +456,15 @@ func writeFileAtomic(path string, data []byte) error {
 
 // The agent reads and steers the model through the methods below, never its fields.
 
-// filterCount is the number of distinct filters of the local clients.
-func (l *localInterest) filterCount() int { return l.tree.Len() }
+// filterCount is the number of distinct filters of the local clients, shared subscriptions
+// included.
+func (l *localInterest) filterCount() int { return l.tree.Len() + l.shares.Len() }
 
-// filters lists the distinct filters of the local clients.
+// filters lists the distinct plain filters of the local clients.
 func (l *localInterest) filters() []string { return l.tree.Filters() }
+
+// shareList lists the distinct shared subscriptions of the local clients.
+func (l *localInterest) shareList() []topictree.Share { return l.shares.Shares() }
 
 // setUncertain mirrors the agent's "want everything" (see uncertain).
 func (l *localInterest) setUncertain(v bool) { l.uncertain = v }

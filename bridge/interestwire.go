@@ -1,5 +1,8 @@
 // interestwire.go owns the layout of the interest messages, snapshot and delta (doc.go
-// describes it): their encoder, their decoder, and the limits the decoder enforces.
+// describes it): their encoder, their decoder, and the limits the decoder enforces. Version 1
+// carries plain filters; version 2 adds a share name to every entry, and is written only when
+// a message holds a shared subscription, so a cluster that uses none keeps working while its
+// agents are upgraded one by one.
 
 package bridge
 
@@ -9,13 +12,16 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"mosquitto-ha/topictree"
 )
 
 // ErrBadMessage marks a control payload that does not decode; it is wrapped with detail.
 var ErrBadMessage = errors.New("bridge: bad control message")
 
 const (
-	magic          = "MHA1"
+	magic          = "MHA1" // version 1: plain filters only
+	magicShares    = "MHA2" // version 2: each entry has a share name ("" for a plain filter)
 	kindSnapshot   = 'S'
 	kindDelta      = 'D'
 	flagAll        = 1
@@ -24,10 +30,12 @@ const (
 	maxFilterBytes = 65535 // [MQTT-4.7.3-3] topic names and filters are at most 65535 bytes
 )
 
-// Change is one change of a node's interest: a filter gained (Add) or lost.
+// Change is one change of a node's interest: a filter gained (Add) or lost. Group is the share
+// name of a shared subscription ("$share/<Group>/<Filter>"), "" for a plain filter.
 type Change struct {
 	Add    bool
 	Filter string
+	Group  string
 }
 
 // interestMsg is a decoded snapshot or delta.
@@ -36,12 +44,33 @@ type interestMsg struct {
 	Epoch    uint64
 	Seq      uint64
 	All      bool
-	Filters  []string // snapshot
-	Changes  []Change // delta
+	Filters  []string          // snapshot: plain filters
+	Shares   []topictree.Share // snapshot: shared subscriptions (version 2)
+	Changes  []Change          // delta
 }
 
-func appendHeader(b []byte, kind byte, epoch, seq uint64, all bool, count int) []byte {
-	b = append(b, magic...)
+// interestHeader checks the magic of an interest message and returns its kind and the bytes
+// after it; shares tells version 2.
+func interestHeader(p []byte) (kind byte, rest []byte, shares, ok bool) {
+	if len(p) < len(magic)+1 {
+		return 0, p, false, false
+	}
+	switch string(p[:len(magic)]) {
+	case magic:
+	case magicShares:
+		shares = true
+	default:
+		return 0, p, false, false
+	}
+	return p[len(magic)], p[len(magic)+1:], shares, true
+}
+
+func appendHeader(b []byte, shares bool, kind byte, epoch, seq uint64, all bool, count int) []byte {
+	if shares {
+		b = append(b, magicShares...)
+	} else {
+		b = append(b, magic...)
+	}
 	b = append(b, kind)
 	b = binary.AppendUvarint(b, epoch)
 	b = binary.AppendUvarint(b, seq)
@@ -58,15 +87,26 @@ func appendString(b []byte, s string) []byte {
 	return append(b, s...)
 }
 
-// encodeSnapshot lays out a snapshot message.
-func encodeSnapshot(epoch, seq uint64, all bool, filters []string) []byte {
+// encodeSnapshot lays out a snapshot message: version 2 when it holds shared subscriptions.
+func encodeSnapshot(epoch, seq uint64, all bool, filters []string, shares ...topictree.Share) []byte {
+	v2 := len(shares) > 0
 	n := 16
 	for _, f := range filters {
-		n += len(f) + 3
+		n += len(f) + 4
 	}
-	b := appendHeader(make([]byte, 0, n), kindSnapshot, epoch, seq, all, len(filters))
+	for _, s := range shares {
+		n += len(s.Group) + len(s.Filter) + 6
+	}
+	b := appendHeader(make([]byte, 0, n), v2, kindSnapshot, epoch, seq, all, len(filters)+len(shares))
 	for _, f := range filters {
+		if v2 {
+			b = append(b, 0) // no share name
+		}
 		b = appendString(b, f)
+	}
+	for _, s := range shares {
+		b = appendString(b, s.Group)
+		b = appendString(b, s.Filter)
 	}
 	return b
 }
@@ -74,16 +114,21 @@ func encodeSnapshot(epoch, seq uint64, all bool, filters []string) []byte {
 // encodeDelta lays out a delta message.
 func encodeDelta(epoch, seq uint64, all bool, changes []Change) []byte {
 	n := 16
+	v2 := false
 	for _, c := range changes {
-		n += len(c.Filter) + 4
+		n += len(c.Filter) + len(c.Group) + 7
+		v2 = v2 || c.Group != ""
 	}
-	b := appendHeader(make([]byte, 0, n), kindDelta, epoch, seq, all, len(changes))
+	b := appendHeader(make([]byte, 0, n), v2, kindDelta, epoch, seq, all, len(changes))
 	for _, c := range changes {
 		op := byte(opRemove)
 		if c.Add {
 			op = opAdd
 		}
 		b = append(b, op)
+		if v2 {
+			b = appendString(b, c.Group)
+		}
 		b = appendString(b, c.Filter)
 	}
 	return b
@@ -92,11 +137,10 @@ func encodeDelta(epoch, seq uint64, all bool, changes []Change) []byte {
 // decodeInterest parses a snapshot or delta, refusing anything malformed or over the limits.
 func decodeInterest(p []byte, lim Limits) (interestMsg, error) {
 	var m interestMsg
-	if len(p) < len(magic)+1 || string(p[:len(magic)]) != magic {
-		return m, fmt.Errorf("%w: no %q header", ErrBadMessage, magic)
+	kind, p, v2, ok := interestHeader(p)
+	if !ok {
+		return m, fmt.Errorf("%w: no %q or %q header", ErrBadMessage, magic, magicShares)
 	}
-	kind := p[len(magic)]
-	p = p[len(magic)+1:]
 	switch kind {
 	case kindSnapshot:
 		m.Snapshot = true
@@ -151,22 +195,26 @@ func decodeInterest(p []byte, lim Limits) (interestMsg, error) {
 			}
 			p = p[1:]
 		}
-		var n uint64
-		if n, p, err = uvarint(p, "filter length"); err != nil {
+		var group string
+		if v2 {
+			if group, p, err = entryString(p, i, "share name", 0, maxFilterBytes); err != nil {
+				return m, err
+			}
+			if group != "" && topictree.ValidateGroup(group) != nil {
+				return m, fmt.Errorf("%w: entry %d: share name %q has '/', '+' or '#'", ErrBadMessage, i, group)
+			}
+		}
+		var f string
+		if f, p, err = entryString(p, i, "filter", 1, maxLen); err != nil {
 			return m, err
 		}
-		if n == 0 || n > uint64(maxLen) || n > uint64(len(p)) {
-			return m, fmt.Errorf("%w: entry %d: filter length %d (limit %d, %d bytes left)", ErrBadMessage, i, n, maxLen, len(p))
-		}
-		f := string(p[:n])
-		p = p[n:]
-		if !utf8.ValidString(f) || strings.IndexByte(f, 0) >= 0 {
-			return m, fmt.Errorf("%w: entry %d: filter is not valid UTF-8 without NUL", ErrBadMessage, i)
-		}
-		if m.Snapshot {
+		switch {
+		case m.Snapshot && group != "":
+			m.Shares = append(m.Shares, topictree.Share{Group: group, Filter: f})
+		case m.Snapshot:
 			m.Filters = append(m.Filters, f)
-		} else {
-			c.Filter = f
+		default:
+			c.Filter, c.Group = f, group
 			m.Changes = append(m.Changes, c)
 		}
 	}
@@ -176,13 +224,29 @@ func decodeInterest(p []byte, lim Limits) (interestMsg, error) {
 	return m, nil
 }
 
+// entryString reads one length-prefixed string of entry i: min to max bytes of UTF-8 without NUL.
+func entryString(p []byte, i uint64, what string, min, max int) (string, []byte, error) {
+	n, p, err := uvarint(p, what+" length")
+	if err != nil {
+		return "", p, err
+	}
+	if n < uint64(min) || n > uint64(max) || n > uint64(len(p)) {
+		return "", p, fmt.Errorf("%w: entry %d: %s length %d (limit %d, %d bytes left)", ErrBadMessage, i, what, n, max, len(p))
+	}
+	s := string(p[:n])
+	if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+		return "", p, fmt.Errorf("%w: entry %d: %s is not valid UTF-8 without NUL", ErrBadMessage, i, what)
+	}
+	return s, p[n:], nil
+}
+
 // peekSnapshot reads the epoch, sequence and "all" flag of a snapshot without decoding its
 // filters.
 func peekSnapshot(p []byte) (epoch, seq uint64, all, ok bool) {
-	if len(p) < len(magic)+1 || string(p[:len(magic)]) != magic || p[len(magic)] != kindSnapshot {
+	kind, p, _, ok := interestHeader(p)
+	if !ok || kind != kindSnapshot {
 		return 0, 0, false, false
 	}
-	p = p[len(magic)+1:]
 	var err error
 	if epoch, p, err = uvarint(p, "epoch"); err != nil {
 		return 0, 0, false, false

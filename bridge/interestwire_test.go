@@ -5,6 +5,8 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+
+	"mosquitto-ha/topictree"
 )
 
 func TestInterestRoundTrip(t *testing.T) {
@@ -124,6 +126,8 @@ func FuzzDecodeInterest(f *testing.F) {
 	f.Add(encodeSnapshot(1, 2, false, []string{"a/#", "b"}))
 	f.Add(encodeDelta(1, 3, true, []Change{{Add: true, Filter: "x"}, {Filter: "y"}}))
 	f.Add([]byte("MHA1S\x01\x01\x00\x7f"))
+	f.Add(encodeSnapshot(1, 2, false, []string{"a"}, topictree.Share{Group: "g", Filter: "j/#"}))
+	f.Add(encodeDelta(1, 3, false, []Change{{Add: true, Filter: "j/#", Group: "g"}, {Filter: "y"}}))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		m, err := decodeInterest(p, Limits{MaxFilters: 1000, MaxFilterBytes: 1000})
 		if err != nil {
@@ -132,7 +136,7 @@ func FuzzDecodeInterest(f *testing.F) {
 		// What decodes re-encodes to the same bytes.
 		var again []byte
 		if m.Snapshot {
-			again = encodeSnapshot(m.Epoch, m.Seq, m.All, m.Filters)
+			again = encodeSnapshot(m.Epoch, m.Seq, m.All, m.Filters, m.Shares...)
 		} else {
 			again = encodeDelta(m.Epoch, m.Seq, m.All, m.Changes)
 		}

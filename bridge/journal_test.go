@@ -32,7 +32,13 @@ func events() []sysparse.Event {
 	}
 }
 
-func modelState(l *localInterest) []string { return l.tree.Filters() }
+func modelState(l *localInterest) []string {
+	out := l.tree.Filters()
+	for _, s := range l.shareList() {
+		out = append(out, s.String())
+	}
+	return out
+}
 
 // The journal restores the same model, and replaying it over a base that already includes part
 // of it changes nothing.

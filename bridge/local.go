@@ -140,7 +140,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 	case a.topics.IsReserved(topic):
 		m.Ack()
 	default:
-		relayToPeers(m, a.peerList())
+		relayToPeers(m, a.peerList(), a.shares)
 	}
 }
 

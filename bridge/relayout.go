@@ -6,9 +6,10 @@ package bridge
 
 import "context"
 
-// relayToPeers sends a local publish to each peer that wants it; retained ones go to every peer.
-// The local broker gets its acknowledgement once every one of those relays is settled.
-func relayToPeers(m *message, peers []*peer) {
+// relayToPeers sends a local publish to each peer that wants it; retained ones go to every peer;
+// shares adds the peers its shared subscriptions need (share.go; nil: none). The local broker
+// gets its acknowledgement once every one of those relays is settled.
+func relayToPeers(m *message, peers []*peer, shares *shareRouter) {
 	var dests [16]*peer
 	to := dests[:0]
 	for _, p := range peers {
@@ -16,6 +17,7 @@ func relayToPeers(m *message, peers []*peer) {
 			to = append(to, p)
 		}
 	}
+	to = shares.route(m.Topic, peers, to)
 	if len(to) == 0 {
 		m.Ack()
 		return

@@ -21,6 +21,8 @@ type remoteInterest struct {
 	all     atomic.Bool // the peer asked for everything
 	unknown atomic.Bool // no usable snapshot yet, or a gap: relay everything until the next one
 	synced  atomic.Bool // every retained message of the current subscription has arrived
+	// shares holds its clients' shared subscriptions (share.go), swapped like tree.
+	shares atomic.Pointer[topictree.Shared]
 	// agentDown: the peer's agent is gone (its will says so): nobody there tells us what its
 	// clients want, so they get everything, queued in the agent's persistent session.
 	agentDown atomic.Bool
@@ -55,6 +57,7 @@ func (r *remoteInterest) DollarFilters() []string {
 func newRemoteInterest() *remoteInterest {
 	r := &remoteInterest{}
 	r.tree.Store(topictree.New())
+	r.shares.Store(topictree.NewShared())
 	r.unknown.Store(true)
 	return r
 }
@@ -76,8 +79,8 @@ func (r *remoteInterest) Known() bool {
 // since the link (re)connected.
 func (r *remoteInterest) setSynced(v bool) { r.synced.Store(v) }
 
-// Len is the number of distinct filters the peer holds.
-func (r *remoteInterest) Len() int { return r.tree.Load().Len() }
+// Len is the number of distinct filters the peer holds, shared subscriptions included.
+func (r *remoteInterest) Len() int { return r.tree.Load().Len() + r.shares.Load().Len() }
 
 // markUnknown makes the peer receive everything until its next usable snapshot.
 func (r *remoteInterest) markUnknown() { r.unknown.Store(true) }
@@ -91,7 +94,7 @@ func (r *remoteInterest) apply(m interestMsg, maxFilters int) (inSync bool) {
 	if !r.applyMsg(m) {
 		return false
 	}
-	if maxFilters > 0 && r.tree.Load().Len() > maxFilters {
+	if maxFilters > 0 && r.Len() > maxFilters {
 		r.unknown.Store(true)
 		return false
 	}
@@ -125,7 +128,17 @@ func (r *remoteInterest) applyMsg(m interestMsg) (inSync bool) {
 				dollar[f] = true
 			}
 		}
+		sh := topictree.NewShared()
+		for _, s := range m.Shares {
+			if sh.Count(s) == 0 {
+				_, _ = sh.Add(s) // an invalid filter can never match
+			}
+			if isDollarFilter(s.Filter) {
+				dollar[s.Filter] = true
+			}
+		}
 		r.tree.Store(t)
+		r.shares.Store(sh)
 		if len(dollar) > 0 || len(r.dollar) > 0 {
 			r.dollar = dollar
 			r.dollarChanged.Store(true)
@@ -168,21 +181,27 @@ func (r *remoteInterest) applyMsg(m interestMsg) (inSync bool) {
 }
 
 func (r *remoteInterest) applyDelta(d interestMsg) {
-	t := r.tree.Load()
+	t, sh := r.tree.Load(), r.shares.Load()
 	for _, c := range d.Changes {
 		// Set semantics: a peer's interest holds each filter once, so a change applied twice
 		// (a snapshot that already includes it) changes nothing.
+		s := topictree.Share{Group: c.Group, Filter: c.Filter}
 		switch {
+		case c.Group != "" && c.Add && sh.Count(s) == 0:
+			_, _ = sh.Add(s)
+		case c.Group != "" && !c.Add:
+			sh.Remove(s)
 		case c.Add && t.Count(c.Filter) == 0:
 			_, _ = t.Add(c.Filter)
-		case !c.Add:
+		case !c.Add && c.Group == "":
 			t.Remove(c.Filter)
 		}
 		if isDollarFilter(c.Filter) {
 			if r.dollar == nil {
 				r.dollar = map[string]bool{}
 			}
-			if c.Add {
+			// A plain filter and shared subscriptions may hold the same '$' filter.
+			if t.Count(c.Filter) > 0 || sh.HasFilter(c.Filter) {
 				r.dollar[c.Filter] = true
 			} else {
 				delete(r.dollar, c.Filter)

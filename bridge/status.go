@@ -82,8 +82,13 @@ type Status struct {
 	// ControlBytes counts the interest snapshot and delta bytes this agent published.
 	ControlBytes uint64 `json:"control_bytes"`
 	// InboxDropped counts local QoS 0 publishes dropped because the agent fell behind.
-	InboxDropped uint64       `json:"inbox_dropped"`
-	Peers        []PeerStatus `json:"peers"`
+	InboxDropped uint64 `json:"inbox_dropped"`
+	// SharedExtra counts deliveries to shared subscriptions beyond one per message: a local
+	// publish that reached several brokers with members of the same subscription (see share.go).
+	SharedExtra uint64 `json:"shared_extra_deliveries"`
+	// SharedSplit lists the local shared subscriptions whose members sit on peers too.
+	SharedSplit []SharedSplit `json:"shared_split,omitempty"`
+	Peers       []PeerStatus  `json:"peers"`
 }
 
 // Status returns the agent's current state. Safe for concurrent use.
@@ -105,6 +110,8 @@ func (a *Agent) Status() Status {
 		s.LastError, s.LastErrorTime = "local broker "+a.opts.Local+": "+e.Err.Error(), e.At.UTC()
 	}
 	peers := a.peerList()
+	s.SharedExtra = a.shares.extra.Load()
+	s.SharedSplit = splitShares(a.model.shares, peers)
 	s.Peers = make([]PeerStatus, len(peers))
 	for i, p := range peers {
 		up := p.Up()

@@ -23,6 +23,12 @@
 //     new brokers at the end, since removing or inserting one in the middle moves the clients
 //     of the brokers after it. A client with an empty client id (the broker assigns one) has
 //     nothing to hash and is balanced round robin.
+//   - A client id may be pinned to a broker (Params.Pins): `use-server <broker> if { var(sess.
+//     mqtt_client_id) -m beg <prefix> }`, before the hash. HAProxy ignores a use-server rule
+//     whose server is down, so a pinned client falls back to the hash while its broker is down.
+//     The use: every member of a `$share` group on one broker, where Mosquitto itself shares
+//     the group, so the cluster never delivers a message once per broker (mosquitto-ha's
+//     README). The first matching pin wins.
 //   - A broker is up only when it accepts an MQTT session. The health check opens a TCP
 //     connection, sends an MQTT 3.1.1 CONNECT (CheckConnectPacket), expects the CONNACK
 //     "accepted" (20 02 00 00) and says DISCONNECT (e0 00). A broker that listens but refuses
@@ -138,6 +144,18 @@ type Params struct {
 	// MaxConn is the global connection limit (default: derived by HAProxy from its
 	// file-descriptor limit, see DefaultMaxConn).
 	MaxConn int
+	// Pins send the clients whose id starts with a prefix to one broker while it is up (see
+	// the package doc); the first matching pin wins.
+	Pins []Pin
+}
+
+// Pin sends the clients whose id starts with ClientIDPrefix to the broker named Broker.
+type Pin struct {
+	// ClientIDPrefix is 1 to 256 printable ASCII characters without space, quote, '\', '#',
+	// '{' or '}' (it is written into the file as an ACL pattern).
+	ClientIDPrefix string
+	// Broker is the Name of one of Params.Brokers.
+	Broker string
 }
 
 // withDefaults returns p with the zero fields set to their defaults.
@@ -224,6 +242,14 @@ func Generate(p Params) ([]byte, error) {
 	w("    # An empty client id has nothing to hash: round robin.")
 	w("    balance hash var(sess.mqtt_client_id)")
 	w("    hash-type consistent")
+	if len(p.Pins) > 0 {
+		w("    # Pinned client ids: a client id that starts with the prefix goes to that broker while")
+		w("    # it is up (e.g. every member of a $share group on one broker); while it is down, the")
+		w("    # hash above decides. The first matching pin wins.")
+		for _, pin := range p.Pins {
+			w("    use-server %s if { var(sess.mqtt_client_id) -m beg %s }", pin.Broker, pin.ClientIDPrefix)
+		}
+	}
 	w("    # A refused connect to a broker not yet marked down is retried on another broker.")
 	w("    option redispatch 1") // a retry goes to another broker at once, not after the last attempt
 	w("    retries 2")

@@ -70,6 +70,8 @@ var goldenCases = []struct {
 		Password:        strings.Repeat("0123456789", 10),
 		ClientKeepalive: 30 * time.Second,
 		StatsSocket:     "/run/haproxy/plant-a.sock",
+		// The workers of two $share groups, each kept on one broker.
+		Pins: []haproxy.Pin{{ClientIDPrefix: "billing-worker-", Broker: "b2"}, {ClientIDPrefix: "etl/", Broker: "b3"}},
 	}},
 	// One broker behind one plain HAProxy (no VIP); the check logs in with an account of its
 	// own that has no password.
@@ -421,6 +423,15 @@ func TestGenerateInvalidParams(t *testing.T) {
 			Want: `StatsSocket "/run/my haproxy/admin.sock": contains a space, quote, '\' or '#' (want a plain path)`},
 		{Name: "stats socket too long", Change: func(p *haproxy.Params) { p.StatsSocket = "/" + strings.Repeat("s", 107) },
 			Want: `StatsSocket "/` + strings.Repeat("s", 107) + `": 108 bytes, above the 107 of a unix socket path (want a shorter path)`},
+		{Name: "pin to an unknown broker", Change: func(p *haproxy.Params) { p.Pins = []haproxy.Pin{{ClientIDPrefix: "w-", Broker: "b9"}} },
+			Want: `Pins[0].Broker "b9": not one of Brokers (want a broker's Name)`},
+		{Name: "pin prefix empty", Change: func(p *haproxy.Params) { p.Pins = []haproxy.Pin{{Broker: "b1"}} },
+			Want: `Pins[0].ClientIDPrefix "": empty (want the start of the client ids to pin, e.g. "worker-")`},
+		{Name: "pin prefix with space", Change: func(p *haproxy.Params) { p.Pins = []haproxy.Pin{{ClientIDPrefix: "w }", Broker: "b1"}} },
+			Want: `Pins[0].ClientIDPrefix "w }": contains ' ' (want printable ASCII without space, quote, '\', '#', '{' or '}')`},
+		{Name: "pin prefix twice", Change: func(p *haproxy.Params) {
+			p.Pins = []haproxy.Pin{{ClientIDPrefix: "w-", Broker: "b1"}, {ClientIDPrefix: "w-", Broker: "b2"}}
+		}, Want: `Pins[1].ClientIDPrefix "w-": same as Pins[0] (want one pin per prefix)`},
 		{Name: "negative maxconn", Change: func(p *haproxy.Params) { p.MaxConn = -1 },
 			Want: `MaxConn -1: negative (want a positive number, or 0 to let HAProxy derive it from its file-descriptor limit)`},
 		{Name: "several problems at once", Change: func(p *haproxy.Params) {

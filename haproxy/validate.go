@@ -101,6 +101,20 @@ func (p Params) validate() error {
 		errs.add("StatsSocket %q: %d bytes, above the 107 of a unix socket path (want a shorter path)", s, len(s))
 	}
 
+	prefixes := map[string]int{}
+	for i, pin := range p.Pins {
+		if bad := BadPinPrefix(pin.ClientIDPrefix); bad != "" {
+			errs.add("Pins[%d].ClientIDPrefix %q: %s", i, clip(pin.ClientIDPrefix), bad)
+		} else if j, dup := prefixes[pin.ClientIDPrefix]; dup {
+			errs.add("Pins[%d].ClientIDPrefix %q: same as Pins[%d] (want one pin per prefix)", i, pin.ClientIDPrefix, j)
+		} else {
+			prefixes[pin.ClientIDPrefix] = i
+		}
+		if _, ok := names[pin.Broker]; !ok {
+			errs.add("Pins[%d].Broker %q: not one of Brokers (want a broker's Name)", i, pin.Broker)
+		}
+	}
+
 	if p.MaxConn < 0 {
 		errs.add("MaxConn %d: negative (want a positive number, or 0 to let HAProxy derive it from its file-descriptor limit)", p.MaxConn)
 	}
@@ -245,4 +259,22 @@ func clip(s string) string {
 		return s
 	}
 	return s[:40] + "..."
+}
+
+// BadPinPrefix says what is wrong with a pin's client id prefix, "" when nothing: it is written
+// into haproxy.cfg as an ACL pattern, so it is kept to 1 to 256 printable ASCII characters
+// without space, quote, '\', '#', '{' or '}'.
+func BadPinPrefix(s string) string {
+	switch {
+	case s == "":
+		return "empty (want the start of the client ids to pin, e.g. \"worker-\")"
+	case len(s) > 256:
+		return fmt.Sprintf("%d bytes, above 256 (want a shorter prefix)", len(s))
+	}
+	for _, r := range s {
+		if r <= ' ' || r > '~' || strings.ContainsRune("\"'\\#{}", r) {
+			return fmt.Sprintf("contains %q (want printable ASCII without space, quote, '\\', '#', '{' or '}')", r)
+		}
+	}
+	return ""
 }

@@ -44,6 +44,11 @@
 // the same timestamp shape on every line; the Parser learns it from N and E lines, whose
 // message is recognisable, and uses it to cut the timestamp off M lines, where it is not.
 //
+// MQTT 5 clients are logged "p5" and their lines have the same forms; no MQTT 5 property is
+// logged (not the Session Expiry Interval, nor the will delay), and debug lines (`log_type
+// debug` or `all`, e.g. the CONNACK with its session-present flag) are never published on the
+// topic (see CleanSession and testdata/mosquitto-2.0.11/mqtt5_sessions.log).
+//
 // Mosquitto does not log again the subscriptions of a persistent session that reconnects, nor
 // the end of a clean session's subscriptions at disconnect, nor the subscriptions made before
 // the reader subscribed: the caller keeps that state (see Event.CleanSession).
@@ -169,6 +174,11 @@ type Event struct {
 	QoS byte
 	// CleanSession is true for "c1" (clean session / clean start), false for "c0" (persistent
 	// session: its subscriptions survive a disconnect and are not logged again on reconnect).
+	// For MQTT 5 (Protocol 5) it is the Clean Start flag only: whether the session outlives
+	// the connection depends on the Session Expiry Interval, which is not logged. Captured
+	// (testdata/mosquitto-2.0.11/mqtt5_sessions.log): "c1" with an interval keeps the session
+	// after the disconnect until "Expiring client <id> due to timeout."; "c0" with interval 0
+	// ends it at the disconnect, with no further line.
 	CleanSession bool
 	// Protocol is the number after 'p' in a connect line: ProtocolMQTT31 (1), ProtocolMQTT311
 	// (2) or ProtocolMQTT5 (5).

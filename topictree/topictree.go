@@ -23,8 +23,9 @@
 //     with '$' [MQTT-4.7.2-1]: "#" and "+/x" do not match "$SYS/x", while
 //     "$SYS/#" and "$SYS/+" do.
 //
-// Shared subscriptions ("$share/<group>/<filter>") are not special here: a
-// filter is taken literally, so the caller strips the prefix before Add.
+// Shared subscriptions ("$share/<group>/<filter>") are not special in Tree: a
+// filter is taken literally. Shared (shared.go) holds them as (group, filter)
+// pairs and SplitShare parses the prefix.
 //
 // # Layout
 //

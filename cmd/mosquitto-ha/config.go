@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -114,6 +115,15 @@ type LoadBalancer struct {
 	// it the check connects anonymously).
 	HealthCheck *HealthCheck `yaml:"health_check"`
 	Hosts       []LBHost     `yaml:"hosts"`
+	// Pins send the clients whose id starts with a prefix to one node while it is up, e.g. the
+	// members of a $share group, so that the group is shared by one Mosquitto.
+	Pins []LBPin `yaml:"pins"`
+}
+
+// LBPin is one pinned client id prefix (haproxy.Pin).
+type LBPin struct {
+	ClientIDPrefix string `yaml:"client_id_prefix"`
+	Node           string `yaml:"node"`
 }
 
 // HealthCheck is the broker account of HAProxy's health check. Its password ends up in
@@ -416,6 +426,19 @@ func (c *Config) validateLB(lb *LoadBalancer, add func(string, ...any)) {
 		}
 		if vip && (h.Priority < 1 || h.Priority > 254) { // keepalived's VRRP priority
 			add("load_balancer.hosts[%d].priority %d: want 1..254", i, h.Priority)
+		}
+	}
+	prefixes := map[string]int{}
+	for i, p := range lb.Pins {
+		if bad := haproxy.BadPinPrefix(p.ClientIDPrefix); bad != "" {
+			add("load_balancer.pins[%d].client_id_prefix %q: %s", i, p.ClientIDPrefix, bad)
+		} else if j, dup := prefixes[p.ClientIDPrefix]; dup {
+			add("load_balancer.pins[%d].client_id_prefix %q: already used by pins[%d]", i, p.ClientIDPrefix, j)
+		} else {
+			prefixes[p.ClientIDPrefix] = i
+		}
+		if !slices.ContainsFunc(c.Nodes, func(n Node) bool { return n.Name == p.Node }) {
+			add("load_balancer.pins[%d].node %q: not one of nodes (want a node's name)", i, p.Node)
 		}
 	}
 }

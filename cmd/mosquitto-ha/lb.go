@@ -98,6 +98,9 @@ func haproxyConfig(cfg *Config) ([]byte, error) {
 	for _, n := range cfg.Nodes {
 		p.Brokers = append(p.Brokers, haproxy.Backend{Name: n.Name, Address: n.Address})
 	}
+	for _, pin := range lb.Pins {
+		p.Pins = append(p.Pins, haproxy.Pin{ClientIDPrefix: pin.ClientIDPrefix, Broker: pin.Node})
+	}
 	return haproxy.Generate(p)
 }
 

@@ -45,6 +45,10 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"forged_own_interest\"} %d\n", node, s.ForgedInterest)
 	counter("mosquitto_ha_inbox_dropped_total", "Local QoS 0 publishes dropped because the agent fell behind.")
 	fmt.Fprintf(w, "mosquitto_ha_inbox_dropped_total{%s} %d\n", node, s.InboxDropped)
+	counter("mosquitto_ha_shared_extra_deliveries_total", "Deliveries to a $share subscription beyond one per message: a local publish that had to reach several brokers with members of it (README, shared subscriptions).")
+	fmt.Fprintf(w, "mosquitto_ha_shared_extra_deliveries_total{%s} %d\n", node, s.SharedExtra)
+	gauge("mosquitto_ha_shared_split_subscriptions", "$share subscriptions with members on this broker and on peers (mosquitto-ha status names them).")
+	fmt.Fprintf(w, "mosquitto_ha_shared_split_subscriptions{%s} %d\n", node, len(s.SharedSplit))
 
 	peerMetrics := []struct {
 		name, help, kind string

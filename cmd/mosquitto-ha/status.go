@@ -296,6 +296,9 @@ func printHealth(w io.Writer, health []nodeHealth) {
 		if len(down) > 0 {
 			notes = append(notes, "peers down: "+strings.Join(down, ","))
 		}
+		if n := sharedSplitNote(s.SharedSplit); n != "" {
+			notes = append(notes, n)
+		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d/%d\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%s\n", h.Node, h.Broker, agent, orDash(s.Version), uptime,
 			up, len(s.Peers), s.LocalFilters, interest, relayed, s.Republished, buffered, dropped, refused, strings.Join(notes, "; "))
 	}
@@ -313,4 +316,18 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// sharedSplitNote names the $share subscriptions whose members sit on this broker and on
+// others: a publish that must reach several of those brokers anyway is delivered once on each
+// (README, shared subscriptions).
+func sharedSplitNote(split []bridge.SharedSplit) string {
+	if len(split) == 0 {
+		return ""
+	}
+	parts := make([]string, len(split))
+	for i, s := range split {
+		parts[i] = s.Share + " (also on " + strings.Join(s.Peers, ",") + ")"
+	}
+	return "shared subscriptions split over brokers: " + strings.Join(parts, ", ")
 }

@@ -1,0 +1,50 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"mosquitto-ha/bridge"
+)
+
+// `status` and the metrics point at a $share subscription whose members sit on several brokers,
+// and count the extra deliveries (README, shared subscriptions).
+func TestStatusAndMetricsShowSharedSplit(t *testing.T) {
+	s := bridge.Status{Node: "b1", AgentUp: true, LocalUp: true, Time: time.Now(), SharedExtra: 7,
+		SharedSplit: []bridge.SharedSplit{{Share: "$share/g/jobs/#", Peers: []string{"b3"}}},
+		Peers:       []bridge.PeerStatus{{Name: "b3", Up: true}}}
+	var out bytes.Buffer
+	printHealth(&out, []nodeHealth{{Node: "b1", Broker: brokerUp, BrokerUp: true, Agent: &s}})
+	if !strings.Contains(out.String(), "shared subscriptions split over brokers: $share/g/jobs/# (also on b3)") {
+		t.Errorf("status does not name the split group:\n%s", out.String())
+	}
+	out.Reset()
+	writeMetrics(&out, s, time.Now())
+	for _, want := range []string{
+		`mosquitto_ha_shared_extra_deliveries_total{node="b1"} 7`,
+		`mosquitto_ha_shared_split_subscriptions{node="b1"} 1`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, out.String())
+		}
+	}
+}
+
+// load_balancer.pins becomes a use-server rule of haproxy.cfg that `haproxy -c` accepts.
+func TestHAProxyPinsFromClusterFile(t *testing.T) {
+	out, errOut, code := runCmd(t, "haproxy", "--config", "../../testdata/config/valid-share-pins.yaml")
+	want := "use-server b2 if { var(sess.mqtt_client_id) -m beg billing-worker- }"
+	if code != 0 || !strings.Contains(out, want) {
+		t.Fatalf("haproxy: exit %d, want %q in\n%s%s", code, want, out, errOut)
+	}
+	cfgFile := filepath.Join(t.TempDir(), "haproxy.cfg")
+	os.WriteFile(cfgFile, []byte(out), 0o600)
+	if out, err := exec.Command("haproxy", "-c", "-f", cfgFile).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c (apt-get install -y haproxy): %v\n%s", err, out)
+	}
+}
