@@ -39,6 +39,7 @@ type Agent struct {
 	reloadMu sync.Mutex
 
 	local  *mqttconn.Link
+	epoch  *localEpoch // of the local session, for the relays' identity
 	signer *signer
 	dollar *dollarSubs
 	in     *relayIn
@@ -104,9 +105,15 @@ func New(opts Options) (*Agent, error) {
 	conn := connSettings{keepalive: opts.Keepalive, username: opts.Username, password: opts.Password}
 	a.dollar = &dollarSubs{topics: a.topics, log: a.log}
 	a.local = a.localLink(conn)
+	epochPath := ""
+	if opts.StatePath != "" {
+		epochPath = opts.StatePath + ".epoch"
+	}
+	a.epoch = newLocalEpoch(epochPath)
 	wire := relayWire{topics: a.topics, node: opts.Node, signer: a.signer}
 	a.in = &relayIn{local: a.local, wire: wire, limits: &a.limits, log: a.log,
-		qos1: make(chan struct{}, republishWindowQoS1), qos2: make(chan struct{}, opts.MaxInflight)}
+		qos1: make(chan struct{}, republishWindowQoS1), qos2: make(chan struct{}, opts.MaxInflight),
+		dedupe: newDedupe(opts.StatePath, DefaultDedupeWindow, a.log)}
 	a.ann = &announcer{node: opts.Node, topics: a.topics, signer: a.signer, local: a.local,
 		model: a.model, limits: &a.limits, log: a.log, minInterval: opts.SnapshotInterval,
 		// Epochs grow with each run, so a peer can tell an earlier run's retained delta.
@@ -138,6 +145,13 @@ func (a *Agent) Run(ctx context.Context) error {
 			return err
 		}
 	}
+	if err := a.epoch.load(); err != nil {
+		return err
+	}
+	if err := a.in.dedupe.load(); err != nil {
+		return err
+	}
+	defer a.in.dedupe.close()
 	// The agent's own connections log lines too; their connect lines may predate the log
 	// subscription, so the parser is told their ids to split those lines.
 	for _, id := range a.ownIDs() {

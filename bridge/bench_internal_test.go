@@ -42,7 +42,7 @@ func BenchmarkRelayDecision(b *testing.B) {
 	relayed := 0
 	for i := 0; i < b.N; i++ {
 		m := &message{Topic: topics[i%len(topics)], Payload: payload, QoS: 0}
-		relayToPeers(m, a.peerList(), a.shares)
+		relayToPeers(m, 1, a.peerList(), a.shares)
 		if i%4096 == 0 {
 			for _, p := range a.peerList() {
 				relayed += p.queue.Len()
@@ -64,12 +64,12 @@ func BenchmarkBatchEncodeDecode(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(rs) * 100))
 	for i := 0; i < b.N; i++ {
-		p := s.seal("$forward-b/a", appendBatch(nil, rs))
+		p := s.seal("$forward-b/a", appendBatch(nil, 1, rs))
 		open, err := s.open("$forward-b/a", p)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := decodeBatch(open, 0); err != nil {
+		if _, _, err := decodeBatch(open, 0); err != nil {
 			b.Fatal(err)
 		}
 	}

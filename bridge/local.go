@@ -52,6 +52,14 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 		mark(m.Conn())
 		a.inbox.put(m)
 	}
+	// Before anything is read: the session's epoch (epoch.go) and the packet ids of republishes
+	// the broker may still hold (dedupe.go).
+	l.Prepare = func(c *mqttconn.Conn, sessionPresent bool) {
+		if err := a.epoch.connected(c, sessionPresent); err != nil {
+			a.log.Warn("local session epoch cannot be written: relays the broker sends again after an agent restart will not be recognised", "err", err)
+		}
+		a.in.dedupe.connected(c, sessionPresent)
+	}
 	l.Up = func(ctx context.Context, c *mqttconn.Conn, sessionPresent bool) error {
 		mark(c)
 		subs := map[string]byte{
@@ -140,7 +148,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 	case a.topics.IsReserved(topic):
 		m.Ack()
 	default:
-		relayToPeers(m, a.peerList(), a.shares)
+		relayToPeers(m, a.epoch.of(m.Conn()), a.peerList(), a.shares)
 	}
 }
 

@@ -83,6 +83,14 @@ const (
 	DefaultSnapshotInterval = time.Second
 	// DefaultProbeTimeout bounds the wait for the probe's own log lines.
 	DefaultProbeTimeout = 5 * time.Second
+	// DefaultDedupeWindow is how many QoS 1/2 relay identities the receiving agent remembers
+	// per origin node (dedupe.go): 32 bytes each in a file beside the state file, 1 MiB per
+	// origin, and about as much memory. It must exceed the relays a repeat can trail its first
+	// copy by: the origin's in-flight window (max_inflight_messages, 20 by default) after an
+	// agent restart, or the relays in flight on a link that is cut (at most max_inflight x 512
+	// per peer). A repeat older than the window is republished: a duplicate, never a loss.
+	// It stays under 65535, the cycle of a session's packet ids.
+	DefaultDedupeWindow = 32768
 
 	// DefaultMaxFilters is the most filters one peer may hold.
 	DefaultMaxFilters = 1 << 20

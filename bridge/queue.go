@@ -27,6 +27,13 @@ type relay struct {
 	retain  bool
 	group   *ackGroup // nil when nobody waits for it
 	settled bool      // group already settled (parked while the peer was down)
+	// The relay's identity on the wire (doc.go): the packet id the local broker delivered the
+	// publish with (0 for QoS 0) in the local session of epoch; repeat when it may have been
+	// sent before (the broker's DUP flag, or a retry after a link loss).
+	mid    uint16
+	epoch  uint64
+	repeat bool
+	stamp  uint64 // a retained write's hybrid logical clock, 0 = none (retained.go)
 }
 
 func (r *relay) settle() {

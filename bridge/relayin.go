@@ -25,17 +25,20 @@ type relayIn struct {
 	log    *slog.Logger
 	// Tokens per unacknowledged republish on the local connection, by QoS.
 	qos1, qos2 chan struct{}
+	// dedupe recognises relays republished before (dedupe.go).
+	dedupe *dedupe
 
 	// Counters, read by Status.
 	republished atomic.Uint64
 	received    atomic.Uint64 // publishes carried by the relays received
 	forged      atomic.Uint64 // relays that failed the signature check
 	oversized   atomic.Uint64 // relays over Limits.MaxPayloadBytes
+	repeats     atomic.Uint64 // relays recognised as repeats and not republished again
 }
 
 // handle republishes m when it is a relay addressed to this node, and reports whether it was.
 func (in *relayIn) handle(ctx context.Context, m *message) bool {
-	entries, isRelay, err := in.wire.decode(m.Topic, m.QoS, m.Payload, in.limits.Load().MaxPayloadBytes)
+	entries, src, isRelay, err := in.wire.decode(m.Topic, m.QoS, m.Payload, in.limits.Load().MaxPayloadBytes)
 	switch {
 	case !isRelay:
 		return false
@@ -50,18 +53,72 @@ func (in *relayIn) handle(ctx context.Context, m *message) bool {
 		m.Ack()
 	default:
 		in.received.Add(uint64(len(entries)))
-		var left atomic.Int32
-		left.Store(int32(len(entries)))
-		ackOne := func() {
-			if left.Add(-1) == 0 {
-				m.Ack()
-			}
-		}
-		for _, e := range entries {
-			in.republish(ctx, e.Topic, e.QoS, e.Retain, e.Payload, ackOne)
-		}
+		in.republishAll(ctx, m, src, entries)
 	}
 	return true
+}
+
+// republishAll republishes the relays of m, as dedupe decides for each, and acknowledges m
+// once every one is acknowledged by the local broker (or was a repeat already delivered).
+func (in *relayIn) republishAll(ctx context.Context, m *message, src relaySource, entries []batchEntry) {
+	var left atomic.Int32
+	left.Store(int32(len(entries)))
+	ackOne := func() {
+		if left.Add(-1) == 0 {
+			m.Ack()
+		}
+	}
+	c := m.Conn()
+	steps := in.dedupe.admit(c, src, m.Dup, entries, ackOne)
+	if steps == nil {
+		return // not the current connection: the broker sends m again on the next one
+	}
+	for i, e := range entries {
+		st := steps[i]
+		switch st.kind {
+		case dedupePlain:
+			in.republish(ctx, e.Topic, e.QoS, e.Retain, e.Payload, ackOne)
+			continue
+		case dedupeWait:
+			in.repeats.Add(1)
+			continue
+		case dedupeDrop:
+			in.repeats.Add(1)
+			ackOne()
+			continue
+		}
+		sem := in.qos1
+		if e.QoS == 2 {
+			sem = in.qos2
+		}
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			for _, st := range steps[i:] {
+				in.dedupe.finish(st.ref, context.Canceled)
+			}
+			return
+		}
+		done := func(err error) {
+			<-sem
+			in.dedupe.finish(st.ref, err)
+			if err == nil {
+				ackOne()
+			}
+		}
+		switch st.kind {
+		case dedupeRelease:
+			in.repeats.Add(1)
+			c.Release(st.lid, done)
+		default: // dedupePublish, dedupeResend
+			if st.kind == dedupeResend {
+				in.repeats.Add(1)
+			}
+			in.republished.Add(1)
+			c.PublishID(st.lid, st.kind == dedupeResend, e.Topic, e.QoS, e.Retain, e.Payload,
+				func() { in.dedupe.received(st.ref) }, done)
+		}
+	}
 }
 
 func (in *relayIn) refuse(m *message, why string) {

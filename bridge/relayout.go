@@ -8,8 +8,10 @@ import "context"
 
 // relayToPeers sends a local publish to each peer that wants it; retained ones go to every peer;
 // shares adds the peers its shared subscriptions need (share.go; nil: none). The local broker
-// gets its acknowledgement once every one of those relays is settled.
-func relayToPeers(m *message, peers []*peer, shares *shareRouter) {
+// gets its acknowledgement once every one of those relays is settled. epoch is that of the local
+// session m arrived on (epoch.go): with m's packet id it is the relay's identity, and m's DUP
+// flag marks it as a possible repeat.
+func relayToPeers(m *message, epoch uint64, peers []*peer, shares *shareRouter) {
 	var dests [16]*peer
 	to := dests[:0]
 	for _, p := range peers {
@@ -28,7 +30,8 @@ func relayToPeers(m *message, peers []*peer, shares *shareRouter) {
 		g.left.Store(int32(len(to)))
 	}
 	for _, p := range to {
-		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: m.Retain, group: g})
+		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: m.Retain, group: g,
+			mid: m.ID, epoch: epoch, repeat: m.Dup})
 	}
 }
 
@@ -40,6 +43,10 @@ func (p *peer) send(ctx context.Context) {
 		rs, ok := p.queue.popBatch(ctx, buf[:0], maxBatchItems, maxBatchBytes)
 		if !ok {
 			return
+		}
+		if n := sameEpoch(rs); n < len(rs) {
+			p.queue.pushFront(rs[n:]) // a batch carries one epoch
+			rs = rs[:n]
 		}
 		c, ok := p.waitConn(ctx)
 		if !ok {
@@ -67,13 +74,27 @@ func (p *peer) send(ctx context.Context) {
 				}
 				return
 			}
-			// Cut off by a lost connection: back to the head of the queue (at least once: the
-			// peer may see a duplicate). A parked queue settles them. Retained values among
-			// them are newer than the peer's: its retained pull must not revert them.
+			// Cut off by a lost connection: back to the head of the queue, marked as repeats
+			// (the peer may have them: its agent drops those it republished, dedupe.go). A
+			// parked queue settles them. Retained values among them are newer than the peer's:
+			// its retained pull must not revert them.
 			p.retries.Add(uint64(len(batch)))
+			for _, r := range batch {
+				r.repeat = true
+			}
 			p.markRetained(batch)
 			p.queue.pushFront(batch)
 		})
 		buf = rs
 	}
+}
+
+// sameEpoch is how many relays at the head of rs share the first one's epoch.
+func sameEpoch(rs []*relay) int {
+	for i := 1; i < len(rs); i++ {
+		if rs[i].epoch != rs[0].epoch {
+			return i
+		}
+	}
+	return len(rs)
 }

@@ -56,20 +56,25 @@ type relayWire struct {
 	signer *signer // nil: a cluster without a secret
 }
 
-// encode builds the forward publish for relays to one peer: the plain forward topic for one
-// relay, a batch otherwise, signed when the cluster has a secret.
+// encode builds the forward publish for relays to one peer: the plain forward topic for a
+// single QoS 0 relay that is neither retained nor stamped, a batch otherwise (a QoS 1/2 relay
+// needs its identity, see doc.go), signed when the cluster has a secret. Every relay of rs
+// carries the same epoch (the sender splits batches where it changes).
 func (w relayWire) encode(rs []*relay) (topic string, payload []byte, qos byte, batch bool) {
-	// A retained value must reach the peer even when published at QoS 0 (contract 5): it travels
-	// in a batch, which keeps its own QoS for the republish, acknowledged at QoS 1.
-	if len(rs) == 1 && !(rs[0].retain && rs[0].qos == 0) {
+	if len(rs) == 1 && rs[0].qos == 0 && !rs[0].retain && rs[0].stamp == 0 {
 		r := rs[0]
-		topic = w.topics.Forward(r.topic, r.retain)
-		return topic, w.signer.seal(topic, r.payload), r.qos, false
+		topic = w.topics.Forward(r.topic, false)
+		return topic, w.signer.seal(topic, r.payload), 0, false
 	}
-	size := 16
+	size := 16 + binary.MaxVarintLen64
 	for _, r := range rs {
-		size += len(r.topic) + len(r.payload) + 8
+		size += len(r.topic) + len(r.payload) + 12
+		if r.stamp != 0 {
+			size += 8
+		}
 		qos = max(qos, r.qos)
+		// A retained value must reach the peer even when published at QoS 0 (contract 5): the
+		// batch keeps each relay's own QoS for the republish, and is acknowledged at QoS 1.
 		if r.retain {
 			qos = max(qos, 1)
 		}
@@ -78,7 +83,7 @@ func (w relayWire) encode(rs []*relay) (topic string, payload []byte, qos byte, 
 		size += tagSize
 	}
 	topic = w.topics.Batch(w.node)
-	payload = appendBatch(make([]byte, 0, size), rs)
+	payload = appendBatch(make([]byte, 0, size), rs[0].epoch, rs)
 	if w.signer != nil {
 		payload = w.signer.tag(payload, topic, payload)
 	}
@@ -88,35 +93,58 @@ func (w relayWire) encode(rs []*relay) (topic string, payload []byte, qos byte, 
 // errOversized marks a relay whose payload exceeds Limits.MaxPayloadBytes.
 var errOversized = errors.New("bridge: relay over the payload limit")
 
+// relaySource is where the relays of one forward publish come from: the origin node (from the
+// batch topic) and the epoch of its local session; both empty for a single plain relay, which
+// has no identity.
+type relaySource struct {
+	origin string
+	epoch  uint64
+}
+
 // decode recognises a relay addressed to this node, received on topic at qos, and returns the
-// publishes it carries (payloads alias payload). isRelay is false for any other topic. The error
-// wraps ErrForged (signature), errOversized (a single relay over maxPayload) or ErrBadMessage
-// (a batch that does not decode or holds a payload over maxPayload).
-func (w relayWire) decode(topic string, qos byte, payload []byte, maxPayload int) (entries []batchEntry, isRelay bool, err error) {
+// publishes it carries (payloads alias payload) and their source. isRelay is false for any other
+// topic. The error wraps ErrForged (signature), errOversized (a single relay over maxPayload) or
+// ErrBadMessage (a batch that does not decode or holds a payload over maxPayload).
+func (w relayWire) decode(topic string, qos byte, payload []byte, maxPayload int) (entries []batchEntry, src relaySource, isRelay bool, err error) {
 	if w.topics.IsBatch(topic) {
 		p, err := w.signer.open(topic, payload)
 		if err != nil {
-			return nil, true, err
+			return nil, src, true, err
 		}
-		entries, err = decodeBatch(p, maxPayload)
-		return entries, true, err
+		src.origin = topic[len(w.topics.forwardBatch):]
+		src.epoch, entries, err = decodeBatch(p, maxPayload)
+		return entries, src, true, err
 	}
 	orig, retained, ok := w.topics.Unforward(topic)
 	if !ok {
-		return nil, false, nil
+		return nil, src, false, nil
 	}
 	p, err := w.signer.open(topic, payload)
 	if err != nil {
-		return nil, true, err
+		return nil, src, true, err
 	}
 	if len(p) > maxPayload {
-		return nil, true, fmt.Errorf("%w: %d bytes", errOversized, len(p))
+		return nil, src, true, fmt.Errorf("%w: %d bytes", errOversized, len(p))
 	}
-	return []batchEntry{{Topic: orig, Payload: p, QoS: qos, Retain: retained}}, true, nil
+	return []batchEntry{{Topic: orig, Payload: p, QoS: qos, Retain: retained}}, src, true, nil
 }
 
-// batchMagic starts a batch of relays.
-const batchMagic = "MHB1"
+// Batch magics: version 2 is written; version 1 (no epoch, mid or stamp) is still read, from
+// agents of an earlier release during a rolling upgrade.
+const (
+	batchMagic   = "MHB2"
+	batchMagicV1 = "MHB1"
+)
+
+// Batch entry flag bits.
+const (
+	flagQoS     = 3
+	flagRetain  = 1 << 2
+	flagRepeat  = 1 << 3 // may have been sent before: dedupe may drop it
+	flagStamp   = 1 << 4 // an 8-byte retained stamp follows the mid
+	flagsKnown  = flagQoS | flagRetain | flagRepeat | flagStamp
+	flagsKnown1 = flagQoS | flagRetain // version 1
+)
 
 // batchEntry is one relay inside a batch.
 type batchEntry struct {
@@ -124,21 +152,39 @@ type batchEntry struct {
 	Payload []byte
 	QoS     byte
 	Retain  bool
+	// MID is the packet id the origin broker delivered the publish with to its agent (0 for
+	// QoS 0); Repeat says the relay may have been sent before; Stamp is a retained write's
+	// clock (0: none).
+	MID    uint16
+	Repeat bool
+	Stamp  uint64
 }
 
-// appendBatch lays out relays as one batch payload:
+// appendBatch lays out relays as one batch payload (version 2):
 //
-//	"MHB1", count uvarint, then per relay: flags byte (bits 0-1 QoS, bit 2 retain),
+//	"MHB2", epoch uvarint, count uvarint, then per relay: flags byte (bits 0-1 QoS, bit 2
+//	retain, bit 3 repeat, bit 4 stamp), mid uvarint, [stamp 8 bytes big endian when bit 4],
 //	topic length uvarint, topic, payload length uvarint, payload
-func appendBatch(b []byte, rs []*relay) []byte {
+func appendBatch(b []byte, epoch uint64, rs []*relay) []byte {
 	b = append(b, batchMagic...)
+	b = binary.AppendUvarint(b, epoch)
 	b = binary.AppendUvarint(b, uint64(len(rs)))
 	for _, r := range rs {
-		flags := r.qos & 3
+		flags := r.qos & flagQoS
 		if r.retain {
-			flags |= 4
+			flags |= flagRetain
+		}
+		if r.repeat {
+			flags |= flagRepeat
+		}
+		if r.stamp != 0 {
+			flags |= flagStamp
 		}
 		b = append(b, flags)
+		b = binary.AppendUvarint(b, uint64(r.mid))
+		if r.stamp != 0 {
+			b = binary.BigEndian.AppendUint64(b, r.stamp)
+		}
 		b = appendString(b, r.topic)
 		b = binary.AppendUvarint(b, uint64(len(r.payload)))
 		b = append(b, r.payload...)
@@ -146,53 +192,86 @@ func appendBatch(b []byte, rs []*relay) []byte {
 	return b
 }
 
-// decodeBatch parses a batch; payloads alias p.
-func decodeBatch(p []byte, maxPayload int) ([]batchEntry, error) {
-	if len(p) < len(batchMagic) || string(p[:len(batchMagic)]) != batchMagic {
-		return nil, fmt.Errorf("%w: no %q header", ErrBadMessage, batchMagic)
+// decodeBatch parses a batch of version 2 or 1 and returns its epoch (0 for version 1) and
+// entries; payloads alias p.
+func decodeBatch(p []byte, maxPayload int) (epoch uint64, out []batchEntry, err error) {
+	if len(p) < len(batchMagic) {
+		return 0, nil, fmt.Errorf("%w: no %q header", ErrBadMessage, batchMagic)
+	}
+	v2 := string(p[:len(batchMagic)]) == batchMagic
+	if !v2 && string(p[:len(batchMagicV1)]) != batchMagicV1 {
+		return 0, nil, fmt.Errorf("%w: no %q header", ErrBadMessage, batchMagic)
 	}
 	p = p[len(batchMagic):]
+	known := byte(flagsKnown1)
+	if v2 {
+		known = flagsKnown
+		if epoch, p, err = uvarint(p, "epoch"); err != nil {
+			return 0, nil, err
+		}
+	}
 	count, p, err := uvarint(p, "count")
 	if err != nil {
-		return nil, err
+		return 0, nil, err
 	}
-	if count == 0 || count > uint64(len(p)) {
-		return nil, fmt.Errorf("%w: batch count %d", ErrBadMessage, count)
+	// Each entry takes at least 3 bytes: a huge count cannot make a huge allocation.
+	if count == 0 || count > uint64(len(p)/3) {
+		return 0, nil, fmt.Errorf("%w: batch count %d", ErrBadMessage, count)
 	}
-	out := make([]batchEntry, 0, count)
+	out = make([]batchEntry, 0, count)
 	for i := uint64(0); i < count; i++ {
 		if len(p) < 1 {
-			return nil, fmt.Errorf("%w: batch truncated at entry %d", ErrBadMessage, i)
+			return 0, nil, fmt.Errorf("%w: batch truncated at entry %d", ErrBadMessage, i)
 		}
-		e := batchEntry{QoS: p[0] & 3, Retain: p[0]&4 != 0}
-		if p[0]&^7 != 0 || e.QoS == 3 {
-			return nil, fmt.Errorf("%w: batch entry %d: bad flags %#x", ErrBadMessage, i, p[0])
+		flags := p[0]
+		e := batchEntry{QoS: flags & flagQoS, Retain: flags&flagRetain != 0, Repeat: flags&flagRepeat != 0}
+		if flags&^known != 0 || e.QoS == 3 {
+			return 0, nil, fmt.Errorf("%w: batch entry %d: bad flags %#x", ErrBadMessage, i, flags)
 		}
 		p = p[1:]
 		var n uint64
+		if v2 {
+			if n, p, err = uvarint(p, "mid"); err != nil {
+				return 0, nil, err
+			}
+			if n > 65535 { // [MQTT-2.3.1] a packet id is 16 bits
+				return 0, nil, fmt.Errorf("%w: batch entry %d: mid %d", ErrBadMessage, i, n)
+			}
+			e.MID = uint16(n)
+			if flags&flagStamp != 0 {
+				if len(p) < 8 {
+					return 0, nil, fmt.Errorf("%w: batch entry %d: truncated stamp", ErrBadMessage, i)
+				}
+				e.Stamp = binary.BigEndian.Uint64(p)
+				if e.Stamp == 0 {
+					return 0, nil, fmt.Errorf("%w: batch entry %d: zero stamp", ErrBadMessage, i)
+				}
+				p = p[8:]
+			}
+		}
 		if n, p, err = uvarint(p, "topic length"); err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 		if n == 0 || n > maxFilterBytes || n > uint64(len(p)) {
-			return nil, fmt.Errorf("%w: batch entry %d: topic length %d", ErrBadMessage, i, n)
+			return 0, nil, fmt.Errorf("%w: batch entry %d: topic length %d", ErrBadMessage, i, n)
 		}
 		e.Topic = string(p[:n])
 		p = p[n:]
 		if !utf8.ValidString(e.Topic) || strings.ContainsAny(e.Topic, "+#\x00") {
-			return nil, fmt.Errorf("%w: batch entry %d: invalid topic", ErrBadMessage, i)
+			return 0, nil, fmt.Errorf("%w: batch entry %d: invalid topic", ErrBadMessage, i)
 		}
 		if n, p, err = uvarint(p, "payload length"); err != nil {
-			return nil, err
+			return 0, nil, err
 		}
 		if n > uint64(len(p)) || (maxPayload > 0 && n > uint64(maxPayload)) {
-			return nil, fmt.Errorf("%w: batch entry %d: payload length %d", ErrBadMessage, i, n)
+			return 0, nil, fmt.Errorf("%w: batch entry %d: payload length %d", ErrBadMessage, i, n)
 		}
 		e.Payload = p[:n:n]
 		p = p[n:]
 		out = append(out, e)
 	}
 	if len(p) != 0 {
-		return nil, fmt.Errorf("%w: %d trailing bytes after the batch", ErrBadMessage, len(p))
+		return 0, nil, fmt.Errorf("%w: %d trailing bytes after the batch", ErrBadMessage, len(p))
 	}
-	return out, nil
+	return epoch, out, nil
 }

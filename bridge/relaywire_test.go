@@ -2,48 +2,82 @@ package bridge
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"reflect"
 	"testing"
 )
 
 func FuzzDecodeBatch(f *testing.F) {
-	f.Add(appendBatch(nil, []*relay{{topic: "a/b", payload: []byte("x"), qos: 1}, {topic: "c", retain: true}}))
+	f.Add(appendBatch(nil, 7, []*relay{{topic: "a/b", payload: []byte("x"), qos: 1, mid: 300, repeat: true},
+		{topic: "c", retain: true, stamp: 1 << 60}}))
+	f.Add([]byte("MHB2\x01\x01\x00\x00\x01a\x00"))
 	f.Add([]byte("MHB1\x01\x00\x01a\x00"))
 	f.Fuzz(func(t *testing.T, p []byte) {
-		es, err := decodeBatch(p, 1<<20)
-		if err != nil {
+		epoch, es, err := decodeBatch(p, 1<<20)
+		if err != nil || string(p[:4]) != batchMagic {
 			return
 		}
-		// What decodes re-encodes to the same bytes.
+		// What decodes re-encodes to the same bytes (when its varints were minimal).
 		rs := make([]*relay, len(es))
 		for i, e := range es {
-			rs[i] = &relay{topic: e.Topic, payload: e.Payload, qos: e.QoS, retain: e.Retain}
+			rs[i] = &relay{topic: e.Topic, payload: e.Payload, qos: e.QoS, retain: e.Retain,
+				mid: e.MID, repeat: e.Repeat, stamp: e.Stamp}
 		}
-		if again := appendBatch(nil, rs); !bytes.Equal(again, p) {
+		again := appendBatch(nil, epoch, rs)
+		if len(again) == len(p) && !bytes.Equal(again, p) {
 			t.Fatalf("re-encoded batch differs")
+		}
+		if e2, es2, err := decodeBatch(again, 1<<20); err != nil || e2 != epoch || !reflect.DeepEqual(es2, es) {
+			t.Fatalf("re-encoded batch decodes differently: %v", err)
 		}
 	})
 }
 
+// Hostile batches: each is refused with ErrBadMessage, and none allocates for a count it does
+// not carry.
 func TestDecodeBatchRefuses(t *testing.T) {
-	good := appendBatch(nil, []*relay{{topic: "a", payload: []byte("x"), qos: 1}})
+	good := appendBatch(nil, 1, []*relay{{topic: "a", payload: []byte("x"), qos: 1, mid: 1}})
+	huge := binary.AppendUvarint([]byte("MHB2\x01"), 1<<62)
 	for name, p := range map[string][]byte{
-		"no magic":        []byte("XXXX\x01"),
-		"zero count":      []byte("MHB1\x00"),
-		"QoS 3":           []byte("MHB1\x01\x03\x01a\x00"),
-		"wildcard topic":  []byte("MHB1\x01\x01\x01#\x00"),
-		"payload too big": appendBatch(nil, []*relay{{topic: "a", payload: make([]byte, 100)}}),
-		"trailing":        append(good, 0),
+		"no magic":           []byte("XXXX\x01"),
+		"short":              []byte("MH"),
+		"zero count":         []byte("MHB2\x01\x00"),
+		"huge count":         append(huge, 0, 0, 1, 'a', 0),
+		"count past the end": []byte("MHB2\x01\x05\x01\x01\x01a\x00"),
+		"no epoch":           []byte("MHB2"),
+		"QoS 3":              []byte("MHB2\x01\x01\x03\x00\x01a\x00"),
+		"unknown flag":       []byte("MHB2\x01\x01\x21\x00\x01a\x00"),
+		"v1 with v2 flag":    []byte("MHB1\x01\x09\x01a\x00"),
+		"mid over 16 bits":   []byte("MHB2\x01\x01\x01\x80\x80\x04\x01a\x00"),
+		"truncated stamp":    []byte("MHB2\x01\x01\x10\x00\x00\x00\x01"),
+		"zero stamp":         []byte("MHB2\x01\x01\x10\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01a\x00"),
+		"wildcard topic":     []byte("MHB2\x01\x01\x01\x01\x01#\x00"),
+		"empty topic":        []byte("MHB2\x01\x01\x01\x01\x00\x00"),
+		"payload too big":    appendBatch(nil, 1, []*relay{{topic: "a", payload: make([]byte, 100)}}),
+		"payload past end":   []byte("MHB2\x01\x01\x01\x01\x01a\x05xx"),
+		"truncated":          good[:len(good)-1],
+		"trailing":           append(bytes.Clone(good), 0),
 	} {
-		if _, err := decodeBatch(p, 50); !errors.Is(err, ErrBadMessage) {
+		if _, _, err := decodeBatch(p, 50); !errors.Is(err, ErrBadMessage) {
 			t.Errorf("%s: %v, want ErrBadMessage", name, err)
 		}
 	}
 }
 
-// What the sender encodes, the receiver decodes: the same publishes, whether they travel alone
-// or in a batch, and a tag moved to another topic or a payload changed on the way is refused.
+// Version 1 batches, from agents of the previous release during an upgrade, still decode: no
+// epoch, no identity.
+func TestDecodeBatchVersion1(t *testing.T) {
+	epoch, es, err := decodeBatch([]byte("MHB1\x02\x01\x01a\x01x\x04\x01b\x00"), 50)
+	want := []batchEntry{{Topic: "a", Payload: []byte("x"), QoS: 1}, {Topic: "b", Payload: []byte{}, Retain: true}}
+	if err != nil || epoch != 0 || !reflect.DeepEqual(es, want) {
+		t.Fatalf("got %d %+v %v, want %+v", epoch, es, err, want)
+	}
+}
+
+// What the sender encodes, the receiver decodes: the same publishes with their identity (origin,
+// epoch, mid, repeat) and stamp, whether they travel alone or in a batch, and a tag moved to
+// another topic or a payload changed on the way is refused.
 func TestRelayWireRoundTrip(t *testing.T) {
 	topics := NewTopics("c", "$forward/")
 	send := relayWire{topics: topics, node: "a", signer: newSigner([]byte("secret"))}
@@ -54,54 +88,72 @@ func TestRelayWireRoundTrip(t *testing.T) {
 		wantQoS   byte
 		wantBatch bool
 	}{
-		"one relay":                   {[]*relay{{topic: "t/1", payload: []byte("x"), qos: 2}}, "$forward/t/1", 2, false},
-		"one retained relay":          {[]*relay{{topic: "t/1", payload: []byte("x"), qos: 1, retain: true}}, "$forward-r/t/1", 1, false},
-		"one retained QoS 0 relay":    {[]*relay{{topic: "t/1", payload: []byte("x"), retain: true}}, "$forward-b/a", 1, true},
-		"two relays, highest QoS":     {[]*relay{{topic: "t/1", qos: 0}, {topic: "t/2", payload: []byte("y"), qos: 2}}, "$forward-b/a", 2, true},
-		"a deletion among QoS 0 ones": {[]*relay{{topic: "t/1"}, {topic: "t/2", retain: true}}, "$forward-b/a", 1, true},
+		"one QoS 0 relay":          {[]*relay{{topic: "t/1", payload: []byte("x"), epoch: 9}}, "$forward/t/1", 0, false},
+		"one QoS 2 relay":          {[]*relay{{topic: "t/1", payload: []byte("x"), qos: 2, mid: 65535, epoch: 9}}, "$forward-b/a", 2, true},
+		"one repeated QoS 1 relay": {[]*relay{{topic: "t/1", payload: []byte("x"), qos: 1, mid: 1, epoch: 1 << 63, repeat: true}}, "$forward-b/a", 1, true},
+		"one retained relay":       {[]*relay{{topic: "t/1", payload: []byte("x"), qos: 1, retain: true, mid: 3, epoch: 9}}, "$forward-b/a", 1, true},
+		"one retained QoS 0 relay": {[]*relay{{topic: "t/1", payload: []byte("x"), retain: true, epoch: 9}}, "$forward-b/a", 1, true},
+		"one stamped QoS 0 relay":  {[]*relay{{topic: "t/1", payload: []byte("x"), stamp: 42, epoch: 9}}, "$forward-b/a", 0, true},
+		"two relays, highest QoS":  {[]*relay{{topic: "t/1", epoch: 9}, {topic: "t/2", payload: []byte("y"), qos: 2, mid: 7, epoch: 9}}, "$forward-b/a", 2, true},
+		"a deletion among QoS 0":   {[]*relay{{topic: "t/1", epoch: 9}, {topic: "t/2", retain: true, stamp: 5, epoch: 9}}, "$forward-b/a", 1, true},
 	} {
 		topic, payload, qos, batch := send.encode(c.rs)
 		if topic != c.wantTopic || qos != c.wantQoS || batch != c.wantBatch {
 			t.Errorf("%s: encoded on %q QoS %d batch %v, want %q QoS %d batch %v", name, topic, qos, batch, c.wantTopic, c.wantQoS, c.wantBatch)
 			continue
 		}
-		es, isRelay, err := recv.decode(topic, qos, payload, DefaultMaxPayloadBytes)
+		es, src, isRelay, err := recv.decode(topic, qos, payload, DefaultMaxPayloadBytes)
 		if !isRelay || err != nil {
 			t.Errorf("%s: decode: relay %v, %v", name, isRelay, err)
 			continue
 		}
+		if batch && (src.origin != "a" || src.epoch != c.rs[0].epoch) {
+			t.Errorf("%s: source %+v, want origin a epoch %d", name, src, c.rs[0].epoch)
+		}
 		var got []*relay
 		for _, e := range es {
-			got = append(got, &relay{topic: e.Topic, payload: e.Payload, qos: e.QoS, retain: e.Retain})
+			got = append(got, &relay{topic: e.Topic, payload: e.Payload, qos: e.QoS, retain: e.Retain,
+				mid: e.MID, repeat: e.Repeat, stamp: e.Stamp, epoch: src.epoch})
 		}
 		want := c.rs
-		for _, r := range want {
+		for _, r := range append(want, got...) {
 			if r.payload == nil {
 				r.payload = []byte{}
 			}
-		}
-		for _, r := range got {
-			if r.payload == nil {
-				r.payload = []byte{}
+			if !batch {
+				r.epoch = 0 // a single plain relay has no identity
 			}
 		}
 		if !reflect.DeepEqual(got, want) {
 			t.Errorf("%s: decoded %+v, want %+v", name, got, want)
 		}
-		if _, _, err := recv.decode(topic+"x", qos, payload, DefaultMaxPayloadBytes); !errors.Is(err, ErrForged) {
+		if _, _, _, err := recv.decode(topic+"x", qos, payload, DefaultMaxPayloadBytes); !errors.Is(err, ErrForged) {
 			t.Errorf("%s: tag on another topic: %v, want ErrForged", name, err)
 		}
 		bad := bytes.Clone(payload)
 		bad[0] ^= 1
-		if _, _, err := recv.decode(topic, qos, bad, DefaultMaxPayloadBytes); !errors.Is(err, ErrForged) {
+		if _, _, _, err := recv.decode(topic, qos, bad, DefaultMaxPayloadBytes); !errors.Is(err, ErrForged) {
 			t.Errorf("%s: changed payload: %v, want ErrForged", name, err)
 		}
 	}
-	if _, isRelay, _ := recv.decode("t/1", 0, nil, DefaultMaxPayloadBytes); isRelay {
+	if _, _, isRelay, _ := recv.decode("t/1", 0, nil, DefaultMaxPayloadBytes); isRelay {
 		t.Error("an ordinary topic decoded as a relay")
 	}
-	_, payload, _, _ := send.encode([]*relay{{topic: "t", payload: make([]byte, 100), qos: 1}})
-	if _, _, err := recv.decode("$forward/t", 1, payload, 50); !errors.Is(err, errOversized) {
+	_, payload, _, _ := send.encode([]*relay{{topic: "t", payload: make([]byte, 100)}})
+	if _, _, _, err := recv.decode("$forward/t", 0, payload, 50); !errors.Is(err, errOversized) {
 		t.Errorf("oversized relay: %v, want errOversized", err)
+	}
+}
+
+// The identity costs a few bytes per relay: the mid as a uvarint, the epoch once per batch.
+func TestBatchOverhead(t *testing.T) {
+	rs := make([]*relay, 100)
+	for i := range rs {
+		rs[i] = &relay{topic: "t", payload: []byte("x"), qos: 2, mid: uint16(60000 + i), epoch: 1<<64 - 1}
+	}
+	v2 := len(appendBatch(nil, rs[0].epoch, rs))
+	v1 := 4 + 1 + len(rs)*(1+1+1+1+1) // "MHB1", count, then flags, topic, payload
+	if per := float64(v2-v1-10) / float64(len(rs)); per > 3 {
+		t.Errorf("version 2 costs %.1f bytes more per relay, want at most 3 (the mid)", per)
 	}
 }

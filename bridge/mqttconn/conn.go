@@ -31,9 +31,12 @@ type Conn struct {
 	w      *bufio.Writer
 	nextID uint16
 	// pending holds the completion of every packet waiting for its acknowledgement (PUBACK,
-	// PUBCOMP, SUBACK, UNSUBACK) by packet id; a nil completion still holds its id.
+	// PUBCOMP, SUBACK, UNSUBACK) by packet id; a nil completion still holds its id (Hold).
 	pending map[uint16]func(error)
-	flush   chan struct{}
+	// received holds, by packet id, what runs on PUBREC of a QoS 2 publish before its PUBREL
+	// is queued (PublishID).
+	received map[uint16]func()
+	flush    chan struct{}
 
 	onPublish func(*Message) // called on the reader goroutine: must not block on this conn
 	keepalive time.Duration
@@ -61,8 +64,12 @@ type Message struct {
 	Payload []byte
 	QoS     byte
 	Retain  bool
-	id      uint16
-	acked   atomic.Bool
+	// ID is the packet id (QoS 1 and 2; 0 for QoS 0). A broker numbers the messages of one
+	// session, and sends a message again after a reconnect with the same id.
+	ID uint16
+	// Dup is the DUP flag: the broker may have sent this message before ([MQTT-3.3.1-1]).
+	Dup   bool
+	acked atomic.Bool
 }
 
 // Conn is the connection the message arrived on; nil for a message made by its user.
@@ -75,9 +82,9 @@ func (m *Message) Ack() {
 		return
 	}
 	if m.QoS == 1 {
-		m.c.writeAck(Puback, m.id) // [MQTT-4.3.2-2] QoS 1: PUBACK with the PUBLISH's packet id
+		m.c.writeAck(Puback, m.ID) // [MQTT-4.3.2-2] QoS 1: PUBACK with the PUBLISH's packet id
 	} else {
-		m.c.writeAck(Pubrec, m.id) // [MQTT-4.3.3-2] QoS 2: PUBREC first, PUBCOMP on PUBREL
+		m.c.writeAck(Pubrec, m.ID) // [MQTT-4.3.3-2] QoS 2: PUBREC first, PUBCOMP on PUBREL
 	}
 }
 
@@ -130,7 +137,7 @@ func handshake(ctx context.Context, addr string, o ConnectOptions, onPublish fun
 	}
 	// net sets TCP_NODELAY on TCP connections by default: no Nagle delay on relays.
 	c := &Conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10),
-		pending: map[uint16]func(error){}, flush: make(chan struct{}, 1), onPublish: onPublish,
+		pending: map[uint16]func(error){}, received: map[uint16]func(){}, flush: make(chan struct{}, 1), onPublish: onPublish,
 		keepalive: o.Keepalive, done: make(chan struct{})}
 	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
 	// [MQTT-3.1.0-1] CONNECT is the first packet the client sends.
@@ -188,7 +195,7 @@ func (c *Conn) readLoop() {
 func (c *Conn) handle(h byte, body []byte) error {
 	switch PacketType(h >> 4) {
 	case Publish:
-		m := &Message{c: c, QoS: (h >> qosShift) & 3, Retain: h&flagRetain != 0}
+		m := &Message{c: c, QoS: (h >> qosShift) & 3, Retain: h&flagRetain != 0, Dup: h&flagDup != 0}
 		if m.QoS == 3 {
 			return fmt.Errorf("%w: PUBLISH with QoS 3 [MQTT-3.3.1-4]", ErrMalformed)
 		}
@@ -205,7 +212,7 @@ func (c *Conn) handle(h byte, body []byte) error {
 			if len(body) < p+2 {
 				return fmt.Errorf("%w: short PUBLISH id", ErrMalformed)
 			}
-			m.id = binary.BigEndian.Uint16(body[p:])
+			m.ID = binary.BigEndian.Uint16(body[p:])
 			p += 2
 		}
 		m.Payload = body[p:]
@@ -215,9 +222,18 @@ func (c *Conn) handle(h byte, body []byte) error {
 			c.complete(binary.BigEndian.Uint16(body), nil)
 		}
 	case Pubrec:
-		// [MQTT-4.3.3-1] our QoS 2 publish was received: release it with PUBREL.
+		// [MQTT-4.3.3-1] our QoS 2 publish was received: release it with PUBREL, after what its
+		// publisher wanted done first (PublishID).
 		if len(body) >= 2 {
-			c.writeAck(Pubrel, binary.BigEndian.Uint16(body))
+			id := binary.BigEndian.Uint16(body)
+			c.wmu.Lock()
+			f := c.received[id]
+			delete(c.received, id)
+			c.wmu.Unlock()
+			if f != nil {
+				f()
+			}
+			c.writeAck(Pubrel, id)
 		}
 	case Pubrel:
 		// [MQTT-4.3.3-2] the broker released a QoS 2 message we acknowledged with PUBREC.
@@ -268,6 +284,7 @@ func (c *Conn) fail(err error) {
 		c.wmu.Lock()
 		pending := c.pending
 		c.pending = map[uint16]func(error){}
+		clear(c.received)
 		c.wmu.Unlock()
 		for _, o := range pending {
 			if o != nil {
@@ -399,6 +416,56 @@ func (c *Conn) allocID() uint16 {
 // Publish queues a PUBLISH. For QoS 1 and 2, done runs once the broker acknowledged it (nil)
 // or the connection ended (ErrConnLost); for QoS 0 it runs once the packet is queued.
 func (c *Conn) Publish(topic string, qos byte, retain bool, payload []byte, done func(error)) {
+	c.publish(0, false, topic, qos, retain, payload, nil, done)
+}
+
+// Hold keeps packet id from being given to any other packet until a PublishID, Release or Free
+// with it; it reports false when the id is 0 or already in use. A client holds the ids of QoS 2
+// publishes the broker may still keep from an earlier connection of the same session, to send
+// them again with the same id.
+func (c *Conn) Hold(id uint16) bool {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if _, used := c.pending[id]; used || id == 0 {
+		return false
+	}
+	c.pending[id] = nil
+	return true
+}
+
+// HoldNext holds a free packet id and returns it, or 0 when every id is in use.
+func (c *Conn) HoldNext() uint16 {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	id := c.allocID()
+	if id != 0 {
+		c.pending[id] = nil
+	}
+	return id
+}
+
+// Free gives back an id held with Hold or HoldNext and not used.
+func (c *Conn) Free(id uint16) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if f, used := c.pending[id]; used && f == nil {
+		delete(c.pending, id)
+	}
+}
+
+// PublishID queues a QoS 1 or 2 PUBLISH with a packet id held by Hold or HoldNext, with the
+// DUP flag when dup (the same message sent with this id before, on this session). For QoS 2,
+// received (when not nil) runs on the reader goroutine when PUBREC arrives, before PUBREL is
+// queued: the publisher can note that the broker holds the message. done is as for Publish.
+func (c *Conn) PublishID(id uint16, dup bool, topic string, qos byte, retain bool, payload []byte, received func(), done func(error)) {
+	c.publish(id, dup, topic, qos, retain, payload, received, done)
+}
+
+// Release queues a PUBREL for a QoS 2 publish of an earlier connection of this session, whose
+// id is held (Hold); done runs on PUBCOMP, or with ErrConnLost. [MQTT-4.4.0-1] on reconnecting
+// with a session, the client resends its unacknowledged PUBREL packets. A broker answers a
+// PUBREL for an id it does not hold with PUBCOMP too (Mosquitto: handle__pubrel).
+func (c *Conn) Release(id uint16, done func(error)) {
 	c.wmu.Lock()
 	select {
 	case <-c.done:
@@ -409,18 +476,42 @@ func (c *Conn) Publish(topic string, qos byte, retain bool, payload []byte, done
 		return
 	default:
 	}
-	var id uint16
+	c.pending[id] = done
+	var buf [4]byte
+	_, _ = c.w.Write(AppendAck(buf[:0], Pubrel, id))
+	c.wmu.Unlock()
+	c.kick()
+}
+
+func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool, payload []byte, received func(), done func(error)) {
+	c.wmu.Lock()
+	select {
+	case <-c.done:
+		c.wmu.Unlock()
+		if done != nil {
+			done(ErrConnLost)
+		}
+		return
+	default:
+	}
 	if qos > 0 {
-		if id = c.allocID(); id == 0 {
-			c.wmu.Unlock()
-			if done != nil {
-				done(ErrNoPacketID)
+		if id == 0 {
+			if id = c.allocID(); id == 0 {
+				c.wmu.Unlock()
+				if done != nil {
+					done(ErrNoPacketID)
+				}
+				return
 			}
-			return
 		}
 		c.pending[id] = done
+		if received != nil && qos == 2 {
+			c.received[id] = received
+		}
+	} else {
+		id, dup = 0, false
 	}
-	hb := AppendPublishHeader(make([]byte, 0, 9+len(topic)), topic, qos, retain, id, len(payload))
+	hb := appendPublishHeader(make([]byte, 0, 9+len(topic)), topic, qos, retain, dup, id, len(payload))
 	_, _ = c.w.Write(hb)
 	_, _ = c.w.Write(payload)
 	c.wmu.Unlock()

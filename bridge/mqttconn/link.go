@@ -19,6 +19,10 @@ type Link struct {
 	Options   ConnectOptions
 	Log       *slog.Logger
 	OnPublish func(*Message)
+	// Prepare, when set, runs once per connection right after its CONNACK, before anything is
+	// read from it and before it becomes the current connection: the place to Hold packet ids
+	// of the session.
+	Prepare func(c *Conn, sessionPresent bool)
 	// Up runs once per connection, before the link counts as up; an error drops the connection.
 	Up   func(ctx context.Context, c *Conn, sessionPresent bool) error
 	Down func(err error)
@@ -59,6 +63,9 @@ func (l *Link) Run(ctx context.Context) {
 	for ctx.Err() == nil {
 		c, present, err := handshake(ctx, l.Addr, l.Options, l.OnPublish)
 		if err == nil {
+			if l.Prepare != nil {
+				l.Prepare(c, present)
+			}
 			// Current before the first message is read: a user that drops messages from a
 			// connection that is not the current one (it ended) must not drop the first ones.
 			l.cur.Store(c)

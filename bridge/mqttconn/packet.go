@@ -50,6 +50,7 @@ func FixedHeader(t PacketType, flags byte) byte { return byte(t)<<4 | flags&15 }
 const (
 	flagRetain = 0x01 // bit 0
 	qosShift   = 1    // bits 1-2 hold the QoS
+	flagDup    = 0x08 // bit 3
 )
 
 // MaxRemainingLength is the largest Remaining Length four bytes encode (§2.2.3): 256 MB - 1.
@@ -149,11 +150,20 @@ func AppendConnect(b []byte, o ConnectOptions) []byte {
 // header, the Remaining Length of topic, id and payloadLen bytes, the topic name, and the packet
 // id when qos > 0. The payload follows unframed, so a caller can write it without a copy.
 func AppendPublishHeader(b []byte, topic string, qos byte, retain bool, id uint16, payloadLen int) []byte {
-	// [MQTT-3.3.1-4] QoS 3 is malformed: callers pass 0, 1 or 2. DUP stays 0: this client never
-	// resends a PUBLISH on the same connection ([MQTT-3.3.1-2] DUP is 0 for every QoS 0 one).
+	return appendPublishHeader(b, topic, qos, retain, false, id, payloadLen)
+}
+
+// appendPublishHeader is AppendPublishHeader with the DUP flag: set only when a QoS 1 or 2
+// PUBLISH is sent again with the packet id of an earlier attempt ([MQTT-3.3.1-1]; [MQTT-3.3.1-2]
+// DUP is 0 for every QoS 0 one).
+func appendPublishHeader(b []byte, topic string, qos byte, retain, dup bool, id uint16, payloadLen int) []byte {
+	// [MQTT-3.3.1-4] QoS 3 is malformed: callers pass 0, 1 or 2.
 	flags := qos << qosShift
 	if retain {
 		flags |= flagRetain
+	}
+	if dup && qos > 0 {
+		flags |= flagDup
 	}
 	n := 2 + len(topic) + payloadLen
 	if qos > 0 {

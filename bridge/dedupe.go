@@ -1,0 +1,488 @@
+// dedupe.go owns the receiving side of exactly once: the window of relay identities this agent
+// republished, per origin node, kept across a kill -9 in a ring file beside the state file, and
+// for QoS 2 the local packet id each was republished with. It decides, for each relay of a
+// batch, whether to republish it, send it again with the same packet id, release it, wait for
+// a copy in flight, or drop it as a repeat (relayin.go carries the decision out).
+//
+// Why the packet id: an agent killed after it republished a QoS 2 message and before its
+// broker's PUBREC cannot know whether the broker holds it. The relay comes back (it was not
+// acknowledged); republishing it with a new packet id would deliver it twice when the broker
+// held the first, and dropping it would lose it when the broker did not. Sent again with the
+// same packet id and DUP on the same persistent session, the broker recognises a QoS 2 message
+// it holds and does not deliver it again (Mosquitto 2.0 handle__publish: db__message_store_find
+// on the client's incoming messages, same topic, QoS and payload). And once the broker
+// acknowledged it (PUBREC), which the window records before PUBREL is sent, a repeat is only
+// released again (PUBREL, idempotent) or dropped.
+
+package bridge
+
+import (
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"mosquitto-ha/bridge/mqttconn"
+)
+
+// relayID is a relay's identity within its origin (doc.go): the epoch of the origin agent's
+// local session, the packet id its broker delivered the publish with, and a 64-bit FNV-1a hash
+// of topic and payload computed here.
+type relayID struct {
+	epoch uint64
+	mid   uint16
+	hash  uint64
+}
+
+// relayHash is FNV-1a 64 over topic, a zero byte and payload, without allocating.
+func relayHash(topic string, payload []byte) uint64 {
+	const offset, prime = 14695981039346656037, 1099511628211
+	h := uint64(offset)
+	for i := 0; i < len(topic); i++ {
+		h = (h ^ uint64(topic[i])) * prime
+	}
+	h *= prime // the zero byte between them
+	for _, c := range payload {
+		h = (h ^ uint64(c)) * prime
+	}
+	return h
+}
+
+// States of a window entry.
+const (
+	seenEmpty    byte = iota
+	seenSent          // republished; a QoS 2 one may be held by the broker under lid
+	seenReleased      // QoS 2: the broker holds it (PUBREC came); PUBREL may have been sent
+	seenDone          // acknowledged by the broker (PUBACK, PUBCOMP)
+)
+
+// seenEntry is one slot of a window.
+type seenEntry struct {
+	id    relayID
+	seq   uint32 // order of recording; 0 = empty slot
+	state byte
+	qos   byte
+	lid   uint16 // the local packet id of a QoS 2 republish
+	// In this process only: busy while a republish, resend or release of it is in flight, and
+	// the acknowledgements of repeats that wait for it.
+	busy    bool
+	waiters []func()
+}
+
+// seenWindow is the ring of the last entries from one origin, and its file.
+type seenWindow struct {
+	origin string
+	slots  []seenEntry
+	index  map[relayID]int32
+	next   int
+	seq    uint32
+	f      *os.File // nil: memory only
+	dirty  []int32  // slots changed since the last write
+}
+
+// Record layout of a window file: a header record, then one record per slot.
+//
+//	header: "MHSEEN01", slots uint32, 16 zero bytes, crc32c of the first 28 bytes
+//	slot:   seq uint32, state byte, qos byte, lid uint16, epoch uint64, mid uint16,
+//	        hash uint64, 2 zero bytes, crc32c of the first 28 bytes
+//
+// A record is written with one write(2) per run of slots, which reaches the page cache before
+// it returns: it survives a kill -9 of the agent without an fsync (not a power loss, after which
+// the broker's sessions are gone too unless it saved them). A torn record fails its checksum
+// and counts as empty.
+const (
+	seenRecord = 32
+	seenMagic  = "MHSEEN01"
+)
+
+// dedupe holds the windows of every origin. Safe for concurrent use.
+type dedupe struct {
+	base string // window files are base + ".seen." + hex(origin); "" keeps them in memory
+	size int    // slots per origin
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	windows map[string]*seenWindow
+	conn    *mqttconn.Conn // the local connection of the latest connected
+	failed  bool           // a write failed: reported once until one succeeds
+}
+
+// maxDedupeOrigins bounds the windows (one per origin node that sent a batch); relays of
+// origins beyond it are republished without dedupe.
+const maxDedupeOrigins = 256
+
+func newDedupe(base string, size int, log *slog.Logger) *dedupe {
+	return &dedupe{base: base, size: size, log: log, windows: map[string]*seenWindow{}}
+}
+
+// load reads every window file beside the state file. A file that cannot be read stops the
+// agent (ErrStateUnreadable); damaged records count as empty.
+func (d *dedupe) load() error {
+	if d.base == "" {
+		return nil
+	}
+	names, err := filepath.Glob(globEscape(d.base) + ".seen.*")
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, name := range names {
+		o, err := hex.DecodeString(strings.TrimPrefix(name, d.base+".seen."))
+		if err != nil || len(d.windows) >= maxDedupeOrigins {
+			continue
+		}
+		if _, err := d.openLocked(string(o)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func globEscape(s string) string {
+	r := strings.NewReplacer(`*`, `\*`, `?`, `\?`, `[`, `\[`, `\`, `\\`)
+	return r.Replace(s)
+}
+
+// openLocked returns the window of origin, reading or creating its file.
+func (d *dedupe) openLocked(origin string) (*seenWindow, error) {
+	if w := d.windows[origin]; w != nil {
+		return w, nil
+	}
+	if len(d.windows) >= maxDedupeOrigins {
+		return nil, nil
+	}
+	w := &seenWindow{origin: origin, slots: make([]seenEntry, d.size), index: map[relayID]int32{}}
+	d.windows[origin] = w
+	if d.base == "" {
+		return w, nil
+	}
+	f, err := os.OpenFile(d.base+".seen."+hex.EncodeToString([]byte(origin)), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		if errors.Is(err, os.ErrPermission) {
+			return nil, fmt.Errorf("%w: %w", ErrStateUnreadable, err)
+		}
+		d.log.Warn("dedupe window file cannot be opened, kept in memory", "origin", origin, "err", err)
+		return w, nil
+	}
+	w.f = f
+	buf, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrStateUnreadable, err)
+	}
+	if !w.readFile(buf) {
+		// New, or written with another window size: start empty with a fresh header.
+		clear(w.slots)
+		clear(w.index)
+		w.next, w.seq = 0, 0
+		hdr := make([]byte, seenRecord)
+		copy(hdr, seenMagic)
+		binary.BigEndian.PutUint32(hdr[8:], uint32(d.size))
+		binary.BigEndian.PutUint32(hdr[28:], crc32.Checksum(hdr[:28], crcTable))
+		if err := f.Truncate(0); err == nil {
+			_, err = f.WriteAt(hdr, 0)
+		}
+		if err != nil {
+			d.log.Warn("dedupe window file cannot be written, kept in memory", "origin", origin, "err", err)
+			f.Close()
+			w.f = nil
+		}
+	}
+	return w, nil
+}
+
+// readFile restores the window from a file's bytes; false when its header does not match.
+func (w *seenWindow) readFile(buf []byte) bool {
+	if len(buf) < seenRecord || string(buf[:8]) != seenMagic ||
+		binary.BigEndian.Uint32(buf[8:]) != uint32(len(w.slots)) ||
+		binary.BigEndian.Uint32(buf[28:]) != crc32.Checksum(buf[:28], crcTable) {
+		return false
+	}
+	buf = buf[seenRecord:]
+	last := -1
+	for i := range w.slots {
+		off := i * seenRecord
+		if off+seenRecord > len(buf) {
+			break
+		}
+		r := buf[off : off+seenRecord]
+		if binary.BigEndian.Uint32(r[28:]) != crc32.Checksum(r[:28], crcTable) {
+			continue
+		}
+		e := seenEntry{seq: binary.BigEndian.Uint32(r), state: r[4], qos: r[5],
+			lid: binary.BigEndian.Uint16(r[6:]),
+			id: relayID{epoch: binary.BigEndian.Uint64(r[8:]), mid: binary.BigEndian.Uint16(r[16:]),
+				hash: binary.BigEndian.Uint64(r[18:])}}
+		if e.seq == 0 || e.state == seenEmpty || e.state > seenDone {
+			continue
+		}
+		w.slots[i] = e
+		if j, ok := w.index[e.id]; !ok || w.slots[j].seq < e.seq {
+			w.index[e.id] = int32(i)
+		}
+		if e.seq > w.seq {
+			w.seq, last = e.seq, i
+		}
+	}
+	w.next = (last + 1) % len(w.slots)
+	return true
+}
+
+// encode lays out slot i as its file record.
+func (w *seenWindow) encode(b []byte, i int) []byte {
+	e := &w.slots[i]
+	var r [seenRecord]byte
+	binary.BigEndian.PutUint32(r[0:], e.seq)
+	r[4], r[5] = e.state, e.qos
+	binary.BigEndian.PutUint16(r[6:], e.lid)
+	binary.BigEndian.PutUint64(r[8:], e.id.epoch)
+	binary.BigEndian.PutUint16(r[16:], e.id.mid)
+	binary.BigEndian.PutUint64(r[18:], e.id.hash)
+	binary.BigEndian.PutUint32(r[28:], crc32.Checksum(r[:28], crcTable))
+	return append(b, r[:]...)
+}
+
+// flushLocked writes the dirty slots of w, one write per run of adjacent slots.
+func (d *dedupe) flushLocked(w *seenWindow) {
+	if len(w.dirty) == 0 {
+		return
+	}
+	if w.f == nil {
+		w.dirty = w.dirty[:0]
+		return
+	}
+	slices.Sort(w.dirty)
+	w.dirty = slices.Compact(w.dirty)
+	var buf []byte
+	var err error
+	for i := 0; i < len(w.dirty) && err == nil; {
+		j := i + 1
+		for j < len(w.dirty) && w.dirty[j] == w.dirty[j-1]+1 {
+			j++
+		}
+		buf = buf[:0]
+		for k := i; k < j; k++ {
+			buf = w.encode(buf, int(w.dirty[k]))
+		}
+		_, err = w.f.WriteAt(buf, int64(w.dirty[i]+1)*seenRecord)
+		i = j
+	}
+	w.dirty = w.dirty[:0]
+	switch {
+	case err != nil && !d.failed:
+		d.failed = true
+		d.log.Warn("dedupe window cannot be written: relays repeated after an agent restart may be republished twice", "origin", w.origin, "err", err)
+	case err == nil && d.failed:
+		d.failed = false
+		d.log.Info("dedupe window written again", "origin", w.origin)
+	}
+}
+
+// Kinds of dedupe decisions.
+const (
+	dedupePlain   = iota // no identity: republish as it comes
+	dedupePublish        // new: republish (QoS 2 with the held local id lid)
+	dedupeResend         // QoS 2 not known to have reached the broker: same lid, DUP
+	dedupeRelease        // QoS 2 the broker holds: PUBREL for lid
+	dedupeWait           // a copy is in flight: acknowledged when it is
+	dedupeDrop           // a repeat already delivered: acknowledge only
+)
+
+// dedupeStep is the decision for one relay of a batch.
+type dedupeStep struct {
+	kind int
+	lid  uint16
+	ref  seenRef
+}
+
+// seenRef names a window slot as it was when the step was decided.
+type seenRef struct {
+	w    *seenWindow
+	slot int32
+	seq  uint32
+}
+
+// connected runs before anything is read from a new local connection (mqttconn.Link.Prepare).
+// With the session kept, it holds the packet ids of the QoS 2 republishes the broker may still
+// hold, so no other publish takes them, and releases those it acknowledged (PUBREL again:
+// [MQTT-4.4.0-1]). With a new session the broker holds none of them: a republish it had not
+// acknowledged is forgotten (a repeat republishes it anew), one it had is done.
+func (d *dedupe) connected(c *mqttconn.Conn, sessionPresent bool) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.conn = c
+	for _, w := range d.windows {
+		for i := range w.slots {
+			e := &w.slots[i]
+			if e.seq == 0 || e.qos != 2 || (e.state != seenSent && e.state != seenReleased) {
+				continue
+			}
+			e.busy, e.waiters = false, nil
+			switch {
+			case !sessionPresent && e.state == seenSent:
+				if j, ok := w.index[e.id]; ok && int(j) == i {
+					delete(w.index, e.id)
+				}
+				*e = seenEntry{}
+				w.dirty = append(w.dirty, int32(i))
+			case !sessionPresent:
+				e.state = seenDone
+				w.dirty = append(w.dirty, int32(i))
+			case e.state == seenSent:
+				c.Hold(e.lid)
+			default:
+				ref := seenRef{w: w, slot: int32(i), seq: e.seq}
+				e.busy = true
+				c.Release(e.lid, func(err error) { d.finish(ref, err) })
+			}
+		}
+		d.flushLocked(w)
+	}
+}
+
+// admit decides what to do with each relay of one forward publish from src; dup is the DUP flag
+// of that publish (the local broker sent it before, to this agent or to an earlier run of it).
+// It records the new ones in the window, written before any is republished. ack is called for
+// every relay whose step is dedupeWait once the copy it waits for is acknowledged. c is the
+// local connection the steps are for; nil when it is not the current one any more (nothing to
+// do: the broker sends the forward publish again on the next connection).
+func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []batchEntry, ack func()) []dedupeStep {
+	steps := make([]dedupeStep, len(entries))
+	if src.origin == "" {
+		return steps // all plain
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if c == nil || c != d.conn {
+		return nil
+	}
+	w, err := d.openLocked(src.origin)
+	if err != nil || w == nil {
+		return steps
+	}
+	for i, e := range entries {
+		if e.QoS == 0 || e.MID == 0 {
+			continue // plain
+		}
+		id := relayID{epoch: src.epoch, mid: e.MID, hash: relayHash(e.Topic, e.Payload)}
+		if j, ok := w.index[id]; ok && (e.Repeat || dup) {
+			s := &w.slots[j]
+			ref := seenRef{w: w, slot: j, seq: s.seq}
+			switch {
+			case s.busy:
+				steps[i] = dedupeStep{kind: dedupeWait}
+				s.waiters = append(s.waiters, ack)
+			case s.state == seenDone:
+				steps[i] = dedupeStep{kind: dedupeDrop}
+			case s.state == seenReleased && e.QoS == 2 && s.qos == 2:
+				s.busy = true
+				steps[i] = dedupeStep{kind: dedupeRelease, lid: s.lid, ref: ref}
+			case s.state == seenSent && e.QoS == 2 && s.qos == 2:
+				s.busy = true
+				steps[i] = dedupeStep{kind: dedupeResend, lid: s.lid, ref: ref}
+			default: // QoS 1 not known to be acknowledged: republished (at least once)
+				s.busy = true
+				steps[i] = dedupeStep{kind: dedupePublish, ref: ref}
+			}
+			continue
+		}
+		var lid uint16
+		if e.QoS == 2 {
+			if lid = c.HoldNext(); lid == 0 {
+				continue // every id in use: cannot happen within the in-flight bounds
+			}
+		}
+		slot := d.recordLocked(c, w, id, e.QoS, lid)
+		steps[i] = dedupeStep{kind: dedupePublish, lid: lid, ref: seenRef{w: w, slot: slot, seq: w.slots[slot].seq}}
+	}
+	d.flushLocked(w)
+	return steps
+}
+
+// recordLocked takes the next slot of w for a new entry, evicting the oldest.
+func (d *dedupe) recordLocked(c *mqttconn.Conn, w *seenWindow, id relayID, qos byte, lid uint16) int32 {
+	i := w.next
+	w.next = (w.next + 1) % len(w.slots)
+	old := &w.slots[i]
+	if old.seq != 0 {
+		if j, ok := w.index[old.id]; ok && int(j) == i {
+			delete(w.index, old.id)
+		}
+		if old.qos == 2 && old.state == seenSent && !old.busy {
+			c.Free(old.lid) // evicted before its repeat came: the id is no longer held
+		}
+	}
+	w.seq++
+	w.slots[i] = seenEntry{id: id, seq: w.seq, state: seenSent, qos: qos, lid: lid, busy: true}
+	w.index[id] = int32(i)
+	w.dirty = append(w.dirty, int32(i))
+	return int32(i)
+}
+
+// received runs when the broker acknowledged a QoS 2 republish with PUBREC, before PUBREL is
+// sent: from then on a repeat is released or dropped, never published again.
+func (d *dedupe) received(ref seenRef) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := ref.entry(); s != nil && s.state == seenSent {
+		s.state = seenReleased
+		ref.w.dirty = append(ref.w.dirty, ref.slot)
+		d.flushLocked(ref.w)
+	}
+}
+
+// finish ends a step in flight: done when err is nil (the repeats waiting for it are
+// acknowledged), otherwise left for the repeat that the broker sends after a reconnect.
+func (d *dedupe) finish(ref seenRef, err error) {
+	d.mu.Lock()
+	s := ref.entry()
+	if s == nil {
+		d.mu.Unlock()
+		return
+	}
+	s.busy = false
+	waiters := s.waiters
+	s.waiters = nil
+	if err == nil {
+		s.state = seenDone
+		ref.w.dirty = append(ref.w.dirty, ref.slot) // written with the next batch
+	}
+	d.mu.Unlock()
+	if err == nil {
+		for _, ack := range waiters {
+			ack()
+		}
+	}
+}
+
+// entry is the slot ref names, or nil when it was reused since.
+func (r seenRef) entry() *seenEntry {
+	if r.w == nil {
+		return nil
+	}
+	if s := &r.w.slots[r.slot]; s.seq == r.seq {
+		return s
+	}
+	return nil
+}
+
+// close writes what is dirty and closes the files.
+func (d *dedupe) close() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, w := range d.windows {
+		d.flushLocked(w)
+		if w.f != nil {
+			w.f.Close()
+			w.f = nil
+		}
+	}
+}

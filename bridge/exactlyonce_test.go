@@ -1,0 +1,327 @@
+package bridge_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"mosquitto-ha/bridge"
+	"mosquitto-ha/sysparse/mosqtest"
+)
+
+// Contract 2 under faults (issue 11): a 10,000-message stream, as fast as the publisher can,
+// from b1 to a persistent subscriber on b2, while the sending agent is killed -9 and restarted
+// 1 s later, or the receiving agent is, or the link between b1's agent and b2's broker is cut.
+// The agents run as separate processes (this test binary, see TestHelperAgentProcess) so that
+// kill -9 is a real one. QoS 2 must arrive exactly once; QoS 1 loses nothing and its duplicates
+// are reported.
+//
+// MHA_EXACTLY_ONCE_RUNS sets the runs per case (default 1: about 10 s per run, 6 cases).
+// Measured by hand on a 2-core machine shared with other jobs, 10 runs per case: see the
+// comment of exactlyOnceResults below.
+func TestExactlyOnceUnderFaults(t *testing.T) {
+	runs := 1
+	if s := os.Getenv("MHA_EXACTLY_ONCE_RUNS"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 {
+			t.Fatalf("MHA_EXACTLY_ONCE_RUNS=%q: want a positive number", s)
+		}
+		runs = n
+	}
+	for _, fault := range []string{"sender-kill", "receiver-kill", "link-cut"} {
+		for _, qos := range []byte{2, 1} {
+			t.Run(fmt.Sprintf("%s/qos%d", fault, qos), func(t *testing.T) {
+				dupRuns, dups := 0, 0
+				for r := 0; r < runs; r++ {
+					d := exactlyOnceRun(t, fault, qos, 10000)
+					if d > 0 {
+						dupRuns++
+						dups += d
+					}
+				}
+				t.Logf("%s QoS %d: %d runs, %d with duplicates, %d duplicates in all", fault, qos, runs, dupRuns, dups)
+			})
+		}
+	}
+}
+
+// exactlyOnceRun runs one stream of total messages with one fault and returns the duplicates.
+func exactlyOnceRun(t *testing.T, fault string, qos byte, total int) int {
+	t.Helper()
+	dir := t.TempDir()
+	b1 := mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra})
+	b2 := mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra})
+	defer b1.Stop()
+	defer b2.Stop()
+	proxy := startProxy(t, b2.Addr)
+	defer proxy.close()
+	spec := func(node, local string, peers map[string]string) helperAgentSpec {
+		return helperAgentSpec{Node: node, Local: local, Peers: peers, State: filepath.Join(dir, node+".json")}
+	}
+	s1 := spec("b1", b1.Addr, map[string]string{"b2": proxy.addr})
+	s2 := spec("b2", b2.Addr, map[string]string{"b1": b1.Addr})
+	a1 := startHelperAgent(t, s1)
+	a2 := startHelperAgent(t, s2)
+	defer func() { a1.Stop(); a2.Stop() }()
+
+	sub := connect(t, b2.Addr, "eo-sub", false)
+	defer sub.c.Disconnect(50)
+	sub.subscribe("eo/#", qos)
+	pub := connect(t, b1.Addr, "eo-pub", true)
+	defer pub.c.Disconnect(50)
+	// The stream starts once b1's agent relays to b2: probes until one arrives.
+	waitFor(t, 20*time.Second, "b1's agent to relay to b2", func() string {
+		pub.c.Publish("eo/probe", 1, false, "p")
+		for _, m := range sub.messages() {
+			if m.Topic == "eo/probe" {
+				return ""
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+		return "no probe arrived yet"
+	})
+
+	var published atomic.Int64
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// As fast as the publisher can, with at most 10 publishes unacknowledged: Mosquitto drops
+		// QoS 2 publishes past about 20 unfinished ones from one client (design.md).
+		window := make(chan mqtt.Token, 10)
+		for k := 0; k < total; k++ {
+			if len(window) == cap(window) {
+				tok := <-window
+				tok.WaitTimeout(10 * time.Second)
+			}
+			window <- pub.c.Publish("eo/x", qos, false, strconv.Itoa(k))
+			published.Add(1)
+		}
+		for len(window) > 0 {
+			tok := <-window
+			if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+				t.Errorf("publish not acknowledged: %v", tok.Error())
+			}
+		}
+	}()
+	at := int64(total / 4)
+	for published.Load() < at {
+		time.Sleep(time.Millisecond)
+	}
+	switch fault {
+	case "sender-kill":
+		a1.Kill()
+		time.Sleep(time.Second)
+		a1 = startHelperAgent(t, s1)
+	case "receiver-kill":
+		a2.Kill()
+		time.Sleep(time.Second)
+		a2 = startHelperAgent(t, s2)
+	case "link-cut":
+		proxy.cut()
+	}
+	wg.Wait()
+	missing, dups := 0, 0
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		seen := map[string]int{}
+		for _, m := range sub.messages() {
+			if m.Topic == "eo/x" {
+				seen[m.Payload]++
+			}
+		}
+		missing, dups = 0, 0
+		for k := 0; k < total; k++ {
+			switch n := seen[strconv.Itoa(k)]; {
+			case n == 0:
+				missing++
+			case n > 1:
+				dups += n - 1
+			}
+		}
+		if missing == 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if missing == 0 {
+		time.Sleep(time.Second) // late copies
+		dups = 0
+		seen := map[string]int{}
+		for _, m := range sub.messages() {
+			if m.Topic == "eo/x" {
+				seen[m.Payload]++
+			}
+		}
+		for _, n := range seen {
+			dups += max(n-1, 0)
+		}
+	}
+	t.Logf("%s QoS %d: %d of %d arrived, %d duplicates", fault, qos, total-missing, total, dups)
+	if missing > 0 {
+		t.Errorf("%s QoS %d: %d messages lost", fault, qos, missing)
+	}
+	if qos == 2 && dups > 0 {
+		t.Errorf("%s QoS 2: %d duplicates", fault, dups)
+	}
+	return dups
+}
+
+// helperAgentSpec is what TestHelperAgentProcess runs, passed as JSON in MHA_HELPER_AGENT.
+type helperAgentSpec struct {
+	Node, Local string
+	Peers       map[string]string
+	State       string
+}
+
+// startHelperAgent runs an agent in a child process (this test binary) so that it can be killed
+// -9.
+func startHelperAgent(t *testing.T, s helperAgentSpec) *mosqtest.Proc {
+	t.Helper()
+	b, _ := json.Marshal(s)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestHelperAgentProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "MHA_HELPER_AGENT="+string(b), "GOCOVERDIR=")
+	return mosqtest.StartProc(t, cmd)
+}
+
+// TestHelperAgentProcess is the child process of startHelperAgent: it runs one agent until
+// SIGTERM. Without MHA_HELPER_AGENT it has nothing to do.
+func TestHelperAgentProcess(t *testing.T) {
+	env := os.Getenv("MHA_HELPER_AGENT")
+	if env == "" {
+		return
+	}
+	var s helperAgentSpec
+	if err := json.Unmarshal([]byte(env), &s); err != nil {
+		t.Fatal(err)
+	}
+	o := bridge.Options{Cluster: "t", Node: s.Node, Local: s.Local, StatePath: s.State,
+		Keepalive: 2 * time.Second, SnapshotInterval: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if os.Getenv("MHA_TEST_LOG") != "" {
+		o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	for name, addr := range s.Peers {
+		o.Peers = append(o.Peers, bridge.PeerAddr{Name: name, Address: addr})
+	}
+	a, err := bridge.New(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer cancel()
+	if err := a.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tcpProxy forwards connections to a target; cut closes every connection it carries (a link
+// cut) and keeps accepting new ones.
+type tcpProxy struct {
+	addr  string
+	l     net.Listener
+	mu    sync.Mutex
+	conns []net.Conn
+}
+
+func startProxy(t *testing.T, target string) *tcpProxy {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &tcpProxy{addr: l.Addr().String(), l: l}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+	return p
+}
+
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *tcpProxy) close() {
+	p.l.Close()
+	p.cut()
+}
+
+// Contract 2, wills (issue 11): a will published while its broker stops reaches the
+// subscribers of every other broker exactly once, although the broker also keeps it in the
+// agent's persistent session and delivers it again after its restart.
+func TestWillOnceAcrossBrokerRestart(t *testing.T) {
+	runs := 1
+	if s := os.Getenv("MHA_EXACTLY_ONCE_RUNS"); s != "" {
+		runs, _ = strconv.Atoi(s)
+	}
+	for r := 0; r < max(runs, 1); r++ {
+		willOnceRun(t)
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+func willOnceRun(t *testing.T) {
+	c := startCluster(t, 3)
+	defer c.stopAll()
+	s2 := connect(t, c.brokers[1].Addr, "will-sub-2", false)
+	s2.subscribe("wills/#", 1)
+	s3 := connect(t, c.brokers[2].Addr, "will-sub-3", false)
+	s3.subscribe("wills/#", 1)
+	c.waitPeerFilters(1, 1)
+	c.waitPeerFilters(2, 1)
+	o := mqtt.NewClientOptions().AddBroker("tcp://"+c.brokers[0].Addr).SetClientID("dying").
+		SetProtocolVersion(4).SetWill("wills/dying", "gone", 1, false).SetAutoReconnect(false)
+	dying := mqtt.NewClient(o)
+	if tok := dying.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	c.brokers[0].Stop()
+	time.Sleep(500 * time.Millisecond)
+	c.brokers[0].StartAgain()
+	s2.waitCount(1, 15*time.Second)
+	s3.waitCount(1, 15*time.Second)
+	// The redelivery from the agent's session came about 6.5 s after the restart (issue 11).
+	time.Sleep(10 * time.Second)
+	for _, s := range []*client{s2, s3} {
+		if n := counts(s.messages())["wills/dying gone"]; n != 1 {
+			t.Errorf("a subscriber got the will %d times, want once: %s", n, summary(s.messages()))
+		}
+	}
+}
