@@ -86,6 +86,7 @@ type seenWindow struct {
 	seq    uint32
 	f      *os.File // nil: memory only
 	dirty  []int32  // slots changed since the last write
+	buf    []byte   // records being written
 }
 
 // Record layout of a window file: a header record, then one record per slot.
@@ -236,10 +237,12 @@ func (w *seenWindow) readFile(buf []byte) bool {
 	return true
 }
 
-// encode lays out slot i as its file record.
+// encode appends slot i as its file record.
 func (w *seenWindow) encode(b []byte, i int) []byte {
 	e := &w.slots[i]
-	var r [seenRecord]byte
+	n := len(b)
+	b = append(b, make([]byte, seenRecord)...)
+	r := b[n:]
 	binary.BigEndian.PutUint32(r[0:], e.seq)
 	r[4], r[5] = e.state, e.qos
 	binary.BigEndian.PutUint16(r[6:], e.lid)
@@ -247,7 +250,7 @@ func (w *seenWindow) encode(b []byte, i int) []byte {
 	binary.BigEndian.PutUint16(r[16:], e.id.mid)
 	binary.BigEndian.PutUint64(r[18:], e.id.hash)
 	binary.BigEndian.PutUint32(r[28:], crc32.Checksum(r[:28], crcTable))
-	return append(b, r[:]...)
+	return b
 }
 
 // flushLocked writes the dirty slots of w, one write per run of adjacent slots.
@@ -261,7 +264,7 @@ func (d *dedupe) flushLocked(w *seenWindow) {
 	}
 	slices.Sort(w.dirty)
 	w.dirty = slices.Compact(w.dirty)
-	var buf []byte
+	buf := w.buf
 	var err error
 	for i := 0; i < len(w.dirty) && err == nil; {
 		j := i + 1
@@ -275,6 +278,7 @@ func (d *dedupe) flushLocked(w *seenWindow) {
 		_, err = w.f.WriteAt(buf, int64(w.dirty[i]+1)*seenRecord)
 		i = j
 	}
+	w.buf = buf[:0]
 	w.dirty = w.dirty[:0]
 	switch {
 	case err != nil && !d.failed:
@@ -283,6 +287,21 @@ func (d *dedupe) flushLocked(w *seenWindow) {
 	case err == nil && d.failed:
 		d.failed = false
 		d.log.Info("dedupe window written again", "origin", w.origin)
+	}
+}
+
+// writeLocked writes slot i of w at once.
+func (d *dedupe) writeLocked(w *seenWindow, i int32) {
+	if w.f == nil {
+		return
+	}
+	w.buf = w.encode(w.buf[:0], int(i))
+	if _, err := w.f.WriteAt(w.buf, int64(i+1)*seenRecord); err != nil {
+		w.dirty = append(w.dirty, i) // tried again with the next batch
+		if !d.failed {
+			d.failed = true
+			d.log.Warn("dedupe window cannot be written: relays repeated after an agent restart may be republished twice", "origin", w.origin, "err", err)
+		}
 	}
 }
 
@@ -434,8 +453,7 @@ func (d *dedupe) received(ref seenRef) {
 	defer d.mu.Unlock()
 	if s := ref.entry(); s != nil && s.state == seenSent {
 		s.state = seenReleased
-		ref.w.dirty = append(ref.w.dirty, ref.slot)
-		d.flushLocked(ref.w)
+		d.writeLocked(ref.w, ref.slot) // this record only: the others wait for the next batch
 	}
 }
 
@@ -453,13 +471,27 @@ func (d *dedupe) finish(ref seenRef, err error) {
 	s.waiters = nil
 	if err == nil {
 		s.state = seenDone
-		ref.w.dirty = append(ref.w.dirty, ref.slot) // written with the next batch
+		ref.w.dirty = append(ref.w.dirty, ref.slot) // written when the batch settles
 	}
 	d.mu.Unlock()
 	if err == nil {
 		for _, ack := range waiters {
 			ack()
 		}
+	}
+}
+
+// settled runs when every relay of a forward publish from src is acknowledged, before the
+// forward publish is: the done states are written then, so a redelivery after a kill drops
+// those QoS 1 republishes instead of sending them again.
+func (d *dedupe) settled(src relaySource) {
+	if src.origin == "" || d.base == "" {
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if w := d.windows[src.origin]; w != nil {
+		d.flushLocked(w)
 	}
 }
 

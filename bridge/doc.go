@@ -42,7 +42,7 @@
 // of CRC-checked records (journal.go): a torn record is skipped, a full disk is reported once
 // and bounded, and a state file that cannot be read stops the agent (ErrStateUnreadable).
 //
-// # Wire format (version 1)
+// # Wire format (version 2)
 //
 // Everything one agent says to another travels as MQTT publishes on the brokers. The topics,
 // with <cluster> and <node> names from the cluster file and T an application topic; the control
@@ -139,22 +139,56 @@
 // Relays. A local publish on topic T that some peer wants goes to that peer's broker, once, as
 // a forward publish that is never retained itself:
 //
-//   - one relay of a non-retained publish: `$forward/T` with the original QoS and payload;
-//   - one relay of a retained publish (or a deletion, an empty payload) at QoS 1 or 2:
-//     `$forward-r/T` with the original QoS and payload;
-//   - otherwise a batch on `$forward-b/<node>`: two or more relays, or a single retained relay
-//     published at QoS 0 (which must still reach the peer). Its QoS is the highest QoS of its
-//     relays, at least 1 when one of them is retained. A sender batches what waited in its queue:
-//     at most 512 relays and, past the first, at most 256 KiB of payloads.
+//   - one QoS 0 relay of a non-retained publish: `$forward/T` with the payload;
+//   - otherwise a batch on `$forward-b/<node>`: two or more relays, any QoS 1 or 2 relay (it
+//     needs its identity, below), a retained one (also at QoS 0, which must still reach the
+//     peer) or a stamped one. Its QoS is the highest QoS of its relays, at least 1 when one of
+//     them is retained. A sender batches what waited in its queue: at most 512 relays and, past
+//     the first, at most 256 KiB of payloads, all of one epoch.
 //
 // The batch payload:
 //
-//	"MHB1"        magic and version
+//	"MHB2"        magic and version
+//	epoch   uvarint  the epoch of the sender's session on its own broker (below)
 //	count   uvarint  number of relays, at least 1
 //	per relay:
-//	  flags   byte     bits 0-1 QoS (0, 1 or 2), bit 2 retain, bits 3-7 zero
+//	  flags   byte     bits 0-1 QoS (0, 1 or 2), bit 2 retain, bit 3 repeat, bit 4 stamp,
+//	                   bits 5-7 zero
+//	  mid     uvarint  the packet id the sender's broker delivered the publish with (0 for QoS 0)
+//	  stamp   8 bytes  big endian, only with bit 4: the retained write's clock (retained.go)
 //	  topic   uvarint length (1 to 65535), then the topic: UTF-8 without '+', '#' or NUL
 //	  payload uvarint length (at most Limits.MaxPayloadBytes), then the payload
+//
+// Receivers also read version 1 ("MHB1": no epoch, no mid, flag bits 3-7 zero) and the
+// single-relay topic `$forward-r/T` of a retained publish at QoS 1 or 2, which agents of the
+// previous release send; those relays have no identity. Agents of the previous release refuse
+// version 2 batches: during a rolling upgrade from it, relays from upgraded agents to
+// agents not yet upgraded are refused (logged as bad batches) until those are upgraded too.
+//
+// Relay identity and repeats (contract 2). A QoS 1/2 relay is identified by (origin node, from
+// the batch topic; epoch; mid; a 64-bit FNV-1a hash of topic and payload that the receiver
+// computes). Mosquitto numbers the messages of one session and sends a message it has not seen
+// acknowledged again, after the agent reconnects, with the same packet id and DUP set; the
+// epoch names that session: a random number kept beside the state file (<state>.epoch, written
+// atomically) and replaced when the CONNACK says the broker kept no session (epoch.go). Without
+// a state file it is random per process, and the broker's redeliveries after an agent restart
+// are not recognised. A sender sets repeat when its broker's DUP flag was set, and on every
+// relay it sends again after a link loss. The receiving agent keeps, per origin, a window of
+// the last DefaultDedupeWindow (32,768) identities it republished, in a ring file beside the
+// state file (<state>.seen.<hex origin>, 32 bytes a record, one write per batch, which a kill -9
+// of the agent does not undo; no fsync) (dedupe.go). It drops only relays marked repeat, or
+// carried by a forward publish its broker sent with DUP, whose identity it holds and which its
+// broker acknowledged. A QoS 2 republish is recorded with its local packet id before it is
+// sent, and marked acknowledged on PUBREC before PUBREL: a repeat of one the broker may hold is
+// sent again with the same packet id and DUP (Mosquitto does not deliver a QoS 2 message it
+// holds twice), one it acknowledged is released again (PUBREL), so QoS 2 stays exactly once
+// through a kill -9 of either agent and a link cut. A QoS 1 republish is marked done in the
+// file with the next batch: a repeat after a kill in between is republished (at least once).
+// Beyond the window (a repeat trailing its first copy by more than 32,768 relays of that
+// origin) a repeat is republished: a duplicate, never a loss. Two different messages are
+// taken for one only when one is marked repeat and both have the same epoch, mid, topic and
+// payload within the window: the same payload on the same topic exactly a multiple of 65,535
+// local messages apart, not superseded by a newer first copy.
 //
 // The receiving agent strips the prefix (or unpacks the batch) and republishes each T on its own
 // broker with its own QoS and retain flag; it acknowledges the forward publish once its broker
@@ -183,7 +217,8 @@
 // journal.go (its state file), announce.go (own interest out), interestwire.go (interest
 // layout), peer.go (one peer's state), peerlink.go (peer connection and peer interest in),
 // remote.go (a peer's interest), relayout.go and queue.go (relays out), share.go (the relay
-// choice for shared subscriptions), relayin.go (relays in),
-// relaywire.go (relay layout), retained.go (retained pull), dollar.go ('$' subscriptions),
+// choice for shared subscriptions), relayin.go (relays in), relaywire.go (relay layout),
+// epoch.go and dedupe.go (relay identity and repeats), retained.go (retained pull), dollar.go
+// ('$' subscriptions),
 // topics.go (names), auth.go (signature), status.go (status), probe.go (startup probe).
 package bridge

@@ -65,6 +65,7 @@ func (in *relayIn) republishAll(ctx context.Context, m *message, src relaySource
 	left.Store(int32(len(entries)))
 	ackOne := func() {
 		if left.Add(-1) == 0 {
+			in.dedupe.settled(src)
 			m.Ack()
 		}
 	}

@@ -11,10 +11,12 @@
 //	             applies no-local and retain-as-published to this client); clean session or
 //	             not; keepalive in seconds; client id; optional will (QoS 1, retained or not);
 //	             optional username and password
-//	PUBLISH      QoS 0, 1 or 2, retain flag, never DUP; one packet id per QoS 1/2 publish
+//	PUBLISH      QoS 0, 1 or 2, retain flag; one packet id per QoS 1/2 publish, or one the
+//	             caller held (Hold, HoldNext) and sends again with DUP on a resumed session
 //	PUBACK       for each QoS 1 PUBLISH received, when its user calls Message.Ack
 //	PUBREC       for each QoS 2 PUBLISH received, when its user calls Message.Ack
-//	PUBREL       on PUBREC, releasing our QoS 2 publish
+//	PUBREL       on PUBREC, releasing our QoS 2 publish (after the publisher's received hook),
+//	             and on Release, for a QoS 2 publish of an earlier connection of the session
 //	PUBCOMP      on PUBREL, completing a QoS 2 message received
 //	SUBSCRIBE    one packet for a set of filters with their QoS
 //	UNSUBSCRIBE  one packet for a set of filters
@@ -24,7 +26,8 @@
 // # Packets read
 //
 //	CONNACK      first packet; a non-zero return code fails Dial; bit 0 is session present
-//	PUBLISH      handed to the onPublish callback as a Message, on the reader goroutine
+//	PUBLISH      handed to the onPublish callback as a Message (with its packet id and DUP
+//	             flag), on the reader goroutine
 //	PUBACK       completes a QoS 1 publish
 //	PUBREC       answered with PUBREL
 //	PUBREL       answered with PUBCOMP
