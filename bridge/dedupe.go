@@ -116,6 +116,10 @@ type dedupe struct {
 	failed  bool           // a write failed: reported once until one succeeds
 }
 
+// dedupeDirtyMax bounds the acknowledged republishes not yet marked done in the file: one write
+// per this many acknowledgements at most.
+const dedupeDirtyMax = 16
+
 // maxDedupeOrigins bounds the windows (one per origin node that sent a batch); relays of
 // origins beyond it are republished without dedupe.
 const maxDedupeOrigins = 256
@@ -471,7 +475,12 @@ func (d *dedupe) finish(ref seenRef, err error) {
 	s.waiters = nil
 	if err == nil {
 		s.state = seenDone
-		ref.w.dirty = append(ref.w.dirty, ref.slot) // written when the batch settles
+		// Written when its batch settles, or with the next few: a kill -9 then finds at most
+		// dedupeDirtyMax QoS 1 republishes acknowledged but not marked (sent again: duplicates).
+		ref.w.dirty = append(ref.w.dirty, ref.slot)
+		if len(ref.w.dirty) >= dedupeDirtyMax {
+			d.flushLocked(ref.w)
+		}
 	}
 	d.mu.Unlock()
 	if err == nil {

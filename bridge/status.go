@@ -73,6 +73,9 @@ type Status struct {
 	Malformed uint64 `json:"malformed_lines"`
 	// Republished counts relays from peers published on the local broker.
 	Republished uint64 `json:"republished"`
+	// Repeats counts relays from peers recognised as sent before (dedupe.go): dropped, released
+	// or sent again with their packet id instead of republished anew.
+	Repeats uint64 `json:"repeated_relays"`
 	// Forged counts relays dropped for a missing or wrong signature; Oversized those over the
 	// payload limit.
 	Forged    uint64 `json:"forged_relays"`
@@ -101,6 +104,7 @@ func (a *Agent) Status() Status {
 	s.LocalUp = a.localConn() != nil
 	s.Time = time.Now().UTC()
 	s.Republished = a.in.republished.Load()
+	s.Repeats = a.in.repeats.Load()
 	s.InboxDropped = a.inbox.dropped.Load()
 	s.Forged = a.in.forged.Load()
 	s.ControlBytes = a.ann.controlBytes.Load()
