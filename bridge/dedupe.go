@@ -80,7 +80,8 @@ type seenEntry struct {
 // seenWindow is the ring of the last entries from one origin, and its file.
 type seenWindow struct {
 	origin string
-	slots  []seenEntry
+	size   int         // slots at most
+	slots  []seenEntry // grows to size as entries come, then a ring
 	index  map[relayID]int32
 	next   int
 	seq    uint32
@@ -142,7 +143,7 @@ func (d *dedupe) load() error {
 	defer d.mu.Unlock()
 	for _, name := range names {
 		o, err := hex.DecodeString(strings.TrimPrefix(name, d.base+".seen."))
-		if err != nil || len(d.windows) >= maxDedupeOrigins {
+		if err != nil || !validOrigin(string(o)) || len(d.windows) >= maxDedupeOrigins {
 			continue
 		}
 		if _, err := d.openLocked(string(o)); err != nil {
@@ -151,6 +152,15 @@ func (d *dedupe) load() error {
 	}
 	return nil
 }
+
+// validOrigin says whether a batch topic's node name can have a window: one topic level of at
+// most maxOriginBytes (node names in the cluster file are short).
+func validOrigin(o string) bool {
+	return o != "" && len(o) <= maxOriginBytes && !strings.ContainsAny(o, "/+#\x00")
+}
+
+// maxOriginBytes bounds a node name with a window (its file name is twice as long).
+const maxOriginBytes = 100
 
 func globEscape(s string) string {
 	r := strings.NewReplacer(`*`, `\*`, `?`, `\?`, `[`, `\[`, `\`, `\\`)
@@ -165,7 +175,7 @@ func (d *dedupe) openLocked(origin string) (*seenWindow, error) {
 	if len(d.windows) >= maxDedupeOrigins {
 		return nil, nil
 	}
-	w := &seenWindow{origin: origin, slots: make([]seenEntry, d.size), index: map[relayID]int32{}}
+	w := &seenWindow{origin: origin, size: d.size, index: map[relayID]int32{}}
 	d.windows[origin] = w
 	if d.base == "" {
 		return w, nil
@@ -185,7 +195,7 @@ func (d *dedupe) openLocked(origin string) (*seenWindow, error) {
 	}
 	if !w.readFile(buf) {
 		// New, or written with another window size: start empty with a fresh header.
-		clear(w.slots)
+		w.slots = nil
 		clear(w.index)
 		w.next, w.seq = 0, 0
 		hdr := make([]byte, seenRecord)
@@ -207,11 +217,12 @@ func (d *dedupe) openLocked(origin string) (*seenWindow, error) {
 // readFile restores the window from a file's bytes; false when its header does not match.
 func (w *seenWindow) readFile(buf []byte) bool {
 	if len(buf) < seenRecord || string(buf[:8]) != seenMagic ||
-		binary.BigEndian.Uint32(buf[8:]) != uint32(len(w.slots)) ||
+		binary.BigEndian.Uint32(buf[8:]) != uint32(w.size) ||
 		binary.BigEndian.Uint32(buf[28:]) != crc32.Checksum(buf[:28], crcTable) {
 		return false
 	}
 	buf = buf[seenRecord:]
+	w.slots = make([]seenEntry, min(w.size, len(buf)/seenRecord))
 	last := -1
 	for i := range w.slots {
 		off := i * seenRecord
@@ -237,7 +248,11 @@ func (w *seenWindow) readFile(buf []byte) bool {
 			w.seq, last = e.seq, i
 		}
 	}
-	w.next = (last + 1) % len(w.slots)
+	if len(w.slots) < w.size {
+		w.next = len(w.slots)
+	} else {
+		w.next = (last + 1) % w.size
+	}
 	return true
 }
 
@@ -387,6 +402,9 @@ func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []ba
 	if c == nil || c != d.conn {
 		return nil
 	}
+	if !validOrigin(src.origin) {
+		return steps // all plain
+	}
 	w, err := d.openLocked(src.origin)
 	if err != nil || w == nil {
 		return steps
@@ -433,7 +451,10 @@ func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []ba
 // recordLocked takes the next slot of w for a new entry, evicting the oldest.
 func (d *dedupe) recordLocked(c *mqttconn.Conn, w *seenWindow, id relayID, qos byte, lid uint16) int32 {
 	i := w.next
-	w.next = (w.next + 1) % len(w.slots)
+	w.next = (w.next + 1) % w.size
+	if i == len(w.slots) {
+		w.slots = append(w.slots, seenEntry{}) // still growing
+	}
 	old := &w.slots[i]
 	if old.seq != 0 {
 		if j, ok := w.index[old.id]; ok && int(j) == i {
