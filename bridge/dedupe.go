@@ -74,6 +74,7 @@ type seenEntry struct {
 	// In this process only: busy while a republish, resend or release of it is in flight, and
 	// the acknowledgements of repeats that wait for it.
 	busy    bool
+	on      *mqttconn.Conn // the connection the step in flight runs on
 	waiters []func()
 }
 
@@ -341,11 +342,13 @@ type dedupeStep struct {
 	ref  seenRef
 }
 
-// seenRef names a window slot as it was when the step was decided.
+// seenRef names a window slot as it was when the step was decided, and the connection the
+// step runs on.
 type seenRef struct {
 	w    *seenWindow
 	slot int32
 	seq  uint32
+	conn *mqttconn.Conn
 }
 
 // connected runs before anything is read from a new local connection (mqttconn.Link.Prepare).
@@ -354,16 +357,24 @@ type seenRef struct {
 // [MQTT-4.4.0-1]). With a new session the broker holds none of them: a republish it had not
 // acknowledged is forgotten (a repeat republishes it anew), one it had is done.
 func (d *dedupe) connected(c *mqttconn.Conn, sessionPresent bool) {
+	var release []func() // after the lock: a completion may run at once, and takes it
+	defer func() {
+		for _, f := range release {
+			f()
+		}
+	}()
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.conn = c
 	for _, w := range d.windows {
 		for i := range w.slots {
 			e := &w.slots[i]
+			// Steps in flight ran on an ended connection: the broker sends their forward
+			// publishes (and those waiting for them) again on this one.
+			e.busy, e.on, e.waiters = false, nil, nil
 			if e.seq == 0 || e.qos != 2 || (e.state != seenSent && e.state != seenReleased) {
 				continue
 			}
-			e.busy, e.waiters = false, nil
 			switch {
 			case !sessionPresent && e.state == seenSent:
 				if j, ok := w.index[e.id]; ok && int(j) == i {
@@ -377,9 +388,10 @@ func (d *dedupe) connected(c *mqttconn.Conn, sessionPresent bool) {
 			case e.state == seenSent:
 				c.Hold(e.lid)
 			default:
-				ref := seenRef{w: w, slot: int32(i), seq: e.seq}
-				e.busy = true
-				c.Release(e.lid, func(err error) { d.finish(ref, err) })
+				ref := seenRef{w: w, slot: int32(i), seq: e.seq, conn: c}
+				e.busy, e.on = true, c
+				lid := e.lid
+				release = append(release, func() { c.Release(lid, func(err error) { d.finish(ref, err) }) })
 			}
 		}
 		d.flushLocked(w)
@@ -416,7 +428,7 @@ func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []ba
 		id := relayID{epoch: src.epoch, mid: e.MID, hash: relayHash(e.Topic, e.Payload)}
 		if j, ok := w.index[id]; ok && (e.Repeat || dup) {
 			s := &w.slots[j]
-			ref := seenRef{w: w, slot: j, seq: s.seq}
+			ref := seenRef{w: w, slot: j, seq: s.seq, conn: c}
 			switch {
 			case s.busy:
 				steps[i] = dedupeStep{kind: dedupeWait}
@@ -424,13 +436,13 @@ func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []ba
 			case s.state == seenDone:
 				steps[i] = dedupeStep{kind: dedupeDrop}
 			case s.state == seenReleased && e.QoS == 2 && s.qos == 2:
-				s.busy = true
+				s.busy, s.on = true, c
 				steps[i] = dedupeStep{kind: dedupeRelease, lid: s.lid, ref: ref}
 			case s.state == seenSent && e.QoS == 2 && s.qos == 2:
-				s.busy = true
+				s.busy, s.on = true, c
 				steps[i] = dedupeStep{kind: dedupeResend, lid: s.lid, ref: ref}
 			default: // QoS 1 not known to be acknowledged: republished (at least once)
-				s.busy = true
+				s.busy, s.on = true, c
 				steps[i] = dedupeStep{kind: dedupePublish, ref: ref}
 			}
 			continue
@@ -442,7 +454,7 @@ func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []ba
 			}
 		}
 		slot := d.recordLocked(c, w, id, e.QoS, lid)
-		steps[i] = dedupeStep{kind: dedupePublish, lid: lid, ref: seenRef{w: w, slot: slot, seq: w.slots[slot].seq}}
+		steps[i] = dedupeStep{kind: dedupePublish, lid: lid, ref: seenRef{w: w, slot: slot, seq: w.slots[slot].seq, conn: c}}
 	}
 	d.flushLocked(w)
 	return steps
@@ -465,7 +477,7 @@ func (d *dedupe) recordLocked(c *mqttconn.Conn, w *seenWindow, id relayID, qos b
 		}
 	}
 	w.seq++
-	w.slots[i] = seenEntry{id: id, seq: w.seq, state: seenSent, qos: qos, lid: lid, busy: true}
+	w.slots[i] = seenEntry{id: id, seq: w.seq, state: seenSent, qos: qos, lid: lid, busy: true, on: c}
 	w.index[id] = int32(i)
 	w.dirty = append(w.dirty, int32(i))
 	return int32(i)
@@ -487,11 +499,13 @@ func (d *dedupe) received(ref seenRef) {
 func (d *dedupe) finish(ref seenRef, err error) {
 	d.mu.Lock()
 	s := ref.entry()
-	if s == nil {
+	if s == nil || s.on != ref.conn {
+		// Reused since, or a step of an ended connection completing after the next one took
+		// the entry over (connected): that one finishes it.
 		d.mu.Unlock()
 		return
 	}
-	s.busy = false
+	s.busy, s.on = false, nil
 	waiters := s.waiters
 	s.waiters = nil
 	if err == nil {
