@@ -44,11 +44,22 @@ func TestLinkCurrentBeforeFirstMessage(t *testing.T) {
 	pub.Close()
 
 	l := &Link{Addr: b.Addr, Options: opts, Log: slog.New(slog.DiscardHandler)}
-	var got, foreign atomic.Int32
+	var got, foreign, noID atomic.Int32
+	var prepared atomic.Pointer[Conn]
+	var preparedPresent, preparedLate atomic.Bool
+	// Prepare runs before anything is read and before the connection is the current one.
+	l.Prepare = func(c *Conn, present bool) {
+		preparedPresent.Store(present)
+		preparedLate.Store(l.Conn() == c || got.Load() > 0)
+		prepared.Store(c)
+	}
 	all := make(chan struct{})
 	l.OnPublish = func(m *Message) {
-		if l.Conn() != m.Conn() {
+		if l.Conn() != m.Conn() || prepared.Load() != m.Conn() {
 			foreign.Add(1)
+		}
+		if m.ID == 0 || m.Dup {
+			noID.Add(1) // never sent before: DUP 0, and a packet id
 		}
 		m.Ack()
 		if got.Add(1) == n {
@@ -66,7 +77,13 @@ func TestLinkCurrentBeforeFirstMessage(t *testing.T) {
 		t.Fatalf("%d of %d queued messages arrived", got.Load(), n)
 	}
 	if f := foreign.Load(); f > 0 {
-		t.Errorf("%d of %d queued messages arrived before their connection was the link's current one", f, n)
+		t.Errorf("%d of %d queued messages arrived before their connection was the link's current one (or prepared)", f, n)
+	}
+	if !preparedPresent.Load() || preparedLate.Load() {
+		t.Errorf("Prepare saw session present %v, ran late %v", preparedPresent.Load(), preparedLate.Load())
+	}
+	if k := noID.Load(); k > 0 {
+		t.Errorf("%d queued QoS 1 messages without a packet id or with DUP", k)
 	}
 	if c := l.Conn(); c != nil {
 		c.Close()
