@@ -160,10 +160,12 @@
 //	  payload uvarint length (at most Limits.MaxPayloadBytes), then the payload
 //
 // Receivers also read version 1 ("MHB1": no epoch, no mid, flag bits 3-7 zero) and the
-// single-relay topic `$forward-r/T` of a retained publish at QoS 1 or 2, which agents of the
-// previous release send; those relays have no identity. Agents of the previous release refuse
-// version 2 batches: during a rolling upgrade from it, relays from upgraded agents to
-// agents not yet upgraded are refused (logged as bad batches) until those are upgraded too.
+// single-relay topic `$forward-r/T` of a retained publish at QoS 1 or 2. An agent announces the
+// version it reads in its status ("relay_wire": 2, also in its will); to a peer whose status
+// lacks it (an agent of an earlier release, during a rolling upgrade) relays are sent in
+// version 1: the plain topics for one relay, an "MHB1" batch otherwise, without identity or
+// stamp, so that peer gets no dedupe but loses nothing. Until a peer's status arrives (just
+// after the link's subscribe) version 2 is sent.
 //
 // Relay identity and repeats (contract 2). A QoS 1/2 relay is identified by (origin node, from
 // the batch topic; epoch; mid; a 64-bit FNV-1a hash of topic and payload that the receiver

@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -338,5 +339,42 @@ func willOnceRun(t *testing.T) {
 		if n := counts(s.messages())["wills/dying gone"]; n != 1 {
 			t.Errorf("a subscriber got the will %d times, want once: %s", n, summary(s.messages()))
 		}
+	}
+}
+
+// During a rolling upgrade a peer agent of the previous release reads relay wire version 1
+// only: its status has no relay_wire, and relays to it are sent in version 1 (without the
+// identity) instead of being refused there.
+func TestRelaysToOldPeerUseVersion1(t *testing.T) {
+	c := newCluster(t, 2, nil)
+	c.startAgent(0)
+	// b2 runs "an old agent": its status says up, without relay_wire.
+	old := connect(t, c.brokers[1].Addr, "old-agent", true)
+	old.publish("$HA/t/b2/status", 1, true, `{"node":"b2","agent_up":true}`)
+	raw := connect(t, c.brokers[1].Addr, "raw", true)
+	raw.subscribe("$forward/#", 1)
+	raw.subscribe("$forward-b/#", 1)
+	waitFor(t, 10*time.Second, "b1 linked to b2", func() string {
+		for _, p := range c.agent(0).Status().Peers {
+			if p.Name == "b2" && !p.Up {
+				return "down"
+			}
+		}
+		return ""
+	})
+	time.Sleep(500 * time.Millisecond) // the status arrives right after the link's subscribe
+	pub := connect(t, c.brokers[0].Addr, "pub", true)
+	pub.publish("up/x", 1, false, "v1 please")
+	got := raw.waitCount(1, 5*time.Second)
+	if got[0].Topic != "$forward/up/x" || got[0].Payload != "v1 please" {
+		t.Fatalf("relay to an old peer: %s, want the version 1 topic $forward/up/x", summary(got))
+	}
+	// Upgraded (relay_wire 2): version 2 batches.
+	old.publish("$HA/t/b2/status", 1, true, `{"node":"b2","agent_up":true,"relay_wire":2}`)
+	time.Sleep(300 * time.Millisecond)
+	pub.publish("up/x", 1, false, "v2 now")
+	got = raw.waitCount(2, 5*time.Second)
+	if got[1].Topic != "$forward-b/b1" || !strings.HasPrefix(got[1].Payload, "MHB2") {
+		t.Fatalf("relay to an upgraded peer: %s, want a version 2 batch", summary(got[1:]))
 	}
 }

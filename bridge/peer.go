@@ -38,6 +38,9 @@ type peer struct {
 	relayed, relayedBytes, batches, refused, forged, retries atomic.Uint64
 	upSince, downSince                                       atomic.Int64 // unix nanoseconds
 	pingAt                                                   atomic.Int64 // last pingPresence
+	// wireV1: the peer's agent predates relay wire version 2 (its status has no relay_wire),
+	// so relays to it are encoded in version 1, without identity (relaywire.go).
+	wireV1 atomic.Bool
 }
 
 // peerEnv is what every peer is built with: the agent's settings and the workers it shares,

@@ -31,9 +31,11 @@ func (p *peer) newLink() *mqttconn.Link {
 			p.interest.setSynced(true)
 		case status:
 			var st struct {
-				AgentUp bool `json:"agent_up"`
+				AgentUp   bool `json:"agent_up"`
+				RelayWire int  `json:"relay_wire"`
 			}
 			if json.Unmarshal(m.Payload, &st) == nil {
+				p.wireV1.Store(st.RelayWire < relayWireVersion)
 				if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
 					p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")
 				}

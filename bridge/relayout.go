@@ -60,7 +60,11 @@ func (p *peer) send(ctx context.Context) {
 			return
 		}
 		batch := append([]*relay(nil), rs...) // owned by the completion callback
-		topic, payload, qos, isBatch := p.env.wire.encode(batch)
+		encode := p.env.wire.encode
+		if p.wireV1.Load() {
+			encode = p.env.wire.encodeV1 // a peer agent of an earlier release
+		}
+		topic, payload, qos, isBatch := encode(batch)
 		p.relayed.Add(uint64(len(batch)))
 		p.relayedBytes.Add(uint64(len(payload)))
 		if isBatch {

@@ -90,6 +90,49 @@ func (w relayWire) encode(rs []*relay) (topic string, payload []byte, qos byte, 
 	return topic, payload, qos, true
 }
 
+// relayWireVersion is the batch version this agent writes and announces in its status
+// (relay_wire); it reads this one and version 1.
+const relayWireVersion = 2
+
+// encodeV1 is encode for a peer whose agent reads version 1 only (an earlier release, during a
+// rolling upgrade): the plain forward topics for one relay (`$forward-r/T` for a retained one at
+// QoS 1 or 2), an "MHB1" batch otherwise. Its relays carry no identity and no stamp.
+func (w relayWire) encodeV1(rs []*relay) (topic string, payload []byte, qos byte, batch bool) {
+	if len(rs) == 1 && !(rs[0].retain && rs[0].qos == 0) {
+		r := rs[0]
+		topic = w.topics.Forward(r.topic, r.retain)
+		return topic, w.signer.seal(topic, r.payload), r.qos, false
+	}
+	size := 16
+	for _, r := range rs {
+		size += len(r.topic) + len(r.payload) + 8
+		qos = max(qos, r.qos)
+		if r.retain {
+			qos = max(qos, 1)
+		}
+	}
+	if w.signer != nil {
+		size += tagSize
+	}
+	b := append(make([]byte, 0, size), batchMagicV1...)
+	b = binary.AppendUvarint(b, uint64(len(rs)))
+	for _, r := range rs {
+		flags := r.qos & flagQoS
+		if r.retain {
+			flags |= flagRetain
+		}
+		b = append(b, flags)
+		b = appendString(b, r.topic)
+		b = binary.AppendUvarint(b, uint64(len(r.payload)))
+		b = append(b, r.payload...)
+	}
+	topic = w.topics.Batch(w.node)
+	if w.signer != nil {
+		b = w.signer.tag(b, topic, b)
+	}
+	return topic, b, qos, true
+}
+
 // errOversized marks a relay whose payload exceeds Limits.MaxPayloadBytes.
 var errOversized = errors.New("bridge: relay over the payload limit")
 

@@ -157,3 +157,42 @@ func TestBatchOverhead(t *testing.T) {
 		t.Errorf("version 2 costs %.1f bytes more per relay, want at most 3 (the mid)", per)
 	}
 }
+
+// For a peer agent of the previous release (its status has no relay_wire), relays are encoded
+// in version 1, which that release decodes: the plain topics for one relay, "MHB1" otherwise.
+func TestRelayWireVersion1ForOldPeers(t *testing.T) {
+	topics := NewTopics("c", "$forward/")
+	send := relayWire{topics: topics, node: "a"}
+	for name, c := range map[string]struct {
+		rs        []*relay
+		wantTopic string
+		wantQoS   byte
+	}{
+		"one QoS 2 relay":          {[]*relay{{topic: "t/1", payload: []byte("x"), qos: 2, mid: 4, epoch: 9}}, "$forward/t/1", 2},
+		"one retained relay":       {[]*relay{{topic: "t/1", payload: []byte("x"), qos: 1, retain: true}}, "$forward-r/t/1", 1},
+		"one retained QoS 0 relay": {[]*relay{{topic: "t/1", payload: []byte("x"), retain: true}}, "$forward-b/a", 1},
+		"two relays":               {[]*relay{{topic: "t/1", qos: 1, mid: 1, repeat: true}, {topic: "t/2", payload: []byte("y"), stamp: 3}}, "$forward-b/a", 1},
+	} {
+		topic, payload, qos, batch := send.encodeV1(c.rs)
+		if topic != c.wantTopic || qos != c.wantQoS {
+			t.Errorf("%s: encoded on %q QoS %d, want %q QoS %d", name, topic, qos, c.wantTopic, c.wantQoS)
+			continue
+		}
+		if !batch {
+			continue
+		}
+		if string(payload[:4]) != batchMagicV1 {
+			t.Errorf("%s: magic %q, want %q", name, payload[:4], batchMagicV1)
+		}
+		epoch, es, err := decodeBatch(payload, 50)
+		if err != nil || epoch != 0 || len(es) != len(c.rs) {
+			t.Fatalf("%s: decoded %d %+v %v", name, epoch, es, err)
+		}
+		for i, e := range es {
+			r := c.rs[i]
+			if e.Topic != r.topic || e.QoS != r.qos || e.Retain != r.retain || e.MID != 0 || e.Repeat || e.Stamp != 0 {
+				t.Errorf("%s: entry %d %+v, want %+v without identity", name, i, e, r)
+			}
+		}
+	}
+}

@@ -55,6 +55,9 @@ type Status struct {
 	// Version is the agent's build; Started when this run of the agent began.
 	Version string    `json:"version,omitempty"`
 	Started time.Time `json:"started,omitzero"`
+	// RelayWire is the relay batch version the agent reads (doc.go); an agent without it reads
+	// version 1 only, and its peers send it that.
+	RelayWire int `json:"relay_wire,omitempty"`
 	// LastError is the newest failure of the agent's connections, named "local broker <addr>: "
 	// or "peer <name>: ", kept after the connection recovers.
 	LastError     string    `json:"last_error,omitempty"`
@@ -101,6 +104,7 @@ func (a *Agent) Status() Status {
 	a.statsMu.Unlock()
 	s.Node = a.opts.Node
 	s.AgentUp = true
+	s.RelayWire = relayWireVersion
 	s.LocalUp = a.localConn() != nil
 	s.Time = time.Now().UTC()
 	s.Republished = a.in.republished.Load()
@@ -212,7 +216,8 @@ func (a *Agent) publishStatus() {
 // willPayload is the status the broker publishes for an agent that vanished: down, with the
 // run's version and start and no time (the last live status tells when it was last seen).
 func (a *Agent) willPayload() []byte {
-	b, _ := json.Marshal(Status{Node: a.opts.Node, Version: a.opts.Version, Started: a.status.Started})
+	b, _ := json.Marshal(Status{Node: a.opts.Node, Version: a.opts.Version, Started: a.status.Started,
+		RelayWire: relayWireVersion})
 	return b
 }
 
@@ -221,7 +226,7 @@ func (a *Agent) willPayload() []byte {
 func (a *Agent) stopPayload() []byte {
 	s := a.Status()
 	b, _ := json.Marshal(Status{Node: a.opts.Node, Version: a.opts.Version, Started: s.Started,
-		Time: s.Time, LastError: s.LastError, LastErrorTime: s.LastErrorTime})
+		RelayWire: relayWireVersion, Time: s.Time, LastError: s.LastError, LastErrorTime: s.LastErrorTime})
 	return b
 }
 
