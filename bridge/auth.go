@@ -34,11 +34,18 @@ func newSigner(secret []byte) *signer {
 }
 
 func (s *signer) tag(dst []byte, topic string, payload []byte) []byte {
+	return s.tagParts(dst, topic, payload)
+}
+
+// tagParts is tag of the payload made of parts, one after the other.
+func (s *signer) tagParts(dst []byte, topic string, parts ...[]byte) []byte {
 	h := s.pool.Get().(hash.Hash)
 	h.Reset()
 	h.Write([]byte(topic))
 	h.Write([]byte{0})
-	h.Write(payload)
+	for _, p := range parts {
+		h.Write(p)
+	}
 	var sum [sha256.Size]byte
 	dst = append(dst, h.Sum(sum[:0])[:tagSize]...)
 	s.pool.Put(h)

@@ -60,17 +60,32 @@ func (p *peer) send(ctx context.Context) {
 			return
 		}
 		batch := append([]*relay(nil), rs...) // owned by the completion callback
-		encode := p.env.wire.encode
-		if p.wireV1.Load() {
-			encode = p.env.wire.encodeV1 // a peer agent of an earlier release
+		var topic string
+		var parts [][]byte
+		var qos byte
+		var isBatch bool
+		switch {
+		case p.wireV1.Load():
+			var payload []byte
+			topic, payload, qos, isBatch = p.env.wire.encodeV1(batch) // an agent of an earlier release
+			parts = [][]byte{payload}
+		case len(batch) == 1 && len(batch[0].payload) >= largeRelay:
+			var head, tail []byte
+			topic, head, tail, qos = p.env.wire.encodeLarge(batch[0])
+			parts, isBatch = [][]byte{head, batch[0].payload, tail}, true
+		default:
+			var payload []byte
+			topic, payload, qos, isBatch = p.env.wire.encode(batch)
+			parts = [][]byte{payload}
 		}
-		topic, payload, qos, isBatch := encode(batch)
 		p.relayed.Add(uint64(len(batch)))
-		p.relayedBytes.Add(uint64(len(payload)))
+		for _, b := range parts {
+			p.relayedBytes.Add(uint64(len(b)))
+		}
 		if isBatch {
 			p.batches.Add(1)
 		}
-		c.Publish(topic, qos, false, payload, func(err error) {
+		c.PublishParts(topic, qos, false, parts, func(err error) {
 			<-p.inflight
 			if err == nil {
 				for _, r := range batch {

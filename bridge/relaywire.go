@@ -90,6 +90,29 @@ func (w relayWire) encode(rs []*relay) (topic string, payload []byte, qos byte, 
 	return topic, payload, qos, true
 }
 
+// largeRelay is the payload size from which a relay alone in its batch is not copied into it
+// (encodeLarge): a copy of a large message costs its size in memory for as long as it is in
+// flight.
+const largeRelay = 64 << 10
+
+// encodeLarge is encode for a single relay with a large payload, without copying it: the forward
+// publish's payload is head, r.payload, tail (the tag, or nil).
+func (w relayWire) encodeLarge(r *relay) (topic string, head, tail []byte, qos byte) {
+	qos = r.qos
+	if r.retain {
+		qos = max(qos, 1)
+	}
+	head = appendBatch(make([]byte, 0, 40+len(r.topic)), r.epoch, []*relay{{topic: r.topic, qos: r.qos,
+		retain: r.retain, mid: r.mid, repeat: r.repeat, stamp: r.stamp}})
+	head = head[:len(head)-1] // the empty payload's length: replaced by the real one
+	head = binary.AppendUvarint(head, uint64(len(r.payload)))
+	topic = w.topics.Batch(w.node)
+	if w.signer != nil {
+		tail = w.signer.tagParts(nil, topic, head, r.payload)
+	}
+	return topic, head, tail, qos
+}
+
 // relayWireVersion is the batch version this agent writes and announces in its status
 // (relay_wire); it reads this one and version 1.
 const relayWireVersion = 2

@@ -196,3 +196,24 @@ func TestRelayWireVersion1ForOldPeers(t *testing.T) {
 		}
 	}
 }
+
+// A large relay alone is sent without copying its payload: head, payload and tail together are
+// exactly the batch encode builds, signed or not.
+func TestEncodeLargeIsEncode(t *testing.T) {
+	topics := NewTopics("c", "$forward/")
+	big := bytes.Repeat([]byte("p"), largeRelay+3)
+	for _, s := range []*signer{nil, newSigner([]byte("secret"))} {
+		w := relayWire{topics: topics, node: "a", signer: s}
+		for _, r := range []*relay{
+			{topic: "t/1", payload: big, qos: 2, mid: 300, epoch: 1 << 40, repeat: true},
+			{topic: "t/2", payload: big, retain: true, stamp: 77},
+		} {
+			topic, payload, qos, _ := w.encode([]*relay{r})
+			lt, head, tail, lqos := w.encodeLarge(r)
+			joined := append(append(append([]byte(nil), head...), r.payload...), tail...)
+			if lt != topic || lqos != qos || !bytes.Equal(joined, payload) {
+				t.Errorf("signed %v, %q: encodeLarge differs from encode", s != nil, r.topic)
+			}
+		}
+	}
+}

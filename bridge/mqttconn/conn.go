@@ -416,7 +416,13 @@ func (c *Conn) allocID() uint16 {
 // Publish queues a PUBLISH. For QoS 1 and 2, done runs once the broker acknowledged it (nil)
 // or the connection ended (ErrConnLost); for QoS 0 it runs once the packet is queued.
 func (c *Conn) Publish(topic string, qos byte, retain bool, payload []byte, done func(error)) {
-	c.publish(0, false, topic, qos, retain, payload, nil, done)
+	c.publish(0, false, topic, qos, retain, payload, nil, nil, done)
+}
+
+// PublishParts is Publish of a payload made of parts, written one after the other without
+// joining them.
+func (c *Conn) PublishParts(topic string, qos byte, retain bool, parts [][]byte, done func(error)) {
+	c.publish(0, false, topic, qos, retain, nil, parts, nil, done)
 }
 
 // Hold keeps packet id from being given to any other packet until a PublishID, Release or Free
@@ -458,7 +464,7 @@ func (c *Conn) Free(id uint16) {
 // received (when not nil) runs on the reader goroutine when PUBREC arrives, before PUBREL is
 // queued: the publisher can note that the broker holds the message. done is as for Publish.
 func (c *Conn) PublishID(id uint16, dup bool, topic string, qos byte, retain bool, payload []byte, received func(), done func(error)) {
-	c.publish(id, dup, topic, qos, retain, payload, received, done)
+	c.publish(id, dup, topic, qos, retain, payload, nil, received, done)
 }
 
 // Release queues a PUBREL for a QoS 2 publish of an earlier connection of this session, whose
@@ -483,7 +489,8 @@ func (c *Conn) Release(id uint16, done func(error)) {
 	c.kick()
 }
 
-func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool, payload []byte, received func(), done func(error)) {
+// publish queues a PUBLISH whose payload is payload followed by parts.
+func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool, payload []byte, parts [][]byte, received func(), done func(error)) {
 	c.wmu.Lock()
 	select {
 	case <-c.done:
@@ -511,9 +518,16 @@ func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool,
 	} else {
 		id, dup = 0, false
 	}
-	hb := appendPublishHeader(make([]byte, 0, 9+len(topic)), topic, qos, retain, dup, id, len(payload))
+	n := len(payload)
+	for _, p := range parts {
+		n += len(p)
+	}
+	hb := appendPublishHeader(make([]byte, 0, 9+len(topic)), topic, qos, retain, dup, id, n)
 	_, _ = c.w.Write(hb)
 	_, _ = c.w.Write(payload)
+	for _, p := range parts {
+		_, _ = c.w.Write(p)
+	}
 	c.wmu.Unlock()
 	c.kick()
 	if qos == 0 && done != nil {
