@@ -406,7 +406,11 @@ func (d *dedupe) connected(c *mqttconn.Conn, sessionPresent bool) {
 // do: the broker sends the forward publish again on the next connection).
 func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []batchEntry, ack func()) []dedupeStep {
 	steps := make([]dedupeStep, len(entries))
-	if src.origin == "" {
+	identified := false
+	for _, e := range entries {
+		identified = identified || (e.QoS > 0 && e.MID != 0)
+	}
+	if src.origin == "" || !identified {
 		return steps // all plain
 	}
 	d.mu.Lock()

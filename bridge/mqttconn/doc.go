@@ -12,7 +12,8 @@
 //	             not; keepalive in seconds; client id; optional will (QoS 1, retained or not);
 //	             optional username and password
 //	PUBLISH      QoS 0, 1 or 2, retain flag; one packet id per QoS 1/2 publish, or one the
-//	             caller held (Hold, HoldNext) and sends again with DUP on a resumed session
+//	             caller held (Hold, HoldNext) and sends again with DUP on a resumed session;
+//	             a payload may be given in parts (PublishParts), written without joining them
 //	PUBACK       for each QoS 1 PUBLISH received, when its user calls Message.Ack
 //	PUBREC       for each QoS 2 PUBLISH received, when its user calls Message.Ack
 //	PUBREL       on PUBREC, releasing our QoS 2 publish (after the publisher's received hook),
