@@ -42,6 +42,7 @@ type Agent struct {
 	signer *signer
 	dollar *dollarSubs
 	in     *relayIn
+	ret    *retainedState
 	ann    *announcer
 	parser *sysparse.Parser
 	model  *localInterest
@@ -107,6 +108,9 @@ func New(opts Options) (*Agent, error) {
 	wire := relayWire{topics: a.topics, node: opts.Node, signer: a.signer}
 	a.in = &relayIn{local: a.local, wire: wire, limits: &a.limits, log: a.log,
 		qos1: make(chan struct{}, republishWindowQoS1), qos2: make(chan struct{}, opts.MaxInflight)}
+	reg, _ := openRetainReg("", DefaultMaxRetainedTopics, retainedTombstoneTTL) // Run loads the file
+	a.ret = newRetainedState(opts.Node, a.topics, reg, a.in, a.log)
+	a.in.ret = a.ret
 	a.ann = &announcer{node: opts.Node, topics: a.topics, signer: a.signer, local: a.local,
 		model: a.model, limits: &a.limits, log: a.log, minInterval: opts.SnapshotInterval,
 		// Epochs grow with each run, so a peer can tell an earlier run's retained delta.
@@ -114,8 +118,8 @@ func New(opts Options) (*Agent, error) {
 	a.peerEnv = &peerEnv{node: opts.Node, topics: a.topics, conn: conn, wire: wire, signer: a.signer,
 		limits: &a.limits, log: a.log, bufferMessages: opts.BufferMessages,
 		bufferBytes: opts.BufferBytes, maxInflight: opts.MaxInflight,
-		pull: &retainedPull{node: opts.Node, topics: a.topics, conn: conn, localAddr: opts.Local,
-			localTLS: opts.LocalTLS, in: a.in}}
+		push: &retainedPush{node: opts.Node, topics: a.topics, conn: conn, localAddr: opts.Local,
+			localTLS: opts.LocalTLS, state: a.ret}}
 	var peers []*peer
 	for _, p := range opts.Peers {
 		peers = append(peers, newPeer(p, a.peerEnv))
@@ -135,6 +139,9 @@ func New(opts Options) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.StatePath != "" {
 		if err := a.restoreState(); err != nil {
+			return err
+		}
+		if err := a.ret.load(a.opts.StatePath + ".retained"); err != nil {
 			return err
 		}
 	}
@@ -189,6 +196,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.compactState()
 		a.journal.close()
 	}
+	a.ret.reg.close()
 	a.log.Info("agent stopped")
 	return nil
 }

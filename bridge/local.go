@@ -50,10 +50,12 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 	}
 	l.OnPublish = func(m *message) {
 		mark(m.Conn())
+		a.ret.arrived(m)
 		a.inbox.put(m)
 	}
 	l.Up = func(ctx context.Context, c *mqttconn.Conn, sessionPresent bool) error {
 		mark(c)
+		a.ret.localSession(sessionPresent)
 		subs := map[string]byte{
 			sysparse.TopicLog: 0,
 			topicClientsTotal: 0,
@@ -73,7 +75,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 		if sessionPresent {
 			// The broker kept the session's subscription to '#'. Subscribing again would make it
 			// send every stored retained message, which the agent would take for live publishes
-			// and relay: older values over newer ones on the peers. Peers pull what they miss.
+			// and relay: older values over newer ones on the peers. Peers push what it misses.
 			delete(subs, "#")
 		}
 		if err := c.Subscribe(ctx, subs); err != nil {
@@ -140,7 +142,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 	case a.topics.IsReserved(topic):
 		m.Ack()
 	default:
-		relayToPeers(m, a.peerList(), a.shares)
+		relayToPeers(m, a.peerList(), a.shares, a.ret.local(ctx, m))
 	}
 }
 

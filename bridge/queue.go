@@ -25,6 +25,12 @@ type relay struct {
 	payload []byte
 	qos     byte
 	retain  bool
+	// mid is the packet id the origin broker delivered the publish with (0 for QoS 0); repeat
+	// says this relay may have been sent before (see doc.go, wire format version 2).
+	mid    uint16
+	repeat bool
+	// stamp orders a retained write across the cluster (hlc.go); 0 for none.
+	stamp   uint64
 	group   *ackGroup // nil when nobody waits for it
 	settled bool      // group already settled (parked while the peer was down)
 }

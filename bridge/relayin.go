@@ -23,6 +23,7 @@ type relayIn struct {
 	wire   relayWire
 	limits *atomic.Pointer[Limits]
 	log    *slog.Logger
+	ret    *retainedState // decides on stamped retained relays
 	// Tokens per unacknowledged republish on the local connection, by QoS.
 	qos1, qos2 chan struct{}
 
@@ -58,6 +59,10 @@ func (in *relayIn) handle(ctx context.Context, m *message) bool {
 			}
 		}
 		for _, e := range entries {
+			if e.Retain && e.Stamp != 0 {
+				in.ret.apply(ctx, e, ackOne) // republished only when newer
+				continue
+			}
 			in.republish(ctx, e.Topic, e.QoS, e.Retain, e.Payload, ackOne)
 		}
 	}

@@ -8,8 +8,9 @@ import "context"
 
 // relayToPeers sends a local publish to each peer that wants it; retained ones go to every peer;
 // shares adds the peers its shared subscriptions need (share.go; nil: none). The local broker
-// gets its acknowledgement once every one of those relays is settled.
-func relayToPeers(m *message, peers []*peer, shares *shareRouter) {
+// gets its acknowledgement once every one of those relays is settled. stamp orders a retained
+// write (retainedState.local).
+func relayToPeers(m *message, peers []*peer, shares *shareRouter, stamp uint64) {
 	var dests [16]*peer
 	to := dests[:0]
 	for _, p := range peers {
@@ -28,7 +29,7 @@ func relayToPeers(m *message, peers []*peer, shares *shareRouter) {
 		g.left.Store(int32(len(to)))
 	}
 	for _, p := range to {
-		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: m.Retain, group: g})
+		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: m.Retain, stamp: stamp, group: g})
 	}
 }
 
@@ -68,10 +69,8 @@ func (p *peer) send(ctx context.Context) {
 				return
 			}
 			// Cut off by a lost connection: back to the head of the queue (at least once: the
-			// peer may see a duplicate). A parked queue settles them. Retained values among
-			// them are newer than the peer's: its retained pull must not revert them.
+			// peer may see a duplicate). A parked queue settles them.
 			p.retries.Add(uint64(len(batch)))
-			p.markRetained(batch)
 			p.queue.pushFront(batch)
 		})
 		buf = rs

@@ -61,7 +61,8 @@ type relayWire struct {
 func (w relayWire) encode(rs []*relay) (topic string, payload []byte, qos byte, batch bool) {
 	// A retained value must reach the peer even when published at QoS 0 (contract 5): it travels
 	// in a batch, which keeps its own QoS for the republish, acknowledged at QoS 1.
-	if len(rs) == 1 && !(rs[0].retain && rs[0].qos == 0) {
+	// A stamp travels only in a batch.
+	if len(rs) == 1 && !(rs[0].retain && rs[0].qos == 0) && rs[0].stamp == 0 {
 		r := rs[0]
 		topic = w.topics.Forward(r.topic, r.retain)
 		return topic, w.signer.seal(topic, r.payload), r.qos, false
@@ -115,8 +116,11 @@ func (w relayWire) decode(topic string, qos byte, payload []byte, maxPayload int
 	return []batchEntry{{Topic: orig, Payload: p, QoS: qos, Retain: retained}}, true, nil
 }
 
-// batchMagic starts a batch of relays.
-const batchMagic = "MHB1"
+// batchMagic starts a batch of relays; batchMagicV1 the earlier layout, still decoded.
+const (
+	batchMagic   = "MHB2"
+	batchMagicV1 = "MHB1"
+)
 
 // batchEntry is one relay inside a batch.
 type batchEntry struct {
@@ -124,21 +128,36 @@ type batchEntry struct {
 	Payload []byte
 	QoS     byte
 	Retain  bool
+	MID     uint16
+	Repeat  bool
+	Stamp   uint64
 }
 
 // appendBatch lays out relays as one batch payload:
 //
-//	"MHB1", count uvarint, then per relay: flags byte (bits 0-1 QoS, bit 2 retain),
-//	topic length uvarint, topic, payload length uvarint, payload
+//	"MHB2", epoch uvarint, count uvarint, then per relay: flags byte (bits 0-1 QoS, bit 2
+//	retain, bit 3 repeat, bit 4 has stamp), mid uvarint, [stamp 8 bytes big endian], topic
+//	length uvarint, topic, payload length uvarint, payload
 func appendBatch(b []byte, rs []*relay) []byte {
 	b = append(b, batchMagic...)
+	b = binary.AppendUvarint(b, 0) // epoch: set by the dedupe work
 	b = binary.AppendUvarint(b, uint64(len(rs)))
 	for _, r := range rs {
 		flags := r.qos & 3
 		if r.retain {
 			flags |= 4
 		}
+		if r.repeat {
+			flags |= 8
+		}
+		if r.stamp != 0 {
+			flags |= 16
+		}
 		b = append(b, flags)
+		b = binary.AppendUvarint(b, uint64(r.mid))
+		if r.stamp != 0 {
+			b = binary.BigEndian.AppendUint64(b, r.stamp)
+		}
 		b = appendString(b, r.topic)
 		b = binary.AppendUvarint(b, uint64(len(r.payload)))
 		b = append(b, r.payload...)
@@ -148,10 +167,17 @@ func appendBatch(b []byte, rs []*relay) []byte {
 
 // decodeBatch parses a batch; payloads alias p.
 func decodeBatch(p []byte, maxPayload int) ([]batchEntry, error) {
-	if len(p) < len(batchMagic) || string(p[:len(batchMagic)]) != batchMagic {
+	if len(p) < len(batchMagic) || (string(p[:len(batchMagic)]) != batchMagic && string(p[:len(batchMagic)]) != batchMagicV1) {
 		return nil, fmt.Errorf("%w: no %q header", ErrBadMessage, batchMagic)
 	}
+	v2 := string(p[:len(batchMagic)]) == batchMagic
 	p = p[len(batchMagic):]
+	var err error
+	if v2 {
+		if _, p, err = uvarint(p, "epoch"); err != nil {
+			return nil, err
+		}
+	}
 	count, p, err := uvarint(p, "count")
 	if err != nil {
 		return nil, err
@@ -164,12 +190,32 @@ func decodeBatch(p []byte, maxPayload int) ([]batchEntry, error) {
 		if len(p) < 1 {
 			return nil, fmt.Errorf("%w: batch truncated at entry %d", ErrBadMessage, i)
 		}
-		e := batchEntry{QoS: p[0] & 3, Retain: p[0]&4 != 0}
-		if p[0]&^7 != 0 || e.QoS == 3 {
-			return nil, fmt.Errorf("%w: batch entry %d: bad flags %#x", ErrBadMessage, i, p[0])
+		flags := p[0]
+		e := batchEntry{QoS: flags & 3, Retain: flags&4 != 0, Repeat: flags&8 != 0}
+		known := byte(7)
+		if v2 {
+			known = 31
+		}
+		if flags&^known != 0 || e.QoS == 3 {
+			return nil, fmt.Errorf("%w: batch entry %d: bad flags %#x", ErrBadMessage, i, flags)
 		}
 		p = p[1:]
 		var n uint64
+		if v2 {
+			if n, p, err = uvarint(p, "mid"); err != nil {
+				return nil, err
+			}
+			if n > 65535 {
+				return nil, fmt.Errorf("%w: batch entry %d: mid %d", ErrBadMessage, i, n)
+			}
+			e.MID = uint16(n)
+			if flags&16 != 0 {
+				if len(p) < 8 {
+					return nil, fmt.Errorf("%w: batch entry %d: stamp truncated", ErrBadMessage, i)
+				}
+				e.Stamp, p = binary.BigEndian.Uint64(p), p[8:]
+			}
+		}
 		if n, p, err = uvarint(p, "topic length"); err != nil {
 			return nil, err
 		}

@@ -10,6 +10,7 @@ import (
 func FuzzDecodeBatch(f *testing.F) {
 	f.Add(appendBatch(nil, []*relay{{topic: "a/b", payload: []byte("x"), qos: 1}, {topic: "c", retain: true}}))
 	f.Add([]byte("MHB1\x01\x00\x01a\x00"))
+	f.Add(appendBatch(nil, []*relay{{topic: "r", payload: []byte("v"), qos: 1, retain: true, stamp: 1 << 40, mid: 7}}))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		es, err := decodeBatch(p, 1<<20)
 		if err != nil {
@@ -18,7 +19,11 @@ func FuzzDecodeBatch(f *testing.F) {
 		// What decodes re-encodes to the same bytes.
 		rs := make([]*relay, len(es))
 		for i, e := range es {
-			rs[i] = &relay{topic: e.Topic, payload: e.Payload, qos: e.QoS, retain: e.Retain}
+			rs[i] = &relay{topic: e.Topic, payload: e.Payload, qos: e.QoS, retain: e.Retain,
+				mid: e.MID, repeat: e.Repeat, stamp: e.Stamp}
+		}
+		if string(p[:4]) == batchMagicV1 || p[4] != 0 {
+			return // an earlier layout, or an epoch this encoder does not write
 		}
 		if again := appendBatch(nil, rs); !bytes.Equal(again, p) {
 			t.Fatalf("re-encoded batch differs")

@@ -1,105 +1,386 @@
-// retained.go owns the retained pull: when the link to a peer comes up, the agent reads the
-// retained messages of both brokers and republishes locally the peer's values that differ.
+// retained.go owns retained convergence: it stamps every retained write the local broker
+// takes (hlc.go), keeps the last write per topic (retainreg.go), republishes a peer's write only
+// when it is newer, puts the winner back when a local write raced the agent's own republish,
+// and pushes the local broker's retained values to a peer whose link comes up.
 
 package bridge
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
+	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mosquitto-ha/bridge/mqttconn"
 )
 
-// retainedPull copies peers' retained messages to the local broker.
-type retainedPull struct {
+// stampUnknown stamps a retained value the register has no entry for (written before the agent
+// ran, or past its bound): older than any stamped write.
+const stampUnknown = 1
+
+// retainedState decides, for every retained write, whether it is the last one.
+type retainedState struct {
+	node   string
+	topics Topics
+	clock  *hlc
+	reg    *retainReg
+	in     *relayIn
+	log    *slog.Logger
+
+	// Ordering on the local connection, all on its reader goroutine: seq numbers the local
+	// retained publishes and the completions of the agent's own retained republishes, in the
+	// order the broker sent them.
+	mu       sync.Mutex
+	seq      uint64
+	arrival  map[*message]uint64     // a local retained publish -> its seq
+	inflight map[string]*republished // topic -> the agent's last retained republish of it
+
+	stale, skewed, reasserted, pushedOut, mismatched atomic.Uint64
+	skewLogged                                       atomic.Int64
+}
+
+// republished is one retained republish on the local connection: doneSeq is its completion's
+// seq, 0 while the broker has not processed it.
+type republished struct{ doneSeq uint64 }
+
+func newRetainedState(node string, topics Topics, reg *retainReg, in *relayIn, log *slog.Logger) *retainedState {
+	r := &retainedState{node: node, topics: topics, clock: newHLC(maxClockSkew), reg: reg, in: in, log: log}
+	r.clock.advance(reg.maxSeen) // stamps issued or accepted before a restart stay older
+	r.reset()
+	return r
+}
+
+func (r *retainedState) reset() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.arrival = map[*message]uint64{}
+	r.inflight = map[string]*republished{}
+}
+
+// localSession is called for every new local connection: what was in flight on the previous
+// one is void, and without a session the broker may have lost its retained messages.
+func (r *retainedState) localSession(present bool) {
+	r.reset()
+	if !present {
+		r.reg.newGeneration()
+	}
+}
+
+// arrived notes the order of a local publish, on the local connection's reader goroutine.
+func (r *retainedState) arrived(m *message) {
+	if !m.Retain {
+		return
+	}
+	r.mu.Lock()
+	r.seq++
+	r.arrival[m] = r.seq
+	r.mu.Unlock()
+}
+
+// local stamps a retained write the local broker took (on the dispatcher) and returns the
+// stamp, 0 for a publish that is not retained. The write is the last one: its stamp is larger
+// than every stamp this node issued or accepted.
+//
+// The race inside one broker: the agent republished a peer's older value v1 while a local
+// client's v2 reached the broker. Mosquitto writes to the agent's socket in the order it
+// processes publishes, so when v2 arrived before the completion (PUBACK, PUBCOMP, or the
+// barrier's PUBACK for QoS 0) of the republish of v1, the broker processed v2 first and now
+// holds v1: the agent publishes v2 again. The rule assumes the broker sent v2 at once; one it
+// queued in the agent's session (its in-flight window full) may arrive after the completion
+// although processed before (see doc.go).
+func (r *retainedState) local(ctx context.Context, m *message) uint64 {
+	if !m.Retain {
+		return 0
+	}
+	s := r.clock.now()
+	if err := r.reg.set(m.Topic, s, valueHash(m.QoS, m.Payload)); err == nil {
+		_ = r.reg.persist(m.Topic)
+	}
+	r.mu.Lock()
+	at, known := r.arrival[m]
+	delete(r.arrival, m)
+	rp := r.inflight[m.Topic]
+	raced := known && rp != nil && (rp.doneSeq == 0 || rp.doneSeq > at)
+	if rp != nil && rp.doneSeq != 0 && rp.doneSeq < at {
+		delete(r.inflight, m.Topic) // processed before this write: no later write can race it
+	}
+	r.mu.Unlock()
+	if raced {
+		r.reasserted.Add(1)
+		r.publish(ctx, m.Topic, m.QoS, m.Payload, func() {})
+	}
+	return s
+}
+
+// apply republishes a stamped retained relay from a peer when it is newer than the register's
+// write for its topic, and calls ack once that is done (or at once when it is not newer).
+func (r *retainedState) apply(ctx context.Context, e batchEntry, ack func()) {
+	if err := r.clock.observe(e.Stamp); err != nil {
+		r.skewed.Add(1)
+		if now := time.Now().UnixNano(); now-r.skewLogged.Load() > int64(10*time.Second) {
+			r.skewLogged.Store(now)
+			r.log.Warn("retained write refused: the writer's clock is ahead (fix NTP)", "topic", e.Topic, "err", err)
+		}
+		ack()
+		return
+	}
+	h := valueHash(e.QoS, e.Payload)
+	cur, ok, held := r.reg.get(e.Topic)
+	if ok && !newerThan(e.Stamp, h, cur) && !(!held && e.Stamp == cur.stamp && h == cur.hash) {
+		r.stale.Add(1)
+		ack()
+		return
+	}
+	_ = r.reg.set(e.Topic, e.Stamp, h) // a full register: applied all the same, unordered
+	r.publish(ctx, e.Topic, e.QoS, e.Payload, func() {
+		_ = r.reg.persist(e.Topic)
+		ack()
+	})
+}
+
+// publish republishes a retained value on the local connection and records its completion in
+// the order of the local connection (see local).
+func (r *retainedState) publish(ctx context.Context, topic string, qos byte, payload []byte, done func()) {
+	rp := &republished{}
+	r.mu.Lock()
+	r.inflight[topic] = rp
+	r.mu.Unlock()
+	complete := func() {
+		r.mu.Lock()
+		r.seq++
+		rp.doneSeq = r.seq
+		r.mu.Unlock()
+	}
+	if qos > 0 {
+		r.in.republish(ctx, topic, qos, true, payload, func() {
+			complete()
+			done()
+		})
+		return
+	}
+	r.in.republish(ctx, topic, 0, true, payload, done)
+	// A QoS 0 publish has no completion: a QoS 1 publish right after it on the same connection
+	// is processed after it, and its PUBACK stands for both.
+	if c := r.in.local.Conn(); c != nil {
+		c.Publish(r.topics.Barrier(r.node), 1, false, nil, func(err error) {
+			if err == nil {
+				complete()
+			}
+		})
+	}
+}
+
+// stampFor is the stamp to push for a value the local broker holds: the register's when it
+// holds the same value, stampUnknown when it has none, and 0 (do not push) when the broker
+// holds another value than the register's last write (a write the agent has not seen yet).
+func (r *retainedState) stampFor(topic string, qos byte, payload []byte) uint64 {
+	e, ok, _ := r.reg.get(topic)
+	switch {
+	case !ok:
+		return stampUnknown
+	case e.hash == valueHash(qos, payload):
+		return e.stamp
+	default:
+		r.mismatched.Add(1)
+		return 0
+	}
+}
+
+// retainedPush sends the local broker's retained values, and the register's deletions, to a
+// peer, stamped, when the link to it comes up or its agent starts: the peer keeps what is
+// newer. This catches up what relays could not carry: writes made while this agent was down,
+// relays dropped from a full buffer, a peer broker that lost its retained messages, a late
+// joiner.
+type retainedPush struct {
 	node      string
 	topics    Topics
 	conn      connSettings
 	localAddr string
 	localTLS  *tls.Config
-	in        *relayIn // republishes on the local connection
+	state     *retainedState
 }
 
-// run copies a peer broker's retained messages to the local broker when the link to it comes
-// up, so a subscriber here gets values published while this node was away (agent or broker
-// down, link cut, late join). Only values that differ from the local broker's are republished
-// (an unchanged value would reach live subscribers again), and never one this node itself
-// relayed while the link was down (the peer's copy is older). Where the same topic changed on
-// both sides during a partition, the peer's value wins.
-func (r *retainedPull) run(ctx context.Context, p *peer) {
-	mine := p.takeRetainedWhileDown()
-	local, err := r.read(ctx, r.localAddr, r.localTLS, r.topics.ReaderID(r.node, p.name), r.node+"/local/"+p.name)
-	if err != nil {
-		p.log.Warn("retained pull: local broker", "err", err)
-		return
-	}
-	theirs, err := r.read(ctx, p.addr, p.tls, r.topics.PullID(r.node, p.name), r.node+"/sync/"+p.name)
-	if err != nil {
-		p.log.Warn("retained pull: peer broker", "err", err)
-		return
-	}
-	n := 0
-	for topic, v := range theirs {
-		if mine[topic] {
-			continue
+var errPeerDown = errors.New("bridge: peer link lost during the retained push")
+
+// run streams the local broker's retained messages to p: a reader subscribes to '#' and its own
+// marker publish ends the read. It holds no copy of the retained set: each value goes to p's
+// relay queue, and the reader waits while that queue holds pushWindow relays or more (memory
+// is bounded by the queue, not by the retained set). It stops when p's link goes down.
+func (r *retainedPush) run(ctx context.Context, p *peer) (int, error) {
+	var sent atomic.Int64
+	marker := r.topics.RetainedMarker(r.node + "/push/" + p.name)
+	done := make(chan error, 1)
+	finish := func(err error) {
+		select {
+		case done <- err:
+		default:
 		}
-		if l, ok := local[topic]; ok && l.qos == v.qos && bytes.Equal(l.payload, v.payload) {
-			continue
-		}
-		n++
-		r.in.republish(ctx, topic, v.qos, true, v.payload, func() {})
 	}
-	p.log.Info("retained messages pulled from peer", "peer_retained", len(theirs), "republished", n)
-}
-
-type retainedValue struct {
-	payload []byte
-	qos     byte
-}
-
-// read returns a broker's stored retained messages. A non-bridge client sees stored retained
-// messages with the retain flag and live ones without; its own marker publish, which follows
-// every retained message queued by its subscription, ends the read.
-func (r *retainedPull) read(ctx context.Context, addr string, tlsConf *tls.Config, clientID, markerName string) (map[string]retainedValue, error) {
-	marker := r.topics.RetainedMarker(markerName)
-	var mu sync.Mutex
-	out := map[string]retainedValue{}
-	done := make(chan struct{})
-	var once sync.Once
-	c, _, err := mqttconn.Dial(ctx, addr, r.conn.options(clientID, 4, true, tlsConf),
+	room := func() bool {
+		for p.queue.Len() >= pushWindow {
+			if !p.Up() || ctx.Err() != nil {
+				finish(errPeerDown)
+				return false
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return true
+	}
+	c, _, err := mqttconn.Dial(ctx, r.localAddr, r.conn.options(r.topics.ReaderID(r.node, p.name), 4, true, r.localTLS),
 		func(m *message) {
 			m.Ack()
 			switch {
 			case m.Topic == marker:
-				once.Do(func() { close(done) })
+				finish(nil)
 			case m.Retain && !r.topics.IsReserved(m.Topic):
-				mu.Lock()
-				out[m.Topic] = retainedValue{payload: m.Payload, qos: m.QoS}
-				mu.Unlock()
+				if !room() {
+					return
+				}
+				if s := r.state.stampFor(m.Topic, m.QoS, m.Payload); s != 0 {
+					p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: true, stamp: s})
+					sent.Add(1)
+				}
 			}
 		})
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	defer c.Close()
 	if err := c.Subscribe(ctx, map[string]byte{"#": 2, marker: 1}); err != nil {
-		return nil, err
+		return 0, err
 	}
 	c.Publish(marker, 1, false, nil, nil)
 	select {
-	case <-done:
+	case err = <-done:
 	case <-c.Done():
-		return nil, c.Err()
-	case <-time.After(30 * time.Second):
-		return nil, errors.New("no end marker within 30s")
+		err = c.Err()
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		err = ctx.Err()
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	return out, nil
+	if err != nil {
+		return int(sent.Load()), err
+	}
+	r.state.reg.tombstones(func(topic string, stamp uint64) {
+		if err == nil && room() {
+			p.enqueue(&relay{topic: topic, qos: 1, retain: true, stamp: stamp})
+			sent.Add(1)
+		} else {
+			err = errPeerDown
+		}
+	})
+	r.state.pushedOut.Add(uint64(sent.Load()))
+	return int(sent.Load()), err
+}
+
+// Barrier is the topic of the QoS 1 publish that follows a QoS 0 retained republish on the
+// local connection (nobody subscribes to it; its PUBACK marks the republish processed).
+func (t Topics) Barrier(node string) string { return t.Control() + node + "/barrier" }
+
+// pushLoop runs the retained pushes to p that requestPush asks for, one at a time, coalesced:
+// requests made while a push runs or waits are served by the next one, which starts at least
+// retainedPushMinInterval and ten times the last push's duration after the last one began, so
+// a flapping link cannot make back-to-back full reads (at most a tenth of the time reading).
+func (p *peer) pushLoop(ctx context.Context) {
+	var last time.Time
+	var took time.Duration
+	for {
+		select {
+		case <-p.pushReq:
+		case <-ctx.Done():
+			return
+		}
+		if wait := time.Until(last.Add(max(retainedPushMinInterval, 10*took))); wait > 0 {
+			select {
+			case <-time.After(wait):
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case <-p.pushReq: // coalesced into this push
+		default:
+		}
+		if _, ok := p.waitConn(ctx); !ok {
+			return
+		}
+		last = time.Now()
+		n, err := p.env.push.run(ctx, p)
+		took = time.Since(last)
+		if err != nil {
+			p.log.Warn("retained push to peer stopped", "sent", n, "err", err)
+			continue
+		}
+		p.log.Info("retained values pushed to peer", "sent", n, "took", took)
+	}
+}
+
+// requestPush asks pushLoop for a retained push to p.
+func (p *peer) requestPush() {
+	select {
+	case p.pushReq <- struct{}{}:
+	default:
+	}
+}
+
+// agentStatus follows the peer's agent through its status messages: when it comes up while the
+// link stays up (a restart, or a late first start), it gets a push. The state is 0 (unknown
+// since the link came up), 1 (down or absent), 2 (up).
+func (p *peer) agentStatus(up bool) {
+	if !up {
+		p.agentSeen.Store(1)
+		return
+	}
+	if p.agentSeen.Swap(2) == 1 {
+		p.requestPush()
+	}
+}
+
+// RetainedStamp returns the stamp and value hash of the last retained write to topic this
+// agent holds (hash 0: a deletion), for tests and diagnostics. Safe for concurrent use.
+func (a *Agent) RetainedStamp(topic string) (stamp, hash uint64, ok bool) {
+	e, ok, _ := a.ret.reg.get(topic)
+	return e.stamp, e.hash, ok
+}
+
+// RetainedStatus counts what retained convergence did.
+type RetainedStatus struct {
+	// Topics is the number of topics in the register; Untracked counts writes it had no room for.
+	Topics    int    `json:"topics"`
+	Untracked uint64 `json:"untracked"`
+	// Stale counts peers' retained writes not applied because this node holds a newer one.
+	Stale uint64 `json:"stale"`
+	// Skewed counts peers' writes refused for a stamp beyond the clock skew bound.
+	Skewed uint64 `json:"skewed"`
+	// Reasserted counts local writes published again because the agent's republish of an older
+	// value reached the broker after them.
+	Reasserted uint64 `json:"reasserted"`
+	// Pushed counts values sent by retained pushes; Mismatched the values a push skipped because
+	// the broker held another value than the register's last write.
+	Pushed     uint64 `json:"pushed"`
+	Mismatched uint64 `json:"mismatched"`
+	// WriteErrors counts failed writes of the register file.
+	WriteErrors uint64 `json:"write_errors"`
+}
+
+func (r *retainedState) status() RetainedStatus {
+	s := RetainedStatus{Stale: r.stale.Load(), Skewed: r.skewed.Load(), Reasserted: r.reasserted.Load(),
+		Pushed: r.pushedOut.Load(), Mismatched: r.mismatched.Load()}
+	r.reg.mu.Lock()
+	s.Topics, s.Untracked, s.WriteErrors = len(r.reg.m), r.reg.untracked, r.reg.writeErrors
+	r.reg.mu.Unlock()
+	return s
+}
+
+// load replaces the in-memory register with the one kept at path.
+func (r *retainedState) load(path string) error {
+	reg, err := openRetainReg(path, DefaultMaxRetainedTopics, retainedTombstoneTTL)
+	if err != nil {
+		return err
+	}
+	r.reg = reg
+	r.clock.advance(reg.maxSeen)
+	return nil
 }

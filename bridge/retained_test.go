@@ -1,0 +1,188 @@
+package bridge_test
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math/rand"
+	"sync"
+	"testing"
+	"time"
+
+	"mosquitto-ha/sysparse/mosqtest"
+)
+
+// retainedRace writes retained values and deletions to the topics race/<round>, one round after
+// another: in each round one publisher per address writes at the same instant (goroutines
+// released together, in a random order; about one write in five is a deletion). It returns
+// what each round wrote, by topic.
+func retainedRace(t *testing.T, addrs []string, rounds int, seed int64) map[string][]string {
+	t.Helper()
+	pubs := make([]*client, len(addrs))
+	for i, a := range addrs {
+		pubs[i] = connect(t, a, fmt.Sprintf("race-pub-%d", i), true)
+	}
+	rnd := rand.New(rand.NewSource(seed))
+	written := map[string][]string{}
+	for r := 0; r < rounds; r++ {
+		topic := fmt.Sprintf("race/%d", r)
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for _, i := range rnd.Perm(len(pubs)) {
+			v := fmt.Sprintf("r%d-p%d", r, i)
+			if rnd.Intn(5) == 0 {
+				v = "" // a deletion
+			}
+			written[topic] = append(written[topic], v)
+			wg.Add(1)
+			go func(cl *client, v string) {
+				defer wg.Done()
+				<-start
+				if tok := cl.c.Publish(topic, 1, true, v); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+					t.Errorf("publish %s: %v", topic, tok.Error())
+				}
+			}(pubs[i], v)
+		}
+		close(start)
+		wg.Wait()
+	}
+	return written
+}
+
+// retainedOn reads the retained values a new subscriber to filter gets from a broker.
+func retainedOn(t *testing.T, addr, filter string) map[string]string {
+	t.Helper()
+	s := connect(t, addr, fmt.Sprintf("read-%d", time.Now().UnixNano()), true)
+	defer s.c.Disconnect(10)
+	s.subscribe(filter, 1)
+	n := -1
+	for n != len(s.messages()) { // retained messages come at once; wait for a quiet 200 ms
+		n = len(s.messages())
+		time.Sleep(200 * time.Millisecond)
+	}
+	out := map[string]string{}
+	for _, m := range s.messages() {
+		if m.Retained {
+			out[m.Topic] = m.Payload
+		}
+	}
+	return out
+}
+
+// divergence counts the topics on which the brokers at addrs hold different retained values,
+// and the topics whose value is none of the ones written to it.
+func divergence(t *testing.T, addrs []string, written map[string][]string) (disagree, foreign int, detail []string) {
+	t.Helper()
+	var held []map[string]string
+	for _, a := range addrs {
+		held = append(held, retainedOn(t, a, "race/#"))
+	}
+	for topic, vs := range written {
+		first, ok := held[0][topic]
+		same := true
+		for _, h := range held[1:] {
+			v, ok2 := h[topic]
+			if ok2 != ok || v != first {
+				same = false
+			}
+		}
+		if !same {
+			disagree++
+			var got []string
+			for _, h := range held {
+				if v, ok := h[topic]; ok {
+					got = append(got, fmt.Sprintf("%q", v))
+				} else {
+					got = append(got, "none")
+				}
+			}
+			detail = append(detail, fmt.Sprintf("%s wrote %q holds %v", topic, vs, got))
+			continue
+		}
+		known := false
+		for _, v := range vs {
+			if (v == "" && !ok) || (ok && v == first) {
+				known = true
+			}
+		}
+		if !known {
+			foreign++
+			detail = append(detail, fmt.Sprintf("%s wrote %q holds %q", topic, vs, first))
+		}
+	}
+	return disagree, foreign, detail
+}
+
+// Contract 5, the lone-broker oracle: three publishers on one Mosquitto write the same topic at
+// the same instant; a new subscriber gets one of the values written, the same every time it
+// asks (one broker cannot disagree with itself).
+func TestRetainedRaceLoneBroker(t *testing.T) {
+	b := mosqtest.Start(t, mosqtest.Options{})
+	written := retainedRace(t, []string{b.Addr, b.Addr, b.Addr}, 100, 1)
+	disagree, foreign, detail := divergence(t, []string{b.Addr, b.Addr}, written)
+	t.Logf("lone broker: %d rounds, %d disagree, %d foreign", len(written), disagree, foreign)
+	if disagree+foreign > 0 {
+		t.Errorf("%v", detail)
+	}
+}
+
+// Contract 5: retained publishes and deletions written to the same topic on 3 brokers at the
+// same instant end with the same value on every broker, one of the values written.
+func TestRetainedRaceConverges(t *testing.T) {
+	c := startCluster(t, 3)
+	addrs := []string{c.brokers[0].Addr, c.brokers[1].Addr, c.brokers[2].Addr}
+	written := retainedRace(t, addrs, 100, time.Now().UnixNano())
+	time.Sleep(2 * time.Second)
+	disagree, foreign, detail := divergence(t, addrs, written)
+	var reasserted, stale uint64
+	for i := range c.brokers {
+		st := c.agent(i).Status().Retained
+		reasserted += st.Reasserted
+		stale += st.Stale
+	}
+	t.Logf("3 brokers: %d rounds, %d disagree, %d foreign; %d stale relays dropped, %d local writes reasserted",
+		len(written), disagree, foreign, stale, reasserted)
+	if disagree+foreign > 0 {
+		if len(detail) > 10 {
+			detail = detail[:10]
+		}
+		t.Errorf("%v", detail)
+	}
+	// The value every broker holds is the write with the highest stamp, on every agent.
+	agreeOnRegister(t, c, written)
+}
+
+// agreeOnRegister checks that every agent holds the same last write for each topic written,
+// and that the brokers hold that write's value (hash 0: no value, a deletion).
+func agreeOnRegister(t *testing.T, c *testCluster, written map[string][]string) {
+	t.Helper()
+	held := retainedOn(t, c.brokers[0].Addr, "race/#")
+	bad := 0
+	for topic := range written {
+		s0, h0, ok0 := c.agent(0).RetainedStamp(topic)
+		for i := 1; i < len(c.brokers); i++ {
+			if s, h, ok := c.agent(i).RetainedStamp(topic); s != s0 || h != h0 || ok != ok0 {
+				bad++
+				t.Errorf("%s: %s holds stamp %x hash %x, b1 holds %x %x", topic, c.names[i], s, h, s0, h0)
+			}
+		}
+		v, ok := held[topic]
+		if want := hashOf(1, v); !ok0 || (ok && want != h0) || (!ok && h0 != 0) {
+			bad++
+			t.Errorf("%s: brokers hold %q (present %v), the register's last write has hash %x", topic, v, ok, h0)
+		}
+		if bad > 10 {
+			t.Fatal("too many")
+		}
+	}
+}
+
+// hashOf is the register's value hash (FNV-1a over QoS and payload, 0 for a deletion).
+func hashOf(qos byte, payload string) uint64 {
+	if payload == "" {
+		return 0
+	}
+	h := fnv.New64a()
+	h.Write([]byte{qos})
+	h.Write([]byte(payload))
+	return max(h.Sum64(), 1)
+}
