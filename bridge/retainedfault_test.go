@@ -1,0 +1,273 @@
+package bridge_test
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"mosquitto-ha/bridge"
+	"mosquitto-ha/sysparse/mosqtest"
+)
+
+// tcpProxy forwards a loopback port to a broker; cut closes it and every connection through
+// it (a partition: connects are refused), heal listens again on the same port.
+type tcpProxy struct {
+	t      *testing.T
+	addr   string
+	target string
+	mu     sync.Mutex
+	ln     net.Listener
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *tcpProxy {
+	p := &tcpProxy{t: t, target: target, addr: fmt.Sprintf("127.0.0.1:%d", mosqtest.FreePort(t))}
+	p.heal()
+	t.Cleanup(p.cut)
+	return p
+}
+
+func (p *tcpProxy) heal() {
+	p.t.Helper()
+	ln, err := net.Listen("tcp", p.addr)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { io.Copy(u, c); u.Close() }()
+			go func() { io.Copy(c, u); c.Close() }()
+		}
+	}()
+}
+
+func (p *tcpProxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ln != nil {
+		p.ln.Close()
+		p.ln = nil
+	}
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+// peerUp reports "" when agent i's link to peer is in state up.
+func (c *testCluster) peerState(i int, peer string, up bool) string {
+	for _, p := range c.agent(i).Status().Peers {
+		if p.Name == peer && p.Up != up {
+			return fmt.Sprintf("%s->%s up=%v", c.names[i], peer, p.Up)
+		}
+	}
+	return ""
+}
+
+// Contract 5: a partition between b1 and b2 with writes and a deletion on both sides, and b1's
+// agent restarted during it (its relay buffer lost: only the register and its broker remember
+// b1's writes): after the link heals, all three brokers hold the last write of every topic.
+func TestRetainedPartitionHeals(t *testing.T) {
+	var px12, px21 *tcpProxy
+	c := newCluster(t, 3, nil)
+	px12 = newProxy(t, c.brokers[1].Addr) // b1's agent -> b2's broker
+	px21 = newProxy(t, c.brokers[0].Addr) // b2's agent -> b1's broker
+	c.opts = func(i int, o *bridge.Options) {
+		for k := range o.Peers {
+			switch {
+			case i == 0 && o.Peers[k].Name == "b2":
+				o.Peers[k].Address = px12.addr
+			case i == 1 && o.Peers[k].Name == "b1":
+				o.Peers[k].Address = px21.addr
+			}
+		}
+	}
+	for i := range c.brokers {
+		c.startAgent(i)
+	}
+	c.waitSettled()
+	p1 := connect(t, c.brokers[0].Addr, "p1", true)
+	p2 := connect(t, c.brokers[1].Addr, "p2", true)
+	p1.publish("part/z", 1, true, "z-before")
+	p1.publish("part/w", 1, true, "w-before")
+	waitFor(t, 5*time.Second, "part/z everywhere", func() string {
+		for i, b := range c.brokers {
+			if got := retainedOn(t, b.Addr, "part/#"); got["part/z"] != "z-before" || got["part/w"] != "w-before" {
+				return fmt.Sprintf("b%d holds %v", i+1, got)
+			}
+		}
+		return ""
+	})
+
+	px12.cut()
+	px21.cut()
+	waitFor(t, 10*time.Second, "b1 and b2 apart", func() string {
+		return c.peerState(0, "b2", false) + c.peerState(1, "b1", false)
+	})
+	p1.publish("part/x", 1, true, "x-b1-older")
+	p2.publish("part/y", 1, true, "y-b2-older")
+	p2.publish("part/w", 0, true, "w-b2-older")
+	time.Sleep(20 * time.Millisecond)
+	p2.publish("part/x", 1, true, "x-b2-last")
+	p1.publish("part/y", 1, true, "y-b1-last")
+	p1.publish("part/w", 1, true, "") // deleted last, on b1
+	p2.publish("part/z", 1, true, "z-b2-last")
+	// b1's agent restarts while apart: the relays it kept for b2 are gone.
+	c.stopAgent(0)
+	c.startAgent(0)
+	time.Sleep(500 * time.Millisecond)
+	px12.heal()
+	px21.heal()
+
+	want := map[string]string{"part/x": "x-b2-last", "part/y": "y-b1-last", "part/z": "z-b2-last"}
+	waitFor(t, 20*time.Second, "every broker to hold the last writes", func() string {
+		for i, b := range c.brokers {
+			got := retainedOn(t, b.Addr, "part/#")
+			if fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Sprintf("b%d holds %v, want %v", i+1, got, want)
+			}
+		}
+		return ""
+	})
+}
+
+// helperEnv carries the options of an agent run as a separate process by
+// TestRetainedHelperAgentProcess, so a test can kill it with SIGKILL.
+const helperEnv = "MHA_TEST_HELPER_AGENT"
+
+type helperOptions struct {
+	Cluster, Node, Local, StatePath string
+	Peers                           []bridge.PeerAddr
+}
+
+// TestRetainedHelperAgentProcess is not a test: run with helperEnv set (by startAgentProcess),
+// it runs one agent until killed.
+func TestRetainedHelperAgentProcess(t *testing.T) {
+	raw := os.Getenv(helperEnv)
+	if raw == "" {
+		return
+	}
+	var o helperOptions
+	if err := json.Unmarshal([]byte(raw), &o); err != nil {
+		t.Fatal(err)
+	}
+	a, err := bridge.New(bridge.Options{Cluster: o.Cluster, Node: o.Node, Local: o.Local, StatePath: o.StatePath,
+		Peers: o.Peers, Keepalive: 2 * time.Second, SnapshotInterval: 200 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Fatal(a.Run(context.Background()))
+}
+
+// startAgentProcess runs agent i of c as a separate process (this test binary, re-executed).
+func startAgentProcess(t *testing.T, c *testCluster, i int) *mosqtest.Proc {
+	t.Helper()
+	o := c.options(i)
+	b, _ := json.Marshal(helperOptions{Cluster: o.Cluster, Node: o.Node, Local: o.Local, StatePath: o.StatePath, Peers: o.Peers})
+	cmd := exec.Command(os.Args[0], "-test.run=^TestRetainedHelperAgentProcess$", "-test.count=1")
+	cmd.Env = append(os.Environ(), helperEnv+"="+string(b))
+	return mosqtest.StartProc(t, cmd)
+}
+
+// forgedStampedRelay is a relay batch from node carrying one retained write to topic with the
+// given stamp (wire format version 2), as a peer agent would send it.
+func stampedBatch(topic, payload string, stamp uint64) []byte {
+	b := []byte("MHB2")
+	b = binary.AppendUvarint(b, 0)                  // epoch
+	b = binary.AppendUvarint(b, 1)                  // count
+	b = append(b, 1|4|16)                           // QoS 1, retain, has stamp
+	b = binary.AppendUvarint(b, 0)                  // mid
+	b = binary.BigEndian.AppendUint64(b, stamp)     // stamp
+	b = binary.AppendUvarint(b, uint64(len(topic))) // topic
+	b = append(b, topic...)
+	b = binary.AppendUvarint(b, uint64(len(payload)))
+	return append(b, payload...)
+}
+
+func stampAt(t time.Time) uint64 { return uint64(t.UnixMilli()) << 16 }
+
+// Contract 5 through a crash: b2's agent is killed with SIGKILL after a newer write, and
+// restarted; a relay of an older write arriving afterwards does not replace the newer value,
+// because the register survived in the state directory. A newer relay still does (the check
+// can fail), and without the register file the older relay would win.
+func TestRetainedRegisterSurvivesKill9(t *testing.T) {
+	testRegisterSurvivesKill9(t, false)
+}
+
+// testRegisterSurvivesKill9 runs b2's agent alone (b1's agent never runs, so nothing but b2's
+// own register can refuse the older relay); lose removes the register file at the kill, to
+// show that the test fails without it.
+func testRegisterSurvivesKill9(t *testing.T, lose bool) {
+	c := newCluster(t, 2, nil)
+	agent2 := startAgentProcess(t, c, 1)
+	p2 := connect(t, c.brokers[1].Addr, "p2", true)
+	regFile := c.options(1).StatePath + ".retained"
+	waitFor(t, 15*time.Second, "b2's agent to record a local write", func() string {
+		p2.publish("cfg/k", 1, true, "newer")
+		if b, _ := os.ReadFile(regFile); !strings.Contains(string(b), "cfg/k") {
+			return "not in " + regFile
+		}
+		return ""
+	})
+	time.Sleep(300 * time.Millisecond) // every copy of the write handled: none redelivered later
+	agent2.Kill()
+	if lose {
+		os.Remove(regFile)
+	}
+	agent2 = startAgentProcess(t, c, 1)
+	defer agent2.Stop()
+
+	waitFor(t, 10*time.Second, "the restarted agent connected", func() string {
+		if !strings.Contains(agent2.Out.String(), "local broker connected") {
+			return "not yet"
+		}
+		return ""
+	})
+	inject := connect(t, c.brokers[1].Addr, "inject", true)
+	batchTopic := "$forward-b/b1"
+	inject.publish(batchTopic, 1, false, string(stampedBatch("cfg/k", "older", stampAt(time.Now().Add(-time.Minute)))))
+	// A relay to another topic behind it: once it is applied, the agent has handled the first.
+	inject.publish(batchTopic, 1, false, string(stampedBatch("cfg/probe", "p", stampAt(time.Now()))))
+	waitFor(t, 5*time.Second, "the relays handled", func() string {
+		if got := retainedOn(t, c.brokers[1].Addr, "cfg/#"); got["cfg/probe"] != "p" {
+			return fmt.Sprint(got)
+		}
+		return ""
+	})
+	if got := retainedOn(t, c.brokers[1].Addr, "cfg/#"); got["cfg/k"] != "newer" {
+		t.Fatalf("after a kill -9 and an older relay, b2 holds %v, want newer", got)
+	}
+	inject.publish(batchTopic, 1, false, string(stampedBatch("cfg/k", "newest", stampAt(time.Now()))))
+	waitFor(t, 5*time.Second, "a newer relay applied", func() string {
+		if got := retainedOn(t, c.brokers[1].Addr, "cfg/#"); got["cfg/k"] != "newest" {
+			return fmt.Sprint(got)
+		}
+		return ""
+	})
+}
