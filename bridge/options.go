@@ -110,6 +110,8 @@ const (
 	retainedPushMinInterval = 2 * time.Second
 	// pushWindow is how many relays a peer's queue may hold before a retained push waits.
 	pushWindow = 512
+	// pushWindowBytes is the payload bytes a peer's queue may hold before a retained push waits.
+	pushWindowBytes = 4 << 20
 )
 
 // withDefaults returns o with every unset field at its default.

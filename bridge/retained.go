@@ -38,7 +38,7 @@ type retainedState struct {
 	arrival  map[*message]uint64     // a local retained publish -> its seq
 	inflight map[string]*republished // topic -> the agent's last retained republish of it
 
-	stale, skewed, reasserted, pushedOut, mismatched atomic.Uint64
+	stale, skewed, reasserted, pushedOut, mismatched, pushes atomic.Uint64
 	skewLogged                                       atomic.Int64
 }
 
@@ -205,10 +205,18 @@ type retainedPush struct {
 
 var errPeerDown = errors.New("bridge: peer link lost during the retained push")
 
+// full reports whether q holds enough for a retained push to wait: pushWindow relays or
+// pushWindowBytes of payload.
+func full(q *relayQueue) bool {
+	n, _ := q.Bytes()
+	return q.Len() >= pushWindow || n >= pushWindowBytes
+}
+
 // run streams the local broker's retained messages to p: a reader subscribes to '#' and its own
 // marker publish ends the read. It holds no copy of the retained set: each value goes to p's
-// relay queue, and the reader waits while that queue holds pushWindow relays or more (memory
-// is bounded by the queue, not by the retained set). It stops when p's link goes down.
+// relay queue, and the reader waits while that queue holds pushWindow relays or
+// pushWindowBytes of payload: memory is bounded by the queue, not by the retained set. It stops
+// when p's link goes down.
 func (r *retainedPush) run(ctx context.Context, p *peer) (int, error) {
 	var sent atomic.Int64
 	marker := r.topics.RetainedMarker(r.node + "/push/" + p.name)
@@ -220,7 +228,7 @@ func (r *retainedPush) run(ctx context.Context, p *peer) (int, error) {
 		}
 	}
 	room := func() bool {
-		for p.queue.Len() >= pushWindow {
+		for full(p.queue) {
 			if !p.Up() || ctx.Err() != nil {
 				finish(errPeerDown)
 				return false
@@ -281,8 +289,8 @@ func (t Topics) Barrier(node string) string { return t.Control() + node + "/barr
 
 // pushLoop runs the retained pushes to p that requestPush asks for, one at a time, coalesced:
 // requests made while a push runs or waits are served by the next one, which starts at least
-// retainedPushMinInterval and ten times the last push's duration after the last one began, so
-// a flapping link cannot make back-to-back full reads (at most a tenth of the time reading).
+// retainedPushMinInterval and four times the last push's duration after the last one began, so
+// a flapping link cannot make back-to-back full reads (at most a fifth of the time pushing).
 func (p *peer) pushLoop(ctx context.Context) {
 	var last time.Time
 	var took time.Duration
@@ -292,7 +300,7 @@ func (p *peer) pushLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		}
-		if wait := time.Until(last.Add(max(retainedPushMinInterval, 10*took))); wait > 0 {
+		if wait := time.Until(last.Add(max(retainedPushMinInterval, 4*took))); wait > 0 {
 			select {
 			case <-time.After(wait):
 			case <-ctx.Done():
@@ -307,6 +315,7 @@ func (p *peer) pushLoop(ctx context.Context) {
 			return
 		}
 		last = time.Now()
+		p.env.push.state.pushes.Add(1)
 		n, err := p.env.push.run(ctx, p)
 		took = time.Since(last)
 		if err != nil {
@@ -357,6 +366,8 @@ type RetainedStatus struct {
 	// Reasserted counts local writes published again because the agent's republish of an older
 	// value reached the broker after them.
 	Reasserted uint64 `json:"reasserted"`
+	// Pushes counts retained pushes started, to every peer.
+	Pushes uint64 `json:"pushes"`
 	// Pushed counts values sent by retained pushes; Mismatched the values a push skipped because
 	// the broker held another value than the register's last write.
 	Pushed     uint64 `json:"pushed"`
@@ -367,7 +378,7 @@ type RetainedStatus struct {
 
 func (r *retainedState) status() RetainedStatus {
 	s := RetainedStatus{Stale: r.stale.Load(), Skewed: r.skewed.Load(), Reasserted: r.reasserted.Load(),
-		Pushed: r.pushedOut.Load(), Mismatched: r.mismatched.Load()}
+		Pushes: r.pushes.Load(), Pushed: r.pushedOut.Load(), Mismatched: r.mismatched.Load()}
 	r.reg.mu.Lock()
 	s.Topics, s.Untracked, s.WriteErrors = len(r.reg.m), r.reg.untracked, r.reg.writeErrors
 	r.reg.mu.Unlock()

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -270,4 +271,99 @@ func testRegisterSurvivesKill9(t *testing.T, lose bool) {
 		}
 		return ""
 	})
+}
+
+// Issue 10 finding 10: a flapping link does not make back-to-back full reads of the retained
+// set, and a push holds no copy of it. b1's broker holds 40 MB of retained values; the link
+// from b1's agent to b2's broker flaps ten times in five seconds: b1 starts at most one push
+// per retainedPushMinInterval (2 s) or four times the last push's duration, the coalesced push
+// after the flapping still runs, and the live heap of this process (both agents) grows by less
+// than the retained set meanwhile: by what the windows hold (the push waits past 4 MiB queued,
+// 16 batches of 256 KiB in flight, the receiver's republish windows), whatever the set's size.
+func TestRetainedPushFlappingLinkBounded(t *testing.T) {
+	const n, size = 2500, 16 << 10
+	c := newCluster(t, 2, nil)
+	px := newProxy(t, c.brokers[1].Addr)
+	c.opts = func(i int, o *bridge.Options) {
+		if i == 0 {
+			o.Peers[0].Address = px.addr
+		}
+	}
+	pub := connect(t, c.brokers[0].Addr, "filler", true)
+	payload := strings.Repeat("x", size)
+	for k := 0; k < n; k++ {
+		pub.c.Publish(fmt.Sprintf("big/%d", k), 1, true, payload)
+	}
+	pub.publish("big/last", 1, true, "end")
+	c.startAgent(0)
+	c.startAgent(1)
+	settled := func() string {
+		st := c.agent(0).Status()
+		if st.Retained.Pushes == 0 || st.Retained.Pushed%(n+1) != 0 || st.Peers[0].Buffered != 0 {
+			return fmt.Sprintf("pushes %d, pushed %d, buffered %d", st.Retained.Pushes, st.Retained.Pushed, st.Peers[0].Buffered)
+		}
+		return ""
+	}
+	waitFor(t, 60*time.Second, "the first push to b2", settled)
+	var was uint64
+	waitFor(t, 30*time.Second, "b2 done republishing", func() string {
+		now := c.agent(1).Status().Republished
+		defer func() { was = now }()
+		if now != was {
+			time.Sleep(300 * time.Millisecond)
+			return fmt.Sprintf("republished %d", now)
+		}
+		return ""
+	})
+	live := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	time.Sleep(500 * time.Millisecond)
+	base := live()
+	peak := base
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			peak = max(peak, live())
+		}
+	}()
+	first := c.agent(0).Status().Retained
+	start := time.Now()
+	for k := 0; k < 10; k++ {
+		px.cut()
+		time.Sleep(250 * time.Millisecond)
+		px.heal()
+		time.Sleep(250 * time.Millisecond)
+	}
+	// The requests made while flapping are served by one push once the interval allows.
+	waitFor(t, 60*time.Second, "the coalesced push", func() string {
+		if c.agent(0).Status().Retained.Pushes == first.Pushes {
+			return "none yet"
+		}
+		return settled()
+	})
+	close(stop)
+	<-sampled
+	window := time.Since(start)
+	pushes := c.agent(0).Status().Retained.Pushes - first.Pushes
+	t.Logf("10 link-ups, then %s until the push after them was done: %d pushes started; live heap %d MiB before, peak %d MiB (retained set %d MiB)",
+		window.Round(time.Millisecond), pushes, base>>20, peak>>20, n*size>>20)
+	if limit := uint64(window/(2*time.Second)) + 1; pushes > limit {
+		t.Errorf("%d pushes in %s, want at most %d", pushes, window, limit)
+	}
+	// The pull this replaces held two copies of the set per link-up (the local broker's and the
+	// peer's), one per concurrent pull.
+	if grew := int64(peak) - int64(base); grew >= n*size {
+		t.Errorf("live heap grew by %d MiB during the pushes, the size of the retained set (%d MiB)", grew>>20, n*size>>20)
+	}
 }
