@@ -39,7 +39,7 @@ type retainedState struct {
 	inflight map[string]*republished // topic -> the agent's last retained republish of it
 
 	stale, skewed, reasserted, pushedOut, mismatched, pushes atomic.Uint64
-	skewLogged                                       atomic.Int64
+	skewLogged                                               atomic.Int64
 }
 
 // republished is one retained republish on the local connection: doneSeq is its completion's
