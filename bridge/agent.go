@@ -108,8 +108,8 @@ func New(opts Options) (*Agent, error) {
 	wire := relayWire{topics: a.topics, node: opts.Node, signer: a.signer}
 	a.in = &relayIn{local: a.local, wire: wire, limits: &a.limits, log: a.log,
 		qos1: make(chan struct{}, republishWindowQoS1), qos2: make(chan struct{}, opts.MaxInflight)}
-	reg, _ := openRetainReg("", DefaultMaxRetainedTopics, retainedTombstoneTTL) // Run loads the file
-	a.ret = newRetainedState(opts.Node, a.topics, reg, a.in, a.log)
+	// Run adds the register's file.
+	a.ret = newRetainedState(opts.Node, a.topics, newRetainReg(DefaultMaxRetainedTopics, retainedTombstoneTTL), a.in, a.log)
 	a.in.ret = a.ret
 	a.ann = &announcer{node: opts.Node, topics: a.topics, signer: a.signer, local: a.local,
 		model: a.model, limits: &a.limits, log: a.log, minInterval: opts.SnapshotInterval,

@@ -48,7 +48,6 @@ type republished struct{ doneSeq uint64 }
 
 func newRetainedState(node string, topics Topics, reg *retainReg, in *relayIn, log *slog.Logger) *retainedState {
 	r := &retainedState{node: node, topics: topics, clock: newHLC(maxClockSkew), reg: reg, in: in, log: log}
-	r.clock.advance(reg.maxSeen) // stamps issued or accepted before a restart stay older
 	r.reset()
 	return r
 }
@@ -385,13 +384,14 @@ func (r *retainedState) status() RetainedStatus {
 	return s
 }
 
-// load replaces the in-memory register with the one kept at path.
+// load adds the register kept at path.
 func (r *retainedState) load(path string) error {
-	reg, err := openRetainReg(path, DefaultMaxRetainedTopics, retainedTombstoneTTL)
-	if err != nil {
+	if err := r.reg.open(path); err != nil {
 		return err
 	}
-	r.reg = reg
-	r.clock.advance(reg.maxSeen)
+	r.reg.mu.Lock()
+	seen := r.reg.maxSeen
+	r.reg.mu.Unlock()
+	r.clock.advance(seen)
 	return nil
 }

@@ -75,17 +75,34 @@ type retainReg struct {
 // errRegisterFull marks a topic the register had no room for.
 var errRegisterFull = errors.New("bridge: retained register full")
 
-// openRetainReg loads the register file at path ("" for none) and opens it for appending.
+// newRetainReg returns an empty register kept in memory only; open adds its file.
+func newRetainReg(maxTopics int, ttl time.Duration) *retainReg {
+	return &retainReg{m: map[string]retainEntry{}, max: maxTopics, ttl: ttl}
+}
+
+// openRetainReg returns the register kept in the file at path ("" for none).
 func openRetainReg(path string, maxTopics int, ttl time.Duration) (*retainReg, error) {
-	r := &retainReg{m: map[string]retainEntry{}, max: maxTopics, ttl: ttl, path: path}
+	r := newRetainReg(maxTopics, ttl)
+	if err := r.open(path); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// open loads the register file at path ("" for none) over what r holds, and opens it for
+// appending. A file that exists but cannot be read wraps ErrStateUnreadable.
+func (r *retainReg) open(path string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.path = path
 	if path == "" {
-		return r, nil
+		return nil
 	}
 	data, err := os.ReadFile(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 	case err != nil:
-		return nil, fmt.Errorf("%w: %v", ErrStateUnreadable, err)
+		return fmt.Errorf("%w: %v", ErrStateUnreadable, err)
 	default:
 		sc := bufio.NewScanner(bytes.NewReader(data))
 		sc.Buffer(nil, 1<<20)
@@ -97,10 +114,7 @@ func openRetainReg(path string, maxTopics int, ttl time.Duration) (*retainReg, e
 		}
 	}
 	r.expire(time.Now())
-	if err := r.rewrite(); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return r.rewrite()
 }
 
 // regRecord is one line of the register file.
