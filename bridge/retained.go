@@ -70,14 +70,24 @@ func (r *retainedState) localSession(present bool) {
 
 // arrived notes the order of a local publish, on the local connection's reader goroutine.
 func (r *retainedState) arrived(m *message) {
-	if !m.Retain {
+	// Control, relay and $SYS messages never reach local(): they would stay in arrival.
+	if !m.Retain || r.topics.IsReserved(m.Topic) {
 		return
 	}
 	r.mu.Lock()
 	r.seq++
+	if len(r.arrival) >= maxArrivals {
+		// Messages of an ended connection that local() never saw; only the race rule's
+		// knowledge of the writes waiting in the inbox is lost (they are stamped all the same).
+		clear(r.arrival)
+	}
 	r.arrival[m] = r.seq
 	r.mu.Unlock()
 }
+
+// maxArrivals bounds the local retained writes noted by arrived and not yet stamped by local:
+// the inbox holds at most maxInbox messages, plus those of connections that ended.
+const maxArrivals = 2 * maxInbox
 
 // local stamps a retained write the local broker took (on the dispatcher) and returns the
 // stamp, 0 for a publish that is not retained. The write is the last one: its stamp is larger
@@ -145,6 +155,9 @@ func (r *retainedState) apply(ctx context.Context, e batchEntry, ack func()) {
 func (r *retainedState) publish(ctx context.Context, topic string, qos byte, payload []byte, done func()) {
 	rp := &republished{}
 	r.mu.Lock()
+	if len(r.inflight) >= maxArrivals {
+		r.purgeLocked()
+	}
 	r.inflight[topic] = rp
 	r.mu.Unlock()
 	complete := func() {
@@ -169,6 +182,20 @@ func (r *retainedState) publish(ctx context.Context, topic string, qos byte, pay
 				complete()
 			}
 		})
+	}
+}
+
+// purgeLocked forgets the completed republishes no local write still waiting for local() can
+// have raced: those completed before the oldest such write arrived.
+func (r *retainedState) purgeLocked() {
+	oldest := r.seq + 1
+	for _, at := range r.arrival {
+		oldest = min(oldest, at)
+	}
+	for topic, rp := range r.inflight {
+		if rp.doneSeq != 0 && rp.doneSeq < oldest {
+			delete(r.inflight, topic)
+		}
 	}
 }
 
