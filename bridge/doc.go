@@ -220,8 +220,11 @@
 // what is newer and republishes nothing unchanged. It streams: the reader waits while the
 // peer's queue holds 512 relays or 4 MiB, so memory does not grow with the retained set. Pushes
 // to one peer are coalesced and start at most every 2 s, and at most every four times the last
-// push's duration. A peer broker that lost its retained messages (the agent's session with it
-// was gone) takes equal writes again.
+// push's duration. A broker the agent reconnected to, or one without the agent's session, may
+// have lost retained values (it restarts from its last autosave): its agent then applies equal
+// writes again (a new register generation), so the next push restores them; live subscribers
+// there get those values once more. An agent and its broker restarting together from a
+// snapshot that holds the agent's session is not detected.
 //
 // Signature. With a cluster secret, every interest message (snapshot and delta) and every
 // forward publish (single relay or batch) carries a tag appended to its payload:

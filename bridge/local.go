@@ -123,6 +123,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		// The broker may have lost our retained snapshot, and log lines were missed.
 		a.acct.reset()
 		a.model.logGap()
+		a.ret.reconnected()
 		a.setWantAll("local broker connection (re)established: log lines may have been missed")
 		a.ann.snapshotNow()
 		return

@@ -37,6 +37,8 @@ type retainedState struct {
 	seq      uint64
 	arrival  map[*message]uint64     // a local retained publish -> its seq
 	inflight map[string]*republished // topic -> the agent's last retained republish of it
+	// connections counts the local connections of this run (reconnected).
+	connections int
 
 	stale, skewed, reasserted, pushedOut, mismatched, pushes atomic.Uint64
 	skewLogged                                               atomic.Int64
@@ -47,23 +49,34 @@ type retainedState struct {
 type republished struct{ doneSeq uint64 }
 
 func newRetainedState(node string, topics Topics, reg *retainReg, in *relayIn, log *slog.Logger) *retainedState {
-	r := &retainedState{node: node, topics: topics, clock: newHLC(maxClockSkew), reg: reg, in: in, log: log}
-	r.reset()
-	return r
+	return &retainedState{node: node, topics: topics, clock: newHLC(maxClockSkew), reg: reg, in: in, log: log,
+		arrival: map[*message]uint64{}, inflight: map[string]*republished{}}
 }
 
-func (r *retainedState) reset() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.arrival = map[*message]uint64{}
-	r.inflight = map[string]*republished{}
-}
-
-// localSession is called for every new local connection: what was in flight on the previous
-// one is void, and without a session the broker may have lost its retained messages.
+// localSession is called for every new local connection, with the CONNACK's session present
+// flag: without a session the broker may have lost its retained messages.
 func (r *retainedState) localSession(present bool) {
-	r.reset()
 	if !present {
+		r.reg.newGeneration()
+	}
+}
+
+// reconnected is called on the dispatcher where a new local connection begins, in order with
+// its messages. Republishes still in flight on the previous connection never complete: they are
+// forgotten. After the first connection of this run, the broker may have restarted from an
+// older snapshot that still holds the agent's session (autosave): equal writes are applied
+// again (a new register generation), before any relay of the new connection is handled.
+func (r *retainedState) reconnected() {
+	r.mu.Lock()
+	r.connections++
+	for topic, rp := range r.inflight {
+		if rp.doneSeq == 0 {
+			delete(r.inflight, topic)
+		}
+	}
+	again := r.connections > 1
+	r.mu.Unlock()
+	if again {
 		r.reg.newGeneration()
 	}
 }
@@ -139,6 +152,7 @@ func (r *retainedState) apply(ctx context.Context, e batchEntry, ack func()) {
 	h := valueHash(e.QoS, e.Payload)
 	cur, ok, held := r.reg.get(e.Topic)
 	if ok && !newerThan(e.Stamp, h, cur) && !(!held && e.Stamp == cur.stamp && h == cur.hash) {
+		r.log.Debug("retained relay not newer: not republished", "topic", e.Topic, "stamp", e.Stamp, "held_stamp", cur.stamp, "held", held)
 		r.stale.Add(1)
 		ack()
 		return
