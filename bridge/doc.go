@@ -176,13 +176,18 @@
 // is the order of hybrid logical clock stamps (hlc.go), ties broken by the value.
 //
 // A write's stamp is given by the agent of the broker that took it, when the agent reads it
-// from its broker: 48 bits of Unix milliseconds and a 16-bit counter, larger than every stamp
+// from its broker (a write made while the agent is down reaches it later from its session): 48 bits of Unix milliseconds and a 16-bit counter, larger than every stamp
 // that agent issued or accepted before (kept across restarts through the register). So a write
 // made after another reached its agent, anywhere, is later; writes that no agent saw before
 // the other are ordered by their agents' wall clocks, which is "last" up to the clocks' skew.
 // Two writes with the same stamp are ordered by a 64-bit hash of their QoS and payload (not by
 // node name: a stamp travels in pushes by nodes other than the writer, and every node must
-// break the tie the same way). A deletion is a write with an empty payload.
+// break the tie the same way). A deletion is a write with an empty payload. A value the agent
+// never saw written is older than every stamped write: when its session is new (first start,
+// or a broker that lost it), the broker sends every stored retained message on the agent's
+// subscription to '#' ahead of the SUBACK; those are not relayed as writes but pushed with the
+// register's stamp, or as the oldest possible when the register does not know them. (Stored
+// messages beyond the agent's in-flight window come after the SUBACK and count as writes.)
 //
 // Skew is bounded: a peer's stamp more than 30 s ahead of this node's wall clock is refused
 // (not republished, counted as retained.skewed in Status, logged at most every 10 s), and

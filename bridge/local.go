@@ -82,6 +82,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 			a.log.Warn("local subscribe failed", "err", err)
 			return err
 		}
+		a.ret.subscribed()
 		a.log.Info("local broker connected", "addr", a.opts.Local)
 		return nil
 	}
@@ -143,7 +144,9 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 	case a.topics.IsReserved(topic):
 		m.Ack()
 	default:
-		relayToPeers(m, a.peerList(), a.shares, a.ret.local(ctx, m))
+		if stamp, relay := a.ret.local(ctx, m); relay { // a stored retained value is no write
+			relayToPeers(m, a.peerList(), a.shares, stamp)
+		}
 	}
 }
 

@@ -39,9 +39,11 @@ type retainedState struct {
 	inflight map[string]*republished // topic -> the agent's last retained republish of it
 	// connections counts the local connections of this run (reconnected).
 	connections int
+	// flood: the broker is sending the stored retained messages of a new '#' subscription.
+	flood atomic.Bool
 
-	stale, skewed, reasserted, pushedOut, mismatched, pushes atomic.Uint64
-	skewLogged                                               atomic.Int64
+	stale, skewed, reasserted, pushedOut, mismatched, pushes, stored atomic.Uint64
+	skewLogged                                                       atomic.Int64
 }
 
 // republished is one retained republish on the local connection: doneSeq is its completion's
@@ -54,12 +56,20 @@ func newRetainedState(node string, topics Topics, reg *retainReg, in *relayIn, l
 }
 
 // localSession is called for every new local connection, with the CONNACK's session present
-// flag: without a session the broker may have lost its retained messages.
+// flag: without a session the broker may have lost its retained messages, and the agent's
+// subscription to '#' is new, so the broker first sends every retained message it stores.
+// Those are not writes the agent saw: until subscribed is called they are marked stored.
 func (r *retainedState) localSession(present bool) {
 	if !present {
 		r.reg.newGeneration()
+		r.flood.Store(true)
 	}
 }
+
+// subscribed is called once the local subscriptions of a new connection are acknowledged.
+// Mosquitto sends the stored retained messages of a new subscription ahead of its SUBACK (those
+// beyond the agent's in-flight window wait in its session and come later, taken for writes).
+func (r *retainedState) subscribed() { r.flood.Store(false) }
 
 // reconnected is called on the dispatcher where a new local connection begins, in order with
 // its messages. Republishes still in flight on the previous connection never complete: they are
@@ -89,12 +99,16 @@ func (r *retainedState) arrived(m *message) {
 	}
 	r.mu.Lock()
 	r.seq++
+	at := r.seq
+	if r.flood.Load() {
+		at = 0 // a stored value, not a write
+	}
 	if len(r.arrival) >= maxArrivals {
 		// Messages of an ended connection that local() never saw; only the race rule's
 		// knowledge of the writes waiting in the inbox is lost (they are stamped all the same).
 		clear(r.arrival)
 	}
-	r.arrival[m] = r.seq
+	r.arrival[m] = at
 	r.mu.Unlock()
 }
 
@@ -103,8 +117,11 @@ func (r *retainedState) arrived(m *message) {
 const maxArrivals = 2 * maxInbox
 
 // local stamps a retained write the local broker took (on the dispatcher) and returns the
-// stamp, 0 for a publish that is not retained. The write is the last one: its stamp is larger
-// than every stamp this node issued or accepted.
+// stamp, 0 for a publish that is not retained, and whether to relay it. The write is the last
+// one: its stamp is larger than every stamp this node issued or accepted. A stored value the
+// broker sent for a new subscription (localSession) is no write: it is acknowledged and not
+// relayed; the agent's push carries it to the peers with the register's stamp, or as older than
+// every stamped write when the register does not know it (a value its agent never saw written).
 //
 // The race inside one broker: the agent republished a peer's older value v1 while a local
 // client's v2 reached the broker. Mosquitto writes to the agent's socket in the order it
@@ -113,17 +130,24 @@ const maxArrivals = 2 * maxInbox
 // holds v1: the agent publishes v2 again. The rule assumes the broker sent v2 at once; one it
 // queued in the agent's session (its in-flight window full) may arrive after the completion
 // although processed before (see doc.go).
-func (r *retainedState) local(ctx context.Context, m *message) uint64 {
+func (r *retainedState) local(ctx context.Context, m *message) (uint64, bool) {
 	if !m.Retain {
-		return 0
+		return 0, true
+	}
+	r.mu.Lock()
+	at, known := r.arrival[m]
+	delete(r.arrival, m)
+	r.mu.Unlock()
+	if known && at == 0 {
+		r.stored.Add(1)
+		m.Ack()
+		return 0, false
 	}
 	s := r.clock.now()
 	if err := r.reg.set(m.Topic, s, valueHash(m.QoS, m.Payload)); err == nil {
 		_ = r.reg.persist(m.Topic)
 	}
 	r.mu.Lock()
-	at, known := r.arrival[m]
-	delete(r.arrival, m)
 	rp := r.inflight[m.Topic]
 	raced := known && rp != nil && (rp.doneSeq == 0 || rp.doneSeq > at)
 	if rp != nil && rp.doneSeq != 0 && rp.doneSeq < at {
@@ -134,7 +158,7 @@ func (r *retainedState) local(ctx context.Context, m *message) uint64 {
 		r.reasserted.Add(1)
 		r.publish(ctx, m.Topic, m.QoS, m.Payload, func() {})
 	}
-	return s
+	return s, true
 }
 
 // apply republishes a stamped retained relay from a peer when it is newer than the register's
@@ -412,13 +436,17 @@ type RetainedStatus struct {
 	// the broker held another value than the register's last write.
 	Pushed     uint64 `json:"pushed"`
 	Mismatched uint64 `json:"mismatched"`
+	// Stored counts stored retained values the broker sent for a new subscription of the agent,
+	// not relayed (not writes).
+	Stored uint64 `json:"stored"`
 	// WriteErrors counts failed writes of the register file.
 	WriteErrors uint64 `json:"write_errors"`
 }
 
 func (r *retainedState) status() RetainedStatus {
 	s := RetainedStatus{Stale: r.stale.Load(), Skewed: r.skewed.Load(), Reasserted: r.reasserted.Load(),
-		Pushes: r.pushes.Load(), Pushed: r.pushedOut.Load(), Mismatched: r.mismatched.Load()}
+		Pushes: r.pushes.Load(), Pushed: r.pushedOut.Load(), Mismatched: r.mismatched.Load(),
+		Stored: r.stored.Load()}
 	r.reg.mu.Lock()
 	s.Topics, s.Untracked, s.WriteErrors = len(r.reg.m), r.reg.untracked, r.reg.writeErrors
 	r.reg.mu.Unlock()

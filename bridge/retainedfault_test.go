@@ -396,3 +396,49 @@ func TestRetainedBrokerKill9Restored(t *testing.T) {
 		return ""
 	})
 }
+
+// Contract 5 for a broker that holds a value its agent never saw written: b1's broker stores
+// "stale" while its agent is down and has lost its session there (as after a restart from an
+// old autosave, or when a node with old data joins). When the agent starts, the broker sends
+// every stored value on the new subscription; none is a write: not relayed, and older than the
+// write b2 made and b1's agent had recorded, which b2's push puts back on b1.
+func TestRetainedStoredValueOnNewSessionDoesNotWin(t *testing.T) {
+	c := startCluster(t, 2)
+	p2 := connect(t, c.brokers[1].Addr, "p2", true)
+	p2.publish("cfg/mode", 1, true, "recorded")
+	waitFor(t, 5*time.Second, "the value on b1", func() string {
+		if got := retainedOn(t, c.brokers[0].Addr, "cfg/#"); got["cfg/mode"] != "recorded" {
+			return fmt.Sprint(got)
+		}
+		return ""
+	})
+	live := connect(t, c.brokers[1].Addr, "live-b2", true)
+	live.subscribe("cfg/#", 1)
+	live.waitCount(1, 5*time.Second)
+
+	c.stopAgent(0)
+	// The agent's session on b1 is gone: a clean-session CONNECT with its id discards it.
+	gone := connect(t, c.brokers[0].Addr, "mha-t-b1-local", true)
+	gone.c.Disconnect(50)
+	p1 := connect(t, c.brokers[0].Addr, "p1", true)
+	p1.publish("cfg/mode", 1, true, "stale")
+	c.startAgent(0)
+
+	want := map[string]string{"cfg/mode": "recorded"}
+	waitFor(t, 15*time.Second, "both brokers back on the recorded write", func() string {
+		for i, b := range c.brokers {
+			if got := retainedOn(t, b.Addr, "cfg/#"); fmt.Sprint(got) != fmt.Sprint(want) {
+				return fmt.Sprintf("b%d holds %v", i+1, got)
+			}
+		}
+		return ""
+	})
+	for _, m := range live.messages() {
+		if m.Payload == "stale" {
+			t.Errorf("a live subscriber on b2 got the stored value b1's agent never saw written")
+		}
+	}
+	if st := c.agent(0).Status().Retained; st.Stored == 0 {
+		t.Errorf("b1's agent counted no stored values on its new session: %+v", st)
+	}
+}
