@@ -110,6 +110,7 @@ func New(opts Options) (*Agent, error) {
 		qos1: make(chan struct{}, republishWindowQoS1), qos2: make(chan struct{}, opts.MaxInflight)}
 	// Run adds the register's file.
 	a.ret = newRetainedState(opts.Node, a.topics, newRetainReg(DefaultMaxRetainedTopics, retainedTombstoneTTL), a.in, a.log)
+	a.ret.dialer = localDialer{addr: opts.Local, tls: opts.LocalTLS, conn: conn, clientID: a.topics.ReaderID(opts.Node, "verify")}
 	a.in.ret = a.ret
 	a.ann = &announcer{node: opts.Node, topics: a.topics, signer: a.signer, local: a.local,
 		model: a.model, limits: &a.limits, log: a.log, minInterval: opts.SnapshotInterval,
@@ -186,6 +187,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, p := range a.peerList() {
 		p.start(ctx, &wg)
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.ret.verifyLoop(ctx)
+	}()
 	a.log.Info("agent started", "local", a.opts.Local, "peers", len(a.peerList()), "epoch", a.ann.epoch)
 
 	a.dispatch(ctx, &wg)

@@ -41,18 +41,30 @@ type retainedState struct {
 	connections int
 	// flood: the broker is sending the stored retained messages of a new '#' subscription.
 	flood atomic.Bool
+	// applyMu makes a register update and the republish it decides one step, for the dispatcher
+	// and the verifier alike.
+	applyMu sync.Mutex
+	// verifyq holds the checks of the broker's value the verifier is to make (retainverify.go);
+	// local is how it connects to the local broker.
+	verifyq chan verification
+	dialer  localDialer
 
 	stale, skewed, reasserted, pushedOut, mismatched, pushes, stored atomic.Uint64
+	verified, repaired, unverified                                   atomic.Uint64
 	skewLogged                                                       atomic.Int64
 }
 
 // republished is one retained republish on the local connection: doneSeq is its completion's
 // seq, 0 while the broker has not processed it.
-type republished struct{ doneSeq uint64 }
+type republished struct {
+	doneSeq uint64
+	hash    uint64 // valueHash of what was republished
+}
 
 func newRetainedState(node string, topics Topics, reg *retainReg, in *relayIn, log *slog.Logger) *retainedState {
 	return &retainedState{node: node, topics: topics, clock: newHLC(maxClockSkew), reg: reg, in: in, log: log,
-		arrival: map[*message]uint64{}, inflight: map[string]*republished{}}
+		arrival: map[*message]uint64{}, inflight: map[string]*republished{},
+		verifyq: make(chan verification, maxVerifications)}
 }
 
 // localSession is called for every new local connection, with the CONNACK's session present
@@ -143,20 +155,30 @@ func (r *retainedState) local(ctx context.Context, m *message) (uint64, bool) {
 		m.Ack()
 		return 0, false
 	}
+	h := valueHash(m.QoS, m.Payload)
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
 	s := r.clock.now()
-	if err := r.reg.set(m.Topic, s, valueHash(m.QoS, m.Payload)); err == nil {
+	if err := r.reg.set(m.Topic, s, h); err == nil {
 		_ = r.reg.persist(m.Topic)
 	}
 	r.mu.Lock()
 	rp := r.inflight[m.Topic]
 	raced := known && rp != nil && (rp.doneSeq == 0 || rp.doneSeq > at)
+	// A QoS 1/2 write that arrives after the republish completed may still have been processed
+	// before it, if the broker queued it behind a full in-flight window: the broker's value is
+	// checked (retainverify.go).
+	queued := known && rp != nil && !raced && m.QoS > 0
 	if rp != nil && rp.doneSeq != 0 && rp.doneSeq < at {
 		delete(r.inflight, m.Topic) // processed before this write: no later write can race it
 	}
 	r.mu.Unlock()
-	if raced {
+	switch {
+	case raced:
 		r.reasserted.Add(1)
 		r.publish(ctx, m.Topic, m.QoS, m.Payload, func() {})
+	case queued:
+		r.verify(verification{topic: m.Topic, loser: rp.hash, stamp: s, hash: h, qos: m.QoS, payload: m.Payload})
 	}
 	return s, true
 }
@@ -181,6 +203,8 @@ func (r *retainedState) apply(ctx context.Context, e batchEntry, ack func()) {
 		ack()
 		return
 	}
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
 	_ = r.reg.set(e.Topic, e.Stamp, h) // a full register: applied all the same, unordered
 	r.publish(ctx, e.Topic, e.QoS, e.Payload, func() {
 		_ = r.reg.persist(e.Topic)
@@ -191,7 +215,7 @@ func (r *retainedState) apply(ctx context.Context, e batchEntry, ack func()) {
 // publish republishes a retained value on the local connection and records its completion in
 // the order of the local connection (see local).
 func (r *retainedState) publish(ctx context.Context, topic string, qos byte, payload []byte, done func()) {
-	rp := &republished{}
+	rp := &republished{hash: valueHash(qos, payload)}
 	r.mu.Lock()
 	if len(r.inflight) >= maxArrivals {
 		r.purgeLocked()
@@ -436,6 +460,12 @@ type RetainedStatus struct {
 	// the broker held another value than the register's last write.
 	Pushed     uint64 `json:"pushed"`
 	Mismatched uint64 `json:"mismatched"`
+	// Verified counts checks of the broker's value after a local write that may have been queued
+	// behind the agent's republish of an older one; Repaired those that found the older value
+	// and published the newer again; Unverified the checks dropped (queue full, read failed).
+	Verified   uint64 `json:"verified"`
+	Repaired   uint64 `json:"repaired"`
+	Unverified uint64 `json:"unverified"`
 	// Stored counts stored retained values the broker sent for a new subscription of the agent,
 	// not relayed (not writes).
 	Stored uint64 `json:"stored"`
@@ -446,7 +476,8 @@ type RetainedStatus struct {
 func (r *retainedState) status() RetainedStatus {
 	s := RetainedStatus{Stale: r.stale.Load(), Skewed: r.skewed.Load(), Reasserted: r.reasserted.Load(),
 		Pushes: r.pushes.Load(), Pushed: r.pushedOut.Load(), Mismatched: r.mismatched.Load(),
-		Stored: r.stored.Load()}
+		Stored: r.stored.Load(), Verified: r.verified.Load(), Repaired: r.repaired.Load(),
+		Unverified: r.unverified.Load()}
 	r.reg.mu.Lock()
 	s.Topics, s.Untracked, s.WriteErrors = len(r.reg.m), r.reg.untracked, r.reg.writeErrors
 	r.reg.mu.Unlock()
