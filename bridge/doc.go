@@ -211,11 +211,14 @@
 // publishes v2 again. A live subscriber of that broker then sees v2, v1, v2: the older value
 // replaced the newer for about a millisecond (measured: 11 of 300 subscriber-topics in 100
 // rounds of 3 simultaneous writers, longest 1.7 ms), and v2 twice. Unmodified Mosquitto cannot
-// make a publish conditional on the value it holds, so this transient stays. The rule assumes
-// the broker sent v2 at once; with the agent's in-flight window full, the broker queues v2 in
-// the agent's session and it may arrive after the completion although processed before: that
-// broker then keeps v1 until the next write or push (counted as retained.mismatched by the
-// next push, which skips the topic).
+// make a publish conditional on the value it holds, so this transient stays. The order of the
+// socket says nothing when the broker queued v2 in the agent's session (its in-flight window
+// full): v2 then arrives after the completion although processed before. So a QoS 1/2 local
+// write that arrives after a completed republish of its topic has the broker's value read (a
+// verifier, client id "mha-<cluster>-<node>-retained-verify", subscribes to the topic and ends
+// at its marker "<node>/verify"); when the broker holds the republished value and the register
+// still holds v2, v2 is published again. At most 4,096 checks wait; past that a check is
+// dropped (retained.unverified) and the broker may keep v1 until the next write or push.
 //
 // Retained push. When the link to a peer comes up, or the peer's agent comes up while the link
 // stays up (its status), the agent reads its own broker's retained messages (client id
