@@ -268,6 +268,13 @@ func (r *retainedState) stampFor(topic string, qos byte, payload []byte) uint64 
 	e, ok, _ := r.reg.get(topic)
 	switch {
 	case !ok:
+		// Recorded, so that another node's unknown value for the topic, pushed here, is ordered
+		// against this one (by hash) the same way on both nodes.
+		r.applyMu.Lock()
+		if _, ok, _ := r.reg.get(topic); !ok && r.reg.set(topic, stampUnknown, valueHash(qos, payload)) == nil {
+			_ = r.reg.persist(topic)
+		}
+		r.applyMu.Unlock()
 		return stampUnknown
 	case e.hash == valueHash(qos, payload):
 		return e.stamp

@@ -442,3 +442,29 @@ func TestRetainedStoredValueOnNewSessionDoesNotWin(t *testing.T) {
 		t.Errorf("b1's agent counted no stored values on its new session: %+v", st)
 	}
 }
+
+// Contract 5 for values no agent saw written (an existing install joining the cluster): b1 and
+// b2 hold different values for one topic before their agents start; afterwards both hold the
+// same one, chosen the same way on both (the value hash breaks the tie of two unknown stamps).
+func TestRetainedPreexistingValuesConverge(t *testing.T) {
+	for round := 0; round < 3; round++ {
+		t.Run(fmt.Sprint(round), func(t *testing.T) {
+			c := newCluster(t, 2, nil)
+			for i, b := range c.brokers {
+				p := connect(t, b.Addr, fmt.Sprintf("old-%d", i), true)
+				p.publish("old/cfg", 1, true, fmt.Sprintf("from-b%d-%d", i+1, round))
+				p.publish(fmt.Sprintf("old/only-b%d", i+1), 1, true, "x")
+			}
+			c.startAgent(0)
+			c.startAgent(1)
+			waitFor(t, 15*time.Second, "both brokers to agree", func() string {
+				a := retainedOn(t, c.brokers[0].Addr, "old/#")
+				b := retainedOn(t, c.brokers[1].Addr, "old/#")
+				if fmt.Sprint(a) != fmt.Sprint(b) || len(a) != 3 {
+					return fmt.Sprintf("b1 %v, b2 %v", a, b)
+				}
+				return ""
+			})
+		})
+	}
+}
