@@ -139,9 +139,9 @@ const maxArrivals = 2 * maxInbox
 // client's v2 reached the broker. Mosquitto writes to the agent's socket in the order it
 // processes publishes, so when v2 arrived before the completion (PUBACK, PUBCOMP, or the
 // barrier's PUBACK for QoS 0) of the republish of v1, the broker processed v2 first and now
-// holds v1: the agent publishes v2 again. The rule assumes the broker sent v2 at once; one it
-// queued in the agent's session (its in-flight window full) may arrive after the completion
-// although processed before (see doc.go).
+// holds v1: the agent publishes v2 again. A v2 the broker queued in the agent's session (its
+// in-flight window full) may arrive after the completion although processed before: for a
+// QoS 1/2 v2 after a completed republish, the verifier reads what the broker holds.
 func (r *retainedState) local(ctx context.Context, m *message) (uint64, bool) {
 	if !m.Retain {
 		return 0, true
@@ -196,6 +196,8 @@ func (r *retainedState) apply(ctx context.Context, e batchEntry, ack func()) {
 		return
 	}
 	h := valueHash(e.QoS, e.Payload)
+	r.applyMu.Lock()
+	defer r.applyMu.Unlock()
 	cur, ok, held := r.reg.get(e.Topic)
 	if ok && !newerThan(e.Stamp, h, cur) && !(!held && e.Stamp == cur.stamp && h == cur.hash) {
 		r.log.Debug("retained relay not newer: not republished", "topic", e.Topic, "stamp", e.Stamp, "held_stamp", cur.stamp, "held", held)
@@ -203,8 +205,6 @@ func (r *retainedState) apply(ctx context.Context, e batchEntry, ack func()) {
 		ack()
 		return
 	}
-	r.applyMu.Lock()
-	defer r.applyMu.Unlock()
 	_ = r.reg.set(e.Topic, e.Stamp, h) // a full register: applied all the same, unordered
 	r.publish(ctx, e.Topic, e.QoS, e.Payload, func() {
 		_ = r.reg.persist(e.Topic)
