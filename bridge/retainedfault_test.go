@@ -468,3 +468,38 @@ func TestRetainedPreexistingValuesConverge(t *testing.T) {
 		})
 	}
 }
+
+// The skew bound: a retained write stamped more than 30 s ahead of this node's clock is refused
+// (counted), and does not drag this node's clock into the future; one within the bound is
+// applied.
+func TestRetainedFutureStampRefused(t *testing.T) {
+	c := newCluster(t, 1, nil)
+	c.startAgent(0)
+	c.waitExact(0, "b1 exact")
+	inject := connect(t, c.brokers[0].Addr, "inject", true)
+	inject.publish("$forward-b/b9", 1, false, string(stampedBatch("clock/x", "future", stampAt(time.Now().Add(time.Hour)))))
+	inject.publish("$forward-b/b9", 1, false, string(stampedBatch("clock/y", "near", stampAt(time.Now().Add(10*time.Second)))))
+	waitFor(t, 5*time.Second, "the near write applied", func() string {
+		if got := retainedOn(t, c.brokers[0].Addr, "clock/#"); fmt.Sprint(got) != "map[clock/y:near]" {
+			return fmt.Sprint(got)
+		}
+		return ""
+	})
+	if st := c.agent(0).Status().Retained; st.Skewed != 1 {
+		t.Errorf("skewed %d, want 1: %+v", st.Skewed, st)
+	}
+	// A local write now is stamped after the accepted near-future write, not after the refused one.
+	p := connect(t, c.brokers[0].Addr, "p", true)
+	p.publish("clock/z", 1, true, "local")
+	waitFor(t, 5*time.Second, "the local write recorded", func() string {
+		if _, _, ok := c.agent(0).RetainedStamp("clock/z"); !ok {
+			return "not yet"
+		}
+		return ""
+	})
+	sz, _, _ := c.agent(0).RetainedStamp("clock/z")
+	sy, _, _ := c.agent(0).RetainedStamp("clock/y")
+	if sz <= sy || sz >= stampAt(time.Now().Add(time.Hour/2)) {
+		t.Errorf("local stamp %x: want after the near write %x and far from the refused one", sz, sy)
+	}
+}
