@@ -56,7 +56,8 @@
 //	                                      2 s, on the own broker and every peer's; no will
 //	$HA/<cluster>/<node>/synced/<peer>    empty, QoS 1, on <peer>'s broker: the sync marker
 //	$HA/<cluster>/<name>/retained-marker  empty, QoS 1: ends a read of retained messages; <name>
-//	                                      is <node>/push/<peer> (a retained push to <peer>)
+//	                                      is <node>/push/<peer> (a retained push to <peer>) or
+//	                                      <node>/verify (the retained verifier)
 //	$HA/<cluster>/<node>/barrier          empty, QoS 1, not retained, nobody subscribes: follows a
 //	                                      QoS 0 retained republish (see Retained convergence)
 //	$HA/<cluster>/probe/<nonce>           subscribed and unsubscribed by the startup probe
@@ -253,6 +254,6 @@
 // remote.go (a peer's interest), relayout.go and queue.go (relays out), share.go (the relay
 // choice for shared subscriptions), relayin.go (relays in), relaywire.go (relay layout),
 // retained.go (retained convergence and push), hlc.go (the clock), retainreg.go (the
-// register), dollar.go ('$' subscriptions),
+// register), retainverify.go (the verifier), dollar.go ('$' subscriptions),
 // topics.go (names), auth.go (signature), status.go (status), probe.go (startup probe).
 package bridge
