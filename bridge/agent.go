@@ -43,6 +43,7 @@ type Agent struct {
 	signer *signer
 	dollar *dollarSubs
 	in     *relayIn
+	ret    *retainedState
 	ann    *announcer
 	parser *sysparse.Parser
 	model  *localInterest
@@ -114,6 +115,10 @@ func New(opts Options) (*Agent, error) {
 	a.in = &relayIn{local: a.local, wire: wire, limits: &a.limits, log: a.log,
 		qos1: make(chan struct{}, republishWindowQoS1), qos2: make(chan struct{}, opts.MaxInflight),
 		dedupe: newDedupe(opts.StatePath, DefaultDedupeWindow, a.log)}
+	// Run adds the register's file.
+	a.ret = newRetainedState(opts.Node, a.topics, newRetainReg(DefaultMaxRetainedTopics, retainedTombstoneTTL), a.in, a.log)
+	a.ret.dialer = localDialer{addr: opts.Local, tls: opts.LocalTLS, conn: conn, clientID: a.topics.ReaderID(opts.Node, "verify")}
+	a.in.ret = a.ret
 	a.ann = &announcer{node: opts.Node, topics: a.topics, signer: a.signer, local: a.local,
 		model: a.model, limits: &a.limits, log: a.log, minInterval: opts.SnapshotInterval,
 		// Epochs grow with each run, so a peer can tell an earlier run's retained delta.
@@ -121,8 +126,8 @@ func New(opts Options) (*Agent, error) {
 	a.peerEnv = &peerEnv{node: opts.Node, topics: a.topics, conn: conn, wire: wire, signer: a.signer,
 		limits: &a.limits, log: a.log, bufferMessages: opts.BufferMessages,
 		bufferBytes: opts.BufferBytes, maxInflight: opts.MaxInflight,
-		pull: &retainedPull{node: opts.Node, topics: a.topics, conn: conn, localAddr: opts.Local,
-			localTLS: opts.LocalTLS, in: a.in}}
+		push: &retainedPush{node: opts.Node, topics: a.topics, conn: conn, localAddr: opts.Local,
+			localTLS: opts.LocalTLS, state: a.ret}}
 	var peers []*peer
 	for _, p := range opts.Peers {
 		peers = append(peers, newPeer(p, a.peerEnv))
@@ -142,6 +147,9 @@ func New(opts Options) (*Agent, error) {
 func (a *Agent) Run(ctx context.Context) error {
 	if a.opts.StatePath != "" {
 		if err := a.restoreState(); err != nil {
+			return err
+		}
+		if err := a.ret.load(a.opts.StatePath + ".retained"); err != nil {
 			return err
 		}
 	}
@@ -193,6 +201,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	for _, p := range a.peerList() {
 		p.start(ctx, &wg)
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.ret.verifyLoop(ctx)
+	}()
 	a.log.Info("agent started", "local", a.opts.Local, "peers", len(a.peerList()), "epoch", a.ann.epoch)
 
 	a.dispatch(ctx, &wg)
@@ -203,6 +216,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.compactState()
 		a.journal.close()
 	}
+	a.ret.reg.close()
 	a.log.Info("agent stopped")
 	return nil
 }

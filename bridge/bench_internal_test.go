@@ -42,7 +42,7 @@ func BenchmarkRelayDecision(b *testing.B) {
 	relayed := 0
 	for i := 0; i < b.N; i++ {
 		m := &message{Topic: topics[i%len(topics)], Payload: payload, QoS: 0}
-		relayToPeers(m, 1, a.peerList(), a.shares)
+		relayToPeers(m, 1, a.peerList(), a.shares, 0)
 		if i%4096 == 0 {
 			for _, p := range a.peerList() {
 				relayed += p.queue.Len()

@@ -408,7 +408,7 @@ func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []ba
 	steps := make([]dedupeStep, len(entries))
 	identified := false
 	for _, e := range entries {
-		identified = identified || (e.QoS > 0 && e.MID != 0)
+		identified = identified || e.identified()
 	}
 	if src.origin == "" || !identified {
 		return steps // all plain
@@ -426,7 +426,7 @@ func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []ba
 		return steps
 	}
 	for i, e := range entries {
-		if e.QoS == 0 || e.MID == 0 {
+		if !e.identified() {
 			continue // plain
 		}
 		id := relayID{epoch: src.epoch, mid: e.MID, hash: relayHash(e.Topic, e.Payload)}
@@ -463,6 +463,11 @@ func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []ba
 	d.flushLocked(w)
 	return steps
 }
+
+// identified says whether the window decides about e: a QoS 1/2 relay with a packet id. A
+// stamped retained write is not: its stamp orders it (retained.go), so a repeat, carrying the
+// same stamp, is dropped there.
+func (e *batchEntry) identified() bool { return e.QoS > 0 && e.MID != 0 && !(e.Retain && e.Stamp != 0) }
 
 // recordLocked takes the next slot of w for a new entry, evicting the oldest.
 func (d *dedupe) recordLocked(c *mqttconn.Conn, w *seenWindow, id relayID, qos byte, lid uint16) int32 {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -86,8 +85,7 @@ func exactlyOnceRun(t *testing.T, fault string, qos byte, total int) int {
 	b2 := mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra})
 	defer b1.Stop()
 	defer b2.Stop()
-	proxy := startProxy(t, b2.Addr)
-	defer proxy.close()
+	proxy := newProxy(t, b2.Addr)
 	spec := func(node, local string, peers map[string]string) helperAgentSpec {
 		return helperAgentSpec{Node: node, Local: local, Peers: peers, State: filepath.Join(dir, node+".json")}
 	}
@@ -151,7 +149,7 @@ func exactlyOnceRun(t *testing.T, fault string, qos byte, total int) int {
 		time.Sleep(time.Second)
 		a2 = startHelperAgent(t, s2)
 	case "link-cut":
-		proxy.cut()
+		proxy.drop()
 	}
 	wg.Wait()
 	missing, dups := 0, 0
@@ -246,57 +244,6 @@ func TestHelperAgentProcess(t *testing.T) {
 	if err := a.Run(ctx); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// tcpProxy forwards connections to a target; cut closes every connection it carries (a link
-// cut) and keeps accepting new ones.
-type tcpProxy struct {
-	addr  string
-	l     net.Listener
-	mu    sync.Mutex
-	conns []net.Conn
-}
-
-func startProxy(t *testing.T, target string) *tcpProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &tcpProxy{addr: l.Addr().String(), l: l}
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			go func() { io.Copy(u, c); u.Close() }()
-			go func() { io.Copy(c, u); c.Close() }()
-		}
-	}()
-	return p
-}
-
-func (p *tcpProxy) cut() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, c := range p.conns {
-		c.Close()
-	}
-	p.conns = nil
-}
-
-func (p *tcpProxy) close() {
-	p.l.Close()
-	p.cut()
 }
 
 // Contract 2, wills (issue 11): a will published while its broker stops reaches the

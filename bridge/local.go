@@ -50,6 +50,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 	}
 	l.OnPublish = func(m *message) {
 		mark(m.Conn())
+		a.ret.arrived(m)
 		a.inbox.put(m)
 	}
 	// Before anything is read: the session's epoch (epoch.go) and the packet ids of republishes
@@ -62,6 +63,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 	}
 	l.Up = func(ctx context.Context, c *mqttconn.Conn, sessionPresent bool) error {
 		mark(c)
+		a.ret.localSession(sessionPresent)
 		subs := map[string]byte{
 			sysparse.TopicLog: 0,
 			topicClientsTotal: 0,
@@ -81,13 +83,14 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 		if sessionPresent {
 			// The broker kept the session's subscription to '#'. Subscribing again would make it
 			// send every stored retained message, which the agent would take for live publishes
-			// and relay: older values over newer ones on the peers. Peers pull what they miss.
+			// and relay: older values over newer ones on the peers. Peers push what it misses.
 			delete(subs, "#")
 		}
 		if err := c.Subscribe(ctx, subs); err != nil {
 			a.log.Warn("local subscribe failed", "err", err)
 			return err
 		}
+		a.ret.subscribed()
 		a.log.Info("local broker connected", "addr", a.opts.Local)
 		return nil
 	}
@@ -129,6 +132,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		// The broker may have lost our retained snapshot, and log lines were missed.
 		a.acct.reset()
 		a.model.logGap()
+		a.ret.reconnected()
 		a.setWantAll("local broker connection (re)established: log lines may have been missed")
 		a.ann.snapshotNow()
 		return
@@ -148,7 +152,9 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 	case a.topics.IsReserved(topic):
 		m.Ack()
 	default:
-		relayToPeers(m, a.epoch.of(m.Conn()), a.peerList(), a.shares)
+		if stamp, relay := a.ret.local(ctx, m); relay { // a stored retained value is no write
+			relayToPeers(m, a.epoch.of(m.Conn()), a.peerList(), a.shares, stamp)
+		}
 	}
 }
 

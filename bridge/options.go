@@ -103,6 +103,25 @@ const (
 	DefaultMaxPayloadBytes = 268435455
 )
 
+// Retained convergence (retained.go, retainreg.go, hlc.go).
+const (
+	// maxClockSkew bounds how far ahead of this node's wall clock a peer's retained write may be
+	// stamped: further ahead, it is refused (counted, logged) and the clock is left alone.
+	maxClockSkew = 30 * time.Second
+	// DefaultMaxRetainedTopics bounds the retained register: about 100 bytes plus the topic per
+	// entry, so 1,048,576 topics of 50 bytes cost about 150 MB at most.
+	DefaultMaxRetainedTopics = 1 << 20
+	// retainedTombstoneTTL is how long a deletion is remembered: an older value held by a node
+	// away longer than this can come back.
+	retainedTombstoneTTL = 24 * time.Hour
+	// retainedPushMinInterval is the least time between two retained pushes to one peer.
+	retainedPushMinInterval = 2 * time.Second
+	// pushWindow is how many relays a peer's queue may hold before a retained push waits.
+	pushWindow = 512
+	// pushWindowBytes is the payload bytes a peer's queue may hold before a retained push waits.
+	pushWindowBytes = 4 << 20
+)
+
 // withDefaults returns o with every unset field at its default.
 func (o Options) withDefaults() Options {
 	if o.ForwardPrefix == "" {

@@ -30,9 +30,9 @@ type peer struct {
 	mu    sync.Mutex
 	up    bool
 	ready chan struct{} // closed while up
-	// retainedWhileDown holds the topics of retained relays queued while the peer was down: the
-	// retained pull from that peer must not overwrite them with its older values.
-	retainedWhileDown map[string]bool
+
+	pushReq   chan struct{} // a token asks pushLoop for a retained push (retained.go)
+	agentSeen atomic.Int32  // the peer's agent, from its status: see agentStatus
 
 	// Counters, read by Stats.
 	relayed, relayedBytes, batches, refused, forged, retries atomic.Uint64
@@ -53,7 +53,7 @@ type peerEnv struct {
 	signer *signer   // checks the peer's interest messages
 	limits *atomic.Pointer[Limits]
 	log    *slog.Logger
-	pull   *retainedPull // runs each time the link comes up
+	push   *retainedPush // runs when the link comes up or the peer's agent starts
 
 	bufferMessages, bufferBytes, maxInflight int
 }
@@ -69,6 +69,7 @@ func newPeer(pa PeerAddr, env *peerEnv) *peer {
 		queue:    newRelayQueue(env.bufferMessages, env.bufferBytes),
 		inflight: make(chan struct{}, env.maxInflight),
 		ready:    make(chan struct{}),
+		pushReq:  make(chan struct{}, 1),
 	}
 	p.downSince.Store(time.Now().UnixNano())
 	p.link = p.newLink()
@@ -79,10 +80,14 @@ func newPeer(pa PeerAddr, env *peerEnv) *peer {
 func (p *peer) start(ctx context.Context, wg *sync.WaitGroup) {
 	pctx, cancel := context.WithCancel(ctx)
 	p.stop = cancel
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		p.link.Run(pctx)
+	}()
+	go func() {
+		defer wg.Done()
+		p.pushLoop(pctx)
 	}()
 	go func() {
 		defer wg.Done()
@@ -147,29 +152,6 @@ func (p *peer) waitConn(ctx context.Context) (*mqttconn.Conn, bool) {
 	}
 }
 
-// markRetained records the retained relays among rs as not yet delivered to the peer.
-func (p *peer) markRetained(rs []*relay) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for _, r := range rs {
-		if r.retain {
-			if p.retainedWhileDown == nil {
-				p.retainedWhileDown = map[string]bool{}
-			}
-			p.retainedWhileDown[r.topic] = true
-		}
-	}
-}
-
-// takeRetainedWhileDown returns and clears the topics of retained relays queued while down.
-func (p *peer) takeRetainedWhileDown() map[string]bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	t := p.retainedWhileDown
-	p.retainedWhileDown = nil
-	return t
-}
-
 // disconnect closes the current connection, if any.
 func (p *peer) disconnect() {
 	if p.link != nil {
@@ -183,9 +165,7 @@ func (p *peer) disconnect() {
 // QoS 0 publish to a broker that is down would be, unless it sets a retained value.
 func (p *peer) enqueue(r *relay) {
 	if !p.Up() {
-		if r.retain {
-			p.markRetained([]*relay{r})
-		} else if r.qos == 0 {
+		if !r.retain && r.qos == 0 {
 			p.queue.dropped.Add(1)
 			r.settle()
 			return

@@ -29,6 +29,7 @@ func (p *peer) newLink() *mqttconn.Link {
 			// Every retained interest message of the subscription came before the marker.
 			m.Ack()
 			p.interest.setSynced(true)
+			p.agentSeen.CompareAndSwap(0, 1) // no status: the peer's agent has not run yet
 		case status:
 			var st struct {
 				AgentUp   bool `json:"agent_up"`
@@ -36,6 +37,7 @@ func (p *peer) newLink() *mqttconn.Link {
 			}
 			if json.Unmarshal(m.Payload, &st) == nil {
 				p.wireV1.Store(st.RelayWire < relayWireVersion)
+				p.agentStatus(st.AgentUp)
 				if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
 					p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")
 				}
@@ -54,7 +56,8 @@ func (p *peer) newLink() *mqttconn.Link {
 		c.Publish(marker, 1, false, nil, nil)
 		p.setUp()
 		p.log.Info("peer connected", "addr", p.addr)
-		go env.pull.run(ctx, p)
+		p.agentSeen.Store(0)
+		p.requestPush()
 		return nil
 	}
 	l.Down = func(err error) {

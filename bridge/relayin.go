@@ -23,6 +23,7 @@ type relayIn struct {
 	wire   relayWire
 	limits *atomic.Pointer[Limits]
 	log    *slog.Logger
+	ret    *retainedState // decides on stamped retained relays
 	// Tokens per unacknowledged republish on the local connection, by QoS.
 	qos1, qos2 chan struct{}
 	// dedupe recognises relays republished before (dedupe.go).
@@ -78,6 +79,10 @@ func (in *relayIn) republishAll(ctx context.Context, m *message, src relaySource
 		st := steps[i]
 		switch st.kind {
 		case dedupePlain:
+			if e.Retain && e.Stamp != 0 {
+				in.ret.apply(ctx, e, ackOne) // republished only when newer than the register's
+				continue
+			}
 			in.republish(ctx, e.Topic, e.QoS, e.Retain, e.Payload, ackOne)
 			continue
 		case dedupeWait:

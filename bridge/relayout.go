@@ -10,8 +10,8 @@ import "context"
 // shares adds the peers its shared subscriptions need (share.go; nil: none). The local broker
 // gets its acknowledgement once every one of those relays is settled. epoch is that of the local
 // session m arrived on (epoch.go): with m's packet id it is the relay's identity, and m's DUP
-// flag marks it as a possible repeat.
-func relayToPeers(m *message, epoch uint64, peers []*peer, shares *shareRouter) {
+// flag marks it as a possible repeat. stamp orders a retained write (retainedState.local).
+func relayToPeers(m *message, epoch uint64, peers []*peer, shares *shareRouter, stamp uint64) {
 	var dests [16]*peer
 	to := dests[:0]
 	for _, p := range peers {
@@ -31,7 +31,7 @@ func relayToPeers(m *message, epoch uint64, peers []*peer, shares *shareRouter) 
 	}
 	for _, p := range to {
 		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: m.Retain, group: g,
-			mid: m.ID, epoch: epoch, repeat: m.Dup})
+			mid: m.ID, epoch: epoch, repeat: m.Dup, stamp: stamp})
 	}
 }
 
@@ -95,13 +95,11 @@ func (p *peer) send(ctx context.Context) {
 			}
 			// Cut off by a lost connection: back to the head of the queue, marked as repeats
 			// (the peer may have them: its agent drops those it republished, dedupe.go). A
-			// parked queue settles them. Retained values among them are newer than the peer's:
-			// its retained pull must not revert them.
+			// parked queue settles them.
 			p.retries.Add(uint64(len(batch)))
 			for _, r := range batch {
 				r.repeat = true
 			}
-			p.markRetained(batch)
 			p.queue.pushFront(batch)
 		})
 		buf = rs

@@ -94,7 +94,9 @@ type Status struct {
 	SharedExtra uint64 `json:"shared_extra_deliveries"`
 	// SharedSplit lists the local shared subscriptions whose members sit on peers too.
 	SharedSplit []SharedSplit `json:"shared_split,omitempty"`
-	Peers       []PeerStatus  `json:"peers"`
+	// Retained is the state of retained convergence (retained.go).
+	Retained RetainedStatus `json:"retained"`
+	Peers    []PeerStatus   `json:"peers"`
 }
 
 // Status returns the agent's current state. Safe for concurrent use.
@@ -117,6 +119,7 @@ func (a *Agent) Status() Status {
 	if e := a.local.LastError(); e != nil {
 		s.LastError, s.LastErrorTime = "local broker "+a.opts.Local+": "+e.Err.Error(), e.At.UTC()
 	}
+	s.Retained = a.ret.status()
 	peers := a.peerList()
 	s.SharedExtra = a.shares.extra.Load()
 	s.SharedSplit = splitShares(a.model.shares, peers)
