@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"hash"
 	"sync"
@@ -69,4 +71,48 @@ func (s *signer) open(topic string, msg []byte) ([]byte, error) {
 		return nil, ErrForged
 	}
 	return payload, nil
+}
+
+// Status messages are JSON that tools outside the agent read (`mosquitto-ha status`,
+// `decommission`), so their tag goes inside the JSON, as its last member: the message is the
+// Status JSON with its closing brace replaced by `,"sig":"<32 hex digits>"}`, where the tag is
+// computed as above over the topic and the JSON without that member.
+
+// sigMember starts the tag member of a signed JSON message.
+const sigMember = `,"sig":"`
+
+// sealJSON signs a JSON object (which must not be empty) for topic; without a secret it is
+// returned unchanged.
+func (s *signer) sealJSON(topic string, obj []byte) []byte {
+	if s == nil || len(obj) < 2 || obj[len(obj)-1] != '}' {
+		return obj
+	}
+	var buf [tagSize]byte
+	tag := s.tag(buf[:0], topic, obj)
+	out := make([]byte, 0, len(obj)+len(sigMember)+2*tagSize+2)
+	out = append(out, obj[:len(obj)-1]...)
+	out = append(out, sigMember...)
+	out = hex.AppendEncode(out, tag)
+	return append(out, '"', '}')
+}
+
+// openJSON checks a JSON object signed by sealJSON and returns it without its tag member.
+func (s *signer) openJSON(topic string, msg []byte) ([]byte, error) {
+	if s == nil {
+		return msg, nil
+	}
+	n := len(sigMember) + 2*tagSize + 2
+	if len(msg) < n+1 || string(msg[len(msg)-n:len(msg)-n+len(sigMember)]) != sigMember || !bytes.HasSuffix(msg, []byte(`"}`)) {
+		return nil, ErrForged
+	}
+	got, err := hex.DecodeString(string(msg[len(msg)-2*tagSize-2 : len(msg)-2]))
+	if err != nil {
+		return nil, ErrForged
+	}
+	obj := append(append([]byte(nil), msg[:len(msg)-n]...), '}')
+	var buf [tagSize]byte
+	if !hmac.Equal(got, s.tag(buf[:0], topic, obj)) {
+		return nil, ErrForged
+	}
+	return obj, nil
 }

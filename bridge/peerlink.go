@@ -8,6 +8,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"mosquitto-ha/bridge/mqttconn"
 )
@@ -23,6 +24,7 @@ func (p *peer) newLink() *mqttconn.Link {
 		Log:     p.log,
 	}
 	status := env.topics.Status(p.name)
+	var statusTime time.Time // of the newest status accepted; the reader is one goroutine
 	l.OnPublish = func(m *message) {
 		switch m.Topic {
 		case marker:
@@ -30,14 +32,7 @@ func (p *peer) newLink() *mqttconn.Link {
 			m.Ack()
 			p.interest.setSynced(true)
 		case status:
-			var st struct {
-				AgentUp bool `json:"agent_up"`
-			}
-			if json.Unmarshal(m.Payload, &st) == nil {
-				if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
-					p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")
-				}
-			}
+			p.statusMessage(m, &statusTime)
 		default:
 			p.interestMessage(m)
 		}
@@ -60,6 +55,36 @@ func (p *peer) newLink() *mqttconn.Link {
 		p.log.Warn("peer lost", "addr", p.addr, "err", err, "buffered", p.queue.Len())
 	}
 	return l
+}
+
+// statusMessage applies the peer agent's status: only "agent_up" matters (doc.go). With a
+// cluster secret a status must carry its tag (auth.go), or it is dropped and counted as forged;
+// a status saying the agent is up must also be newer than every one accepted before, so a
+// replayed old one cannot end the relay-everything fallback while the agent is down. A status
+// saying it is down (the will) is always taken: it only makes this agent send more.
+func (p *peer) statusMessage(m *message, newest *time.Time) {
+	payload, err := p.env.signer.openJSON(m.Topic, m.Payload)
+	if err != nil {
+		p.forged.Add(1)
+		p.log.Warn("forged status message dropped", "topic", m.Topic, "err", err)
+		return
+	}
+	var st struct {
+		AgentUp bool      `json:"agent_up"`
+		Time    time.Time `json:"time"`
+	}
+	if json.Unmarshal(payload, &st) != nil {
+		return
+	}
+	if st.AgentUp && !st.Time.After(*newest) {
+		return // a replay, or the retained copy of one already taken
+	}
+	if st.Time.After(*newest) {
+		*newest = st.Time
+	}
+	if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
+		p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")
+	}
 }
 
 // interestMessage applies an interest message from the peer's broker.
