@@ -84,7 +84,7 @@ func New(opts Options) (*Agent, error) {
 	a := &Agent{
 		opts:   opts,
 		log:    opts.Logger.With("node", opts.Node),
-		topics: NewTopics(opts.Cluster, opts.ForwardPrefix),
+		topics: NewTopics(opts.Cluster, opts.ForwardPrefix).WithIDSecret(opts.ClusterSecret),
 		parser: sysparse.NewParser(),
 		acct:   sysAccount{total: -1},
 		status: Status{Version: opts.Version, Started: time.Now().UTC()},
@@ -256,7 +256,7 @@ func (a *Agent) applyPeers(ctx context.Context, wg *sync.WaitGroup, want []PeerA
 }
 
 func (a *Agent) probeOptions() ProbeOptions {
-	return ProbeOptions{Address: a.opts.Local, TLS: a.opts.LocalTLS, ClientID: a.topics.ClientPrefix() + a.opts.Node + "-probe",
+	return ProbeOptions{Address: a.opts.Local, TLS: a.opts.LocalTLS, ClientID: a.topics.ProbeID(a.opts.Node),
 		Username: a.opts.Username, Password: a.opts.Password, Timeout: a.opts.ProbeTimeout,
 		Topics: a.topics}
 }

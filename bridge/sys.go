@@ -54,6 +54,12 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	if ev.Kind == sysparse.Ignored {
 		return
 	}
+	if ev.Kind == sysparse.TakenOver && strings.HasPrefix(ev.ClientID, a.topics.ClientPrefix()) {
+		// [MQTT-3.1.4-2] a second connection with the id closed the first: an agent whose old
+		// connection the broker still held, or a client that knows the id (see topics.go).
+		// The agent reconnects and takes it back; peers relay everything meanwhile.
+		a.log.Warn("a connection took over a cluster client id: if no agent reconnected just now, someone else uses it", "client", ev.ClientID)
+	}
 	a.log.Debug("log event", "kind", ev.Kind, "client", ev.ClientID, "filter", ev.Filter, "readings", len(ev.Readings))
 	if len(ev.Readings) > 1 {
 		a.log.Warn("ambiguous log line: taking every reading", "line", string(payload), "readings", len(ev.Readings))

@@ -30,6 +30,7 @@ import (
 type decommission struct {
 	cfg     *Config
 	topics  bridge.Topics
+	secret  []byte // the cluster secret the agents' client ids derive from, if any
 	node    string
 	brokers []Node // where to look; Name is empty for a --broker that is not in the file
 	timeout time.Duration
@@ -68,7 +69,8 @@ func runDecommission(ctx context.Context, args []string, stdout, stderr io.Write
 			f.node, f.config, f.node)
 		return exitUsage
 	}
-	d := &decommission{cfg: cfg, topics: bridge.NewTopics(*cluster, cfg.Agent.ForwardPrefix), node: f.node,
+	secret, _ := cfg.ClusterSecret() // checked with the file; none: plain client ids
+	d := &decommission{cfg: cfg, topics: bridge.NewTopics(*cluster, cfg.Agent.ForwardPrefix), secret: secret, node: f.node,
 		timeout: *timeout, out: stdout, warn: stderr}
 	d.brokers = append(d.brokers, cfg.Nodes...)
 	for _, addr := range *extra {
@@ -98,14 +100,22 @@ func runDecommission(ctx context.Context, args []string, stdout, stderr io.Write
 	return exitOK
 }
 
-// sessionIDs are the client ids node's agent uses on any broker.
+// sessionIDs are the client ids node's agent uses on any broker: derived from the cluster
+// secret when there is one (bridge.Topics.WithIDSecret), and the plain ones an agent without a
+// secret (or before one was set) used.
 func (d *decommission) sessionIDs() []string {
-	ids := []string{d.topics.LocalID(d.node)}
-	for _, p := range d.cfg.Nodes {
-		if p.Name == d.node {
-			continue
+	var ids []string
+	for _, t := range []bridge.Topics{d.topics.WithIDSecret(d.secret), d.topics} {
+		ids = append(ids, t.LocalID(d.node))
+		for _, p := range d.cfg.Nodes {
+			if p.Name == d.node {
+				continue
+			}
+			ids = append(ids, t.LinkID(d.node, p.Name), t.PullID(d.node, p.Name), t.ReaderID(d.node, p.Name))
 		}
-		ids = append(ids, d.topics.LinkID(d.node, p.Name), d.topics.PullID(d.node, p.Name), d.topics.ReaderID(d.node, p.Name))
+		if len(d.secret) == 0 {
+			break
+		}
 	}
 	return ids
 }
