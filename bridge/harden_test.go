@@ -1,6 +1,7 @@
 package bridge_test
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"mosquitto-ha/bridge"
+	"mosquitto-ha/sysparse/mosqtest"
 )
 
 // Issue 10, findings 4 to 9: each test reproduced its finding against real brokers before the
@@ -292,4 +294,94 @@ func TestFinding4AgentIDsUnguessable(t *testing.T) {
 		}
 		return "not delivered"
 	})
+}
+
+// newClusterExtra is newCluster with extra broker configuration for broker i.
+func newClusterExtra(t *testing.T, n int, extra func(i int) string) *testCluster {
+	t.Helper()
+	c := &testCluster{t: t, name: "t", dir: t.TempDir(),
+		agents: make([]*bridge.Agent, n), cancels: make([]context.CancelFunc, n), dones: make([]chan error, n)}
+	for i := 0; i < n; i++ {
+		c.brokers = append(c.brokers, mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra + extra(i)}))
+		c.names = append(c.names, fmt.Sprintf("b%d", i+1))
+	}
+	t.Cleanup(c.stopAll)
+	for i := range c.brokers {
+		c.startAgent(i)
+	}
+	c.waitSettled()
+	return c
+}
+
+// Issue 11, interest after a broker restart: a broker killed with -9 before it saved its
+// sessions lost the persistent session of client P, which was away; once the broker's count of
+// clients proves no such session came back, P's filters are no longer advertised, although
+// another persistent client R, which reconnected after the restart, keeps the agent wanting
+// everything (its subscriptions may have come from disk). When the broker restored the sessions
+// (stopped with SIGTERM, which saves them), P's filters are kept.
+func TestBrokerRestartLostSessionsDropInterest(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kill bool
+	}{
+		{"sessions lost", true},
+		{"sessions restored", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newClusterExtra(t, 2, func(i int) string { return "autosave_interval 3600\n" })
+			p := connect(t, c.brokers[1].Addr, "P", false)
+			p.subscribe("gone/#", 1)
+			connectR := func() mqtt.Client {
+				o := mqtt.NewClientOptions().AddBroker("tcp://" + c.brokers[1].Addr).SetClientID("R").
+					SetCleanSession(false).SetAutoReconnect(false)
+				r := mqtt.NewClient(o)
+				if tok := r.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+					t.Fatalf("connect R: %v", tok.Error())
+				}
+				return r
+			}
+			r := connectR()
+			r.Subscribe("r/#", 1, nil).WaitTimeout(5 * time.Second)
+			c.waitPeerFilters(1, 2)
+			p.c.Disconnect(50)
+			if tc.kill {
+				c.brokers[1].Kill()
+			} else {
+				c.brokers[1].Stop()
+			}
+			r.Disconnect(0)
+			c.brokers[1].StartAgain()
+			waitFor(t, 10*time.Second, "b2's agent back on its broker", func() string {
+				if !c.agent(1).Status().LocalUp {
+					return "local down"
+				}
+				return ""
+			})
+			time.Sleep(1500 * time.Millisecond) // a $SYS tick on the new log subscription
+			r = connectR()
+			defer r.Disconnect(0)
+			if !tc.kill {
+				deadline := time.Now().Add(4 * time.Second)
+				for time.Now().Before(deadline) {
+					if s := c.agent(1).Status(); s.LocalFilters != 2 || !c.agent(0).PeerWants("b2", "gone/x") {
+						t.Fatalf("a restored session's interest was dropped: %+v", s)
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				pub := connect(t, c.brokers[0].Addr, "pub", true)
+				pub.publish("gone/x", 1, false, "kept")
+				p2 := connect(t, c.brokers[1].Addr, "P", false)
+				p2.waitCount(1, 5*time.Second)
+				return
+			}
+			waitFor(t, 10*time.Second, "b1 to see b2's interest without P's filter", func() string {
+				for _, ps := range c.agent(0).Status().Peers {
+					if ps.Filters != 1 {
+						return fmt.Sprintf("b1 sees %d filters on b2, b2 holds %d", ps.Filters, c.agent(1).Status().LocalFilters)
+					}
+				}
+				return ""
+			})
+		})
+	}
 }
