@@ -385,3 +385,35 @@ func TestBrokerRestartLostSessionsDropInterest(t *testing.T) {
 		})
 	}
 }
+
+// Finding 9: a client id so long that its log lines are cut leaves its interest under a cut id
+// that no line can end; once the broker's count proves that client gone, it goes, also when a
+// resumed session keeps the agent wanting everything, and also after a restart of the agent,
+// which restores it from the state file.
+func TestFinding9CutLinesDoNotPinInterest(t *testing.T) {
+	c := startCluster(t, 2)
+	r := connect(t, c.brokers[1].Addr, "R", false)
+	r.subscribe("r/#", 1)
+	c.waitPeerFilters(1, 1)
+	long := connect(t, c.brokers[1].Addr, strings.Repeat("L", 2000), true)
+	long.subscribe("cut/x", 1)
+	waitFor(t, 5*time.Second, "b2 to read the cut line", func() string {
+		if c.agent(1).Status().Truncated == 0 {
+			return "no truncated line yet"
+		}
+		return ""
+	})
+	// An agent restart: R resumes without its subscriptions being logged (wanting everything
+	// from now on), the cut id comes back from the state file.
+	c.stopAgent(1)
+	c.startAgent(1)
+	r.c.Disconnect(50)
+	r = connect(t, c.brokers[1].Addr, "R", false)
+	long.c.Disconnect(50)
+	waitFor(t, 10*time.Second, "b2's interest without the cut id's widened filter", func() string {
+		if s := c.agent(1).Status(); s.LocalFilters != 1 {
+			return fmt.Sprintf("b2 holds %d filters (want_all=%v)", s.LocalFilters, s.WantAll)
+		}
+		return ""
+	})
+}
