@@ -417,3 +417,31 @@ func TestFinding9CutLinesDoNotPinInterest(t *testing.T) {
 		return ""
 	})
 }
+
+// Finding 11: while a peer's interest is unknown, each delta that cannot be applied is not a
+// log line of its own: one Info per episode (then at most one a minute).
+func TestFinding11GapLoggedOncePerEpisode(t *testing.T) {
+	var logs lockedBuffer
+	c := newCluster(t, 2, func(i int, o *bridge.Options) {
+		if i == 0 {
+			o.Logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+		}
+	})
+	for i := range c.brokers {
+		c.startAgent(i)
+	}
+	c.waitSettled()
+	evil := connect(t, c.brokers[1].Addr, "evil", true)
+	for k := 0; k < 200; k++ {
+		d := []byte("MHA1D")
+		d = binary.AppendUvarint(d, 1<<62)
+		d = binary.AppendUvarint(d, uint64(10+2*k)) // every one a gap
+		d = append(d, 0)
+		d = binary.AppendUvarint(d, 0)
+		evil.publish("$HA/t/b2/interest/delta", 0, false, string(d))
+	}
+	time.Sleep(time.Second)
+	if n := strings.Count(logs.String(), "interest gap"); n != 1 {
+		t.Errorf("%d \"interest gap\" lines for 200 deltas in one episode, want 1", n)
+	}
+}

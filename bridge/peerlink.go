@@ -25,6 +25,7 @@ func (p *peer) newLink() *mqttconn.Link {
 	}
 	status := env.topics.Status(p.name)
 	var statusTime time.Time // of the newest status accepted; the reader is one goroutine
+	var gapLog gapLogger     // the same reader's
 	l.OnPublish = func(m *message) {
 		switch m.Topic {
 		case marker:
@@ -34,7 +35,7 @@ func (p *peer) newLink() *mqttconn.Link {
 		case status:
 			p.statusMessage(m, &statusTime)
 		default:
-			p.interestMessage(m)
+			p.interestMessage(m, &gapLog)
 		}
 	}
 	l.Up = func(ctx context.Context, c *mqttconn.Conn, _ bool) error {
@@ -87,8 +88,27 @@ func (p *peer) statusMessage(m *message, newest *time.Time) {
 	}
 }
 
+// gapLogger says "interest gap" once per episode of unknown interest, not once per delta: a
+// peer that keeps changing while its interest is unknown sends a delta per batch (issue 10,
+// finding 11). The next Info comes when the interest was known again in between, or a minute
+// later with the number of deltas not logged.
+type gapLogger struct {
+	at         time.Time
+	suppressed int
+}
+
+func (g *gapLogger) log(p *peer, msg interestMsg, filters, limit int) {
+	if !g.at.IsZero() && time.Since(g.at) < time.Minute {
+		g.suppressed++
+		return
+	}
+	p.log.Info("interest gap or over the filter limit: relaying everything to this peer until its next usable snapshot",
+		"epoch", msg.Epoch, "seq", msg.Seq, "filters", filters, "limit", limit, "not_logged_since", g.suppressed)
+	g.at, g.suppressed = time.Now(), 0
+}
+
 // interestMessage applies an interest message from the peer's broker.
-func (p *peer) interestMessage(m *message) {
+func (p *peer) interestMessage(m *message, gap *gapLogger) {
 	m.Ack()
 	lim := *p.env.limits.Load()
 	if n := len(m.Payload); n > lim.MaxInterestBytes {
@@ -123,7 +143,8 @@ func (p *peer) interestMessage(m *message) {
 		return
 	}
 	if !p.interest.apply(msg, lim.MaxFilters) {
-		p.log.Info("interest gap or over the filter limit: relaying everything to this peer until its next usable snapshot",
-			"epoch", msg.Epoch, "seq", msg.Seq, "filters", p.interest.Len(), "limit", lim.MaxFilters)
+		gap.log(p, msg, p.interest.Len(), lim.MaxFilters)
+	} else if p.interest.Known() {
+		gap.at = time.Time{} // the next gap is a new episode
 	}
 }
