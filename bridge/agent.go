@@ -102,7 +102,7 @@ func New(opts Options) (*Agent, error) {
 	a.shares = newShareRouter(a.model.shares)
 	a.inbox.notify = make(chan struct{}, 1)
 	conn := connSettings{keepalive: opts.Keepalive, username: opts.Username, password: opts.Password}
-	a.dollar = &dollarSubs{topics: a.topics, log: a.log}
+	a.dollar = newDollarSubs(a.topics, a.log)
 	a.local = a.localLink(conn)
 	wire := relayWire{topics: a.topics, node: opts.Node, signer: a.signer}
 	a.in = &relayIn{local: a.local, wire: wire, limits: &a.limits, log: a.log,
@@ -175,6 +175,11 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() {
 		defer wg.Done()
 		a.local.Run(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.dollar.run(ctx, a.localConn, a.peerList)
 	}()
 	for _, p := range a.peerList() {
 		p.start(ctx, &wg)

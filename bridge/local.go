@@ -67,9 +67,6 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 				subs[f] = 2
 			}
 		}
-		for f := range a.dollar.current() {
-			subs[f] = 2
-		}
 		if sessionPresent {
 			// The broker kept the session's subscription to '#'. Subscribing again would make it
 			// send every stored retained message, which the agent would take for live publishes
@@ -80,6 +77,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 			a.log.Warn("local subscribe failed", "err", err)
 			return err
 		}
+		a.dollar.resubscribe(ctx, c) // peers' '$' filters, in bounded packets (dollar.go)
 		a.log.Info("local broker connected", "addr", a.opts.Local)
 		return nil
 	}
@@ -105,7 +103,7 @@ func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 			a.applyPeers(ctx, wg, peers)
 		case <-time.After(wait):
 		}
-		a.dollar.sync(ctx, a.localConn(), a.peerList())
+		a.dollar.kick() // the '$' subscriptions follow in their own goroutine (dollar.go)
 		batch = a.inbox.take(batch[:0])
 		for _, m := range batch {
 			a.handleLocal(ctx, m)
