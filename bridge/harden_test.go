@@ -104,6 +104,8 @@ func TestFinding8ForeignWritesWithinSnapshotRateLimit(t *testing.T) {
 	c.waitPeerFilters(1, 1)
 	time.Sleep(500 * time.Millisecond)
 	size := len(retainedPayload(t, c.brokers[1].Addr, "$HA/t/b2/interest"))
+	c.waitPeerFilters(1, 1) // the reader's own subscription is gone again
+	time.Sleep(time.Second) // and so are the delta and snapshot it caused
 	before := c.agent(1).Status()
 
 	evil := connect(t, c.brokers[1].Addr, "evil", true)
