@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"mosquitto-ha/bridge/mqttconn"
+	"mosquitto-ha/sysparse"
 
 	"context"
 	"fmt"
@@ -94,8 +95,18 @@ func (a *Agent) ownLocalUncounted() int {
 // broker restored from disk, a client that connected before the log subscription), nothing is
 // dropped: contract 7.
 func (a *Agent) dropAbsent(tickLine uint64) {
-	if n := a.model.dropAbsent(tickLine); n > 0 {
-		a.log.Info("clients the broker no longer holds dropped from the model", "clients", n, "filters", a.model.filterCount())
+	if ids := a.model.dropAbsent(tickLine); len(ids) > 0 {
+		a.forgotten(ids)
+		a.log.Info("clients the broker no longer holds dropped from the model", "clients", len(ids), "filters", a.model.filterCount())
+	}
+}
+
+// forgotten journals clients the accounting proved gone, as expiries, so that a restart does
+// not restore them from the state file (they would only be dropped again, but their interest
+// would be advertised until then).
+func (a *Agent) forgotten(ids []string) {
+	for _, id := range ids {
+		a.record(journalEntry{Event: &sysparse.Event{Kind: sysparse.Expired, ClientID: id}})
 	}
 }
 
@@ -105,8 +116,9 @@ func (a *Agent) compareTick(total, known int, line uint64) {
 	a.acct.known = known
 	switch {
 	case total == known:
-		if n := a.model.settle(line); n > 0 {
-			a.log.Debug("clients the broker no longer holds dropped from the model", "clients", n)
+		if ids := a.model.settle(line); len(ids) > 0 {
+			a.forgotten(ids)
+			a.log.Debug("clients the broker no longer holds dropped from the model", "clients", len(ids))
 		}
 		if !a.ann.wantAll {
 			return

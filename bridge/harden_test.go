@@ -425,6 +425,15 @@ func TestFinding9CutLinesDoNotPinInterest(t *testing.T) {
 		}
 		return ""
 	})
+	// Dropped for good: another restart does not bring them back from the state file, even
+	// though R, connected across it, keeps the count from proving anything this time.
+	c.stopAgent(1)
+	c.startAgent(1)
+	c.waitLinksUp(1)
+	time.Sleep(3 * time.Second)
+	if s := c.agent(1).Status(); s.LocalFilters != 1 {
+		t.Errorf("after another restart b2 holds %d filters, want 1 (r/#)", s.LocalFilters)
+	}
 }
 
 // Finding 11: while a peer's interest is unknown, each delta that cannot be applied is not a
