@@ -49,6 +49,10 @@ type Agent struct {
 
 	inbox inbox
 
+	// localOnce: the local connection came up before; sessionLost: a later one found no
+	// session (noteSession, sys.go).
+	localOnce, sessionLost atomic.Bool
+
 	// Owned by the dispatch goroutine.
 	journal     *journal // nil without a state file
 	brokerStart time.Time

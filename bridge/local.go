@@ -54,6 +54,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 	}
 	l.Up = func(ctx context.Context, c *mqttconn.Conn, sessionPresent bool) error {
 		mark(c)
+		a.noteSession(sessionPresent) // a discarded session is reported (sys.go)
 		subs := map[string]byte{
 			sysparse.TopicLog: 0,
 			topicClientsTotal: 0,

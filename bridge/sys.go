@@ -29,10 +29,17 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 			return
 		}
 		start := time.Now().Add(-time.Duration(secs) * time.Second)
-		if !a.brokerStart.IsZero() && start.Sub(a.brokerStart) > 5*time.Second {
+		restarted := !a.brokerStart.IsZero() && start.Sub(a.brokerStart) > 5*time.Second
+		if restarted {
 			a.log.Info("local broker restarted: dropping clean sessions")
 			a.model.brokerRestarted()
 			a.record(journalEntry{Op: "restart"})
+		}
+		if a.sessionLost.Swap(false) && !restarted && !a.brokerStart.IsZero() {
+			// The agent's persistent session is gone although its broker kept running: a
+			// client connected with the agent's id and a clean session [MQTT-3.1.2-6], which
+			// discarded whatever was queued for the agent (see topics.go on client ids).
+			a.log.Warn("the agent's session on its broker was discarded while the broker kept running: another client used the agent's client id; messages queued for the agent were lost", "client", a.localID)
 		}
 		a.brokerStart = start
 		a.sysTick()
@@ -69,6 +76,14 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	}
 	a.model.Apply(ev)
 	a.record(journalEntry{Event: &ev})
+}
+
+// noteSession runs when the local connection comes up: a connection after the first that finds
+// no session means the broker discarded it (a restart without saving it, or a takeover).
+func (a *Agent) noteSession(present bool) {
+	if a.localOnce.Swap(true) && !present {
+		a.sessionLost.Store(true)
+	}
 }
 
 // record queues a journal entry for the event just applied to the model.
