@@ -4,7 +4,9 @@
 // The agent's local connection ("mha-<cluster>-<node>-local") is a persistent session
 // subscribed to '#': left behind, it keeps queueing every QoS>=1 publish of its broker forever.
 // Its links, pulls and readers ("-to-", "-pull-", "-retained-") are clean sessions, removed too
-// in case a broker still holds one. A session is removed the way MQTT 3.1.1 defines: a CONNECT
+// in case a broker still holds one. With a cluster secret every id also ends in a tag derived
+// from it (bridge.Topics.WithIDSecret); both forms are removed, in case the agent ran without the
+// secret before. A session is removed the way MQTT 3.1.1 defines: a CONNECT
 // with its client id and clean session 1 discards it [MQTT-3.1.2-6], then DISCONNECT. The
 // node's retained control messages ($HA/<cluster>/<node>/...) are cleared with empty retained
 // publishes [MQTT-3.3.1-10].
