@@ -55,3 +55,25 @@ func TestClientIDsFromSecret(t *testing.T) {
 		t.Error("the same secret gives different ids")
 	}
 }
+
+// openJSON never panics, accepts only what sealJSON wrote for the same topic, and gives back
+// exactly the sealed object.
+func FuzzSignerOpenJSON(f *testing.F) {
+	s := newSigner([]byte("0123456789abcdef"))
+	f.Add("$HA/t/b1/status", []byte(`{"agent_up":true}`))
+	f.Add("$HA/t/b1/status", []byte(`{}`))
+	f.Add("x", []byte(`,"sig":"00000000000000000000000000000000"}`))
+	f.Fuzz(func(t *testing.T, topic string, msg []byte) {
+		if got, err := s.openJSON(topic, msg); err == nil {
+			if again := s.sealJSON(topic, got); string(again) != string(msg) {
+				t.Fatalf("opened %q from %q, which seals to %q", got, msg, again)
+			}
+		}
+		if sealed := s.sealJSON(topic, msg); string(sealed) != string(msg) {
+			got, err := s.openJSON(topic, sealed)
+			if err != nil || string(got) != string(msg) {
+				t.Fatalf("round trip of %q: %q, %v", msg, got, err)
+			}
+		}
+	})
+}
