@@ -58,7 +58,8 @@ type Agent struct {
 	brokerStart time.Time
 	acct        sysAccount // $SYS ticks and the clients accounted for, see accounting.go
 	lastStatus  time.Time
-	authRefused bool // the local broker refuses the agent's credentials, see checkLocalAuth
+	takeovers   map[string]takeoverLog // cluster ids taken over, for the rate of the Warn (sys.go)
+	authRefused bool                   // the local broker refuses the agent's credentials, see checkLocalAuth
 
 	// The status as the dispatcher last copied it, for Status.
 	statsMu sync.Mutex

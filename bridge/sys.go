@@ -65,7 +65,18 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 		// [MQTT-3.1.4-2] a second connection with the id closed the first: an agent whose old
 		// connection the broker still held, or a client that knows the id (see topics.go).
 		// The agent reconnects and takes it back; peers relay everything meanwhile.
-		a.log.Warn("a connection took over a cluster client id: if no agent reconnected just now, someone else uses it", "client", ev.ClientID)
+		// At most one line a minute per id, with the count since: a fight over an id (both
+		// sides reconnecting) must not flood the log.
+		if last, ok := a.takeovers[ev.ClientID]; !ok || time.Since(last.at) >= time.Minute {
+			a.log.Warn("a connection took over a cluster client id: if no agent reconnected just now, someone else uses it", "client", ev.ClientID, "not_logged_since", last.n)
+			if a.takeovers == nil || len(a.takeovers) > 1000 {
+				a.takeovers = map[string]takeoverLog{}
+			}
+			a.takeovers[ev.ClientID] = takeoverLog{at: time.Now()}
+		} else {
+			last.n++
+			a.takeovers[ev.ClientID] = last
+		}
 	}
 	a.log.Debug("log event", "kind", ev.Kind, "client", ev.ClientID, "filter", ev.Filter, "readings", len(ev.Readings))
 	if len(ev.Readings) > 1 {
@@ -76,6 +87,12 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	}
 	a.model.Apply(ev)
 	a.record(journalEntry{Event: &ev})
+}
+
+// takeoverLog is when a takeover of a cluster id was last logged, and how many since were not.
+type takeoverLog struct {
+	at time.Time
+	n  int
 }
 
 // noteSession runs when the local connection comes up: a connection after the first that finds
