@@ -39,6 +39,30 @@ func TestFinding4AgentIDsUnguessable(t *testing.T) {
 	sub.subscribe("t4/#", 1)
 	c.waitPeerFilters(1, 1)
 
+	// While b2's agent is away, b1 relays to b2's broker, which queues for the agent's session;
+	// a client that connects once with the plain local id and a clean session would discard it.
+	c.stopAgent(1)
+	waitFor(t, 5*time.Second, "b1 to relay everything to b2", func() string {
+		if !c.agent(0).PeerWants("b2", "zzz") {
+			return "not yet"
+		}
+		return ""
+	})
+	pub := connect(t, c.brokers[0].Addr, "pub", true)
+	for i := 0; i < 10; i++ {
+		pub.publish("t4/queued", 1, false, fmt.Sprint(i))
+	}
+	time.Sleep(300 * time.Millisecond)
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + c.brokers[1].Addr).SetClientID(plain.LocalID("b2")).
+		SetCleanSession(true).SetAutoReconnect(false)
+	once := mqtt.NewClient(o)
+	if tok := once.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("intruder: %v", tok.Error())
+	}
+	once.Disconnect(0)
+	c.startAgent(1)
+	checkSequence(t, sub, "t4/queued", 10, 10*time.Second)
+
 	// Intruders with the plain ids, persistent sessions that take what they are sent.
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -63,7 +87,6 @@ func TestFinding4AgentIDsUnguessable(t *testing.T) {
 			}
 		}(in.addr, in.id)
 	}
-	pub := connect(t, c.brokers[0].Addr, "pub", true)
 	const n = 1000
 	for i := 0; i < n; i++ {
 		pub.c.Publish("t4/x", 1, false, fmt.Sprint(i))
@@ -76,7 +99,7 @@ func TestFinding4AgentIDsUnguessable(t *testing.T) {
 	checkSequence(t, sub, "t4/x", n, 15*time.Second)
 
 	// A takeover of the real id is noticed and logged, and relaying comes back.
-	o := mqtt.NewClientOptions().AddBroker("tcp://" + c.brokers[1].Addr).SetClientID(secret.LocalID("b2")).
+	o = mqtt.NewClientOptions().AddBroker("tcp://" + c.brokers[1].Addr).SetClientID(secret.LocalID("b2")).
 		SetCleanSession(true).SetAutoReconnect(false)
 	intruder := mqtt.NewClient(o)
 	if tok := intruder.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
