@@ -175,6 +175,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
+	a.removePlainSession(ctx) // before the local link: see plainid.go
+
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {

@@ -146,3 +146,33 @@ func TestFinding4AgentIDsUnguessable(t *testing.T) {
 		return "not delivered"
 	})
 }
+
+// The persistent session an agent left under its plain local id, before the cluster secret
+// derived its ids, is removed when the agent starts with the secret: nobody would resume it, and
+// it would queue every publish of its broker for good.
+func TestFinding4PlainSessionRemovedOnUpgrade(t *testing.T) {
+	c := newCluster(t, 2, withSecret)
+	plain := bridge.NewTopics("t", "$forward/").LocalID("b2")
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + c.brokers[1].Addr).SetClientID(plain).
+		SetCleanSession(false).SetAutoReconnect(false)
+	old := mqtt.NewClient(o)
+	if tok := old.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("old agent session: %v", tok.Error())
+	}
+	old.Subscribe("#", 1, nil).WaitTimeout(5 * time.Second)
+	old.Disconnect(50)
+	for i := range c.brokers {
+		c.startAgent(i)
+	}
+	c.waitSettled()
+	o.SetCleanSession(false)
+	again := mqtt.NewClient(o)
+	tok := again.Connect()
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer again.Disconnect(0)
+	if tok.(*mqtt.ConnectToken).SessionPresent() {
+		t.Errorf("the broker still holds the session of the plain id %s", plain)
+	}
+}
