@@ -51,12 +51,17 @@ type Agent struct {
 
 	inbox inbox
 
+	// localOnce: the local connection came up before; sessionLost: a later one found no
+	// session (noteSession, sys.go).
+	localOnce, sessionLost atomic.Bool
+
 	// Owned by the dispatch goroutine.
 	journal     *journal // nil without a state file
 	brokerStart time.Time
 	acct        sysAccount // $SYS ticks and the clients accounted for, see accounting.go
 	lastStatus  time.Time
-	authRefused bool // the local broker refuses the agent's credentials, see checkLocalAuth
+	takeovers   map[string]takeoverLog // cluster ids taken over, for the rate of the Warn (sys.go)
+	authRefused bool                   // the local broker refuses the agent's credentials, see checkLocalAuth
 
 	// The status as the dispatcher last copied it, for Status.
 	statsMu sync.Mutex
@@ -86,7 +91,7 @@ func New(opts Options) (*Agent, error) {
 	a := &Agent{
 		opts:   opts,
 		log:    opts.Logger.With("node", opts.Node),
-		topics: NewTopics(opts.Cluster, opts.ForwardPrefix),
+		topics: NewTopics(opts.Cluster, opts.ForwardPrefix).WithIDSecret(opts.ClusterSecret),
 		parser: sysparse.NewParser(),
 		acct:   sysAccount{total: -1},
 		status: Status{Version: opts.Version, Started: time.Now().UTC()},
@@ -104,7 +109,7 @@ func New(opts Options) (*Agent, error) {
 	a.shares = newShareRouter(a.model.shares)
 	a.inbox.notify = make(chan struct{}, 1)
 	conn := connSettings{keepalive: opts.Keepalive, username: opts.Username, password: opts.Password}
-	a.dollar = &dollarSubs{topics: a.topics, log: a.log}
+	a.dollar = newDollarSubs(a.topics, a.log)
 	a.local = a.localLink(conn)
 	epochPath := ""
 	if opts.StatePath != "" {
@@ -192,11 +197,18 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 	}
 
+	a.removePlainSession(ctx) // before the local link: see plainid.go
+
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		a.local.Run(ctx)
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		a.dollar.run(ctx, a.localConn, a.peerList)
 	}()
 	for _, p := range a.peerList() {
 		p.start(ctx, &wg)
@@ -284,7 +296,7 @@ func (a *Agent) applyPeers(ctx context.Context, wg *sync.WaitGroup, want []PeerA
 }
 
 func (a *Agent) probeOptions() ProbeOptions {
-	return ProbeOptions{Address: a.opts.Local, TLS: a.opts.LocalTLS, ClientID: a.topics.ClientPrefix() + a.opts.Node + "-probe",
+	return ProbeOptions{Address: a.opts.Local, TLS: a.opts.LocalTLS, ClientID: a.topics.ProbeID(a.opts.Node),
 		Username: a.opts.Username, Password: a.opts.Password, Timeout: a.opts.ProbeTimeout,
 		Topics: a.topics}
 }

@@ -146,8 +146,13 @@ func (n *announcer) isOwn(topic string) bool {
 }
 
 // checkOwn handles a message on this node's own interest topics. No-local keeps the agent's live
-// publishes away, so it is either the retained snapshot of this or an earlier run of the agent,
-// or somebody else's write: then the snapshot is restored at once.
+// publishes away (and relays can never write there, see Topics.checkRelayed), so it is either
+// the retained snapshot or delta of this or an earlier run of the agent, or somebody else's
+// write: then the snapshot is restored, at once when the last snapshot is older than the
+// snapshot interval, else when that interval ends (finding: a flood of foreign writes must not
+// make the agent publish a full snapshot for each, bypassing the rate limit). Peers meanwhile
+// hold either the foreign write (refused when it is not signed with the cluster secret) or a
+// gap: they relay everything to this node until the restored snapshot, never less.
 func (n *announcer) checkOwn(topic string, payload []byte) {
 	if last := n.lastSnapshotPayload.Load(); last != nil && bytes.Equal(payload, *last) {
 		return
@@ -155,9 +160,10 @@ func (n *announcer) checkOwn(topic string, payload []byte) {
 	foreign := true
 	if p, err := n.signer.open(topic, payload); err == nil {
 		msg, err := decodeInterest(p, *n.limits.Load())
-		// An earlier run's snapshot or delta, or this run's own (retained, sent again when the
-		// local connection comes back), is ours.
-		if err == nil && (msg.Epoch != n.epoch || msg.Seq <= n.seq) {
+		// An earlier run's snapshot or delta (a smaller epoch), or this run's own (retained,
+		// sent again when the local connection comes back), is ours. A larger epoch is no run
+		// of this agent's yet: somebody made it up to make peers ignore this run's deltas.
+		if err == nil && (msg.Epoch < n.epoch || (msg.Epoch == n.epoch && msg.Seq <= n.seq)) {
 			foreign = false
 		}
 	}
@@ -165,5 +171,14 @@ func (n *announcer) checkOwn(topic string, payload []byte) {
 		n.forgedInterest.Add(1)
 		n.log.Warn("foreign publish on this node's interest topic: restoring the snapshot", "topic", topic, "bytes", len(payload))
 	}
-	n.snapshot()
+	// A retained delta of an earlier run needs nothing; a write to the snapshot topic replaced
+	// the retained snapshot peers join with, and a foreign delta needs a snapshot to close the
+	// gap it opened: both are restored within the rate limit (the dispatcher publishes the dirty
+	// snapshot when nextSnapshot says it is due).
+	if foreign || topic == n.topics.Interest(n.node) {
+		n.snapshotDirty = true
+		if !time.Now().Before(n.lastSnapshot.Add(n.snapshotInterval())) {
+			n.snapshot()
+		}
+	}
 }

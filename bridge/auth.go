@@ -1,8 +1,10 @@
 package bridge
 
 import (
+	"bytes"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"hash"
 	"sync"
@@ -76,4 +78,63 @@ func (s *signer) open(topic string, msg []byte) ([]byte, error) {
 		return nil, ErrForged
 	}
 	return payload, nil
+}
+
+// Status messages are JSON that tools outside the agent read (`mosquitto-ha status`,
+// `decommission`), so their tag goes inside the JSON, as its last member: the message is the
+// Status JSON with its closing brace replaced by `,"sig":"<32 hex digits>"}`, where the tag is
+// computed as above over the topic and the JSON without that member.
+
+// sigMember is the tag member of a signed JSON message, without its separator.
+const sigMember = `"sig":"`
+
+// sealJSON signs a JSON object for topic; without a secret, or for anything that does not end
+// in '}', it is returned unchanged.
+func (s *signer) sealJSON(topic string, obj []byte) []byte {
+	if s == nil || len(obj) < 2 || obj[len(obj)-1] != '}' {
+		return obj
+	}
+	body := bytes.TrimSpace(obj[:len(obj)-1])
+	if len(body) == 0 {
+		return obj
+	}
+	var buf [tagSize]byte
+	tag := s.tag(buf[:0], topic, obj)
+	out := make([]byte, 0, len(obj)+len(sigMember)+2*tagSize+3)
+	out = append(out, obj[:len(obj)-1]...)
+	if body[len(body)-1] != '{' {
+		out = append(out, ',') // after another member
+	}
+	out = append(out, sigMember...)
+	out = hex.AppendEncode(out, tag)
+	return append(out, '"', '}')
+}
+
+// openJSON checks a JSON object signed by sealJSON and returns it without its tag member.
+func (s *signer) openJSON(topic string, msg []byte) ([]byte, error) {
+	if s == nil {
+		return msg, nil
+	}
+	n := len(sigMember) + 2*tagSize + 2 // the member and the closing brace
+	if len(msg) < n+1 || string(msg[len(msg)-n:len(msg)-n+len(sigMember)]) != sigMember || !bytes.HasSuffix(msg, []byte(`"}`)) {
+		return nil, ErrForged
+	}
+	got, err := hex.DecodeString(string(msg[len(msg)-2*tagSize-2 : len(msg)-2]))
+	if err != nil {
+		return nil, ErrForged
+	}
+	rest := msg[:len(msg)-n]
+	switch {
+	case rest[len(rest)-1] == ',':
+		rest = rest[:len(rest)-1]
+	case len(bytes.TrimSpace(rest)) > 0 && bytes.TrimSpace(rest)[len(bytes.TrimSpace(rest))-1] == '{':
+	default:
+		return nil, ErrForged
+	}
+	obj := append(append([]byte(nil), rest...), '}')
+	var buf [tagSize]byte
+	if !hmac.Equal(got, s.tag(buf[:0], topic, obj)) {
+		return nil, ErrForged
+	}
+	return obj, nil
 }

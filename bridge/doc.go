@@ -272,8 +272,16 @@
 //	tag = first 16 bytes of HMAC-SHA256(secret, topic || 0x00 || payload)
 //
 // where topic is the topic the message travels on, so a tag cannot be moved to another topic.
-// A message whose tag is missing or wrong is dropped and counted as forged. Status and marker
-// messages are not signed. Without a secret nothing is appended.
+// A message whose tag is missing or wrong is dropped and counted as forged. A status message
+// carries the same tag, over its JSON without it, as the JSON's last member `"sig":"<32 hex
+// digits>"` (auth.go), and a peer takes "agent_up": true only from a status newer than every one
+// it took before. Marker messages are not signed. Without a secret nothing is appended. With a
+// secret the client ids end in "-" and 16 hex digits of HMAC-SHA256(secret, "mosquitto-ha client
+// id" || 0x00 || id) (topics.go), e.g. "mha-<cluster>-<node>-local-<tag>", so that a client
+// without the secret cannot take an agent's session.
+//
+// Whatever the secret, a relay whose publish would land on a reserved topic ($HA/<cluster>/...,
+// a forward topic, $SYS) is refused whole and counted as forged: no agent relays those.
 //
 // # Files
 //

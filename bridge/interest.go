@@ -329,6 +329,30 @@ func (l *localInterest) KnownClients() int {
 	return n
 }
 
+// presentClients counts the clients this log stream proves the broker holds (see present),
+// whether or not their subscriptions are known.
+func (l *localInterest) presentClients() int {
+	n := 0
+	for id, c := range l.clients {
+		if c.present && id != unknownClient {
+			n++
+		}
+	}
+	return n
+}
+
+// dropAbsent forgets the clients not present and not named by a line after tickLine: at that
+// tick the broker held exactly the present clients (see Agent.dropAbsent).
+func (l *localInterest) dropAbsent(tickLine uint64) (dropped []string) {
+	for id, c := range l.clients {
+		if id != unknownClient && !c.present && c.line <= tickLine {
+			l.forget(id)
+			dropped = append(dropped, id)
+		}
+	}
+	return dropped
+}
+
 // logGap starts a new log subscription: lines may have been missed (the agent was away or its
 // local connection was lost), so no client is proven present any more, and the model is
 // uncertain until a tick matches. Their subscriptions stay: forwarding more is safe.
@@ -346,7 +370,7 @@ func (l *localInterest) logGap() {
 // line named since, is not in the broker: it is dropped. A persistent session marked
 // SubsUnknown by a connect after that line is a new one (the broker held no session of that id),
 // so its subscriptions are all in the log.
-func (l *localInterest) settle(tickLine uint64) (dropped int) {
+func (l *localInterest) settle(tickLine uint64) (dropped []string) {
 	for id, c := range l.clients {
 		if id == unknownClient {
 			continue
@@ -356,7 +380,7 @@ func (l *localInterest) settle(tickLine uint64) (dropped int) {
 		}
 		if !l.accounted(id, c) && c.line <= tickLine {
 			l.forget(id)
-			dropped++
+			dropped = append(dropped, id)
 		}
 	}
 	return dropped

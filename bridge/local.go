@@ -64,6 +64,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 	l.Up = func(ctx context.Context, c *mqttconn.Conn, sessionPresent bool) error {
 		mark(c)
 		a.ret.localSession(sessionPresent)
+		a.noteSession(sessionPresent) // a discarded session is reported (sys.go)
 		subs := map[string]byte{
 			sysparse.TopicLog: 0,
 			topicClientsTotal: 0,
@@ -77,9 +78,6 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 				subs[f] = 2
 			}
 		}
-		for f := range a.dollar.current() {
-			subs[f] = 2
-		}
 		if sessionPresent {
 			// The broker kept the session's subscription to '#'. Subscribing again would make it
 			// send every stored retained message, which the agent would take for live publishes
@@ -91,6 +89,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 			return err
 		}
 		a.ret.subscribed()
+		a.dollar.resubscribe(ctx, c) // peers' '$' filters, in bounded packets (dollar.go)
 		a.log.Info("local broker connected", "addr", a.opts.Local)
 		return nil
 	}
@@ -116,7 +115,7 @@ func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 			a.applyPeers(ctx, wg, peers)
 		case <-time.After(wait):
 		}
-		a.dollar.sync(ctx, a.localConn(), a.peerList())
+		a.dollar.kick() // the '$' subscriptions follow in their own goroutine (dollar.go)
 		batch = a.inbox.take(batch[:0])
 		for _, m := range batch {
 			a.handleLocal(ctx, m)

@@ -8,6 +8,7 @@ package bridge
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"mosquitto-ha/bridge/mqttconn"
 )
@@ -23,6 +24,8 @@ func (p *peer) newLink() *mqttconn.Link {
 		Log:     p.log,
 	}
 	status := env.topics.Status(p.name)
+	var statusTime time.Time // of the newest status accepted; the reader is one goroutine
+	var gapLog gapLogger     // the same reader's
 	l.OnPublish = func(m *message) {
 		switch m.Topic {
 		case marker:
@@ -31,19 +34,9 @@ func (p *peer) newLink() *mqttconn.Link {
 			p.interest.setSynced(true)
 			p.agentSeen.CompareAndSwap(0, 1) // no status: the peer's agent has not run yet
 		case status:
-			var st struct {
-				AgentUp   bool `json:"agent_up"`
-				RelayWire int  `json:"relay_wire"`
-			}
-			if json.Unmarshal(m.Payload, &st) == nil {
-				p.wireV1.Store(st.RelayWire < relayWireVersion)
-				p.agentStatus(st.AgentUp)
-				if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
-					p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")
-				}
-			}
+			p.statusMessage(m, &statusTime)
 		default:
-			p.interestMessage(m)
+			p.interestMessage(m, &gapLog)
 		}
 	}
 	l.Up = func(ctx context.Context, c *mqttconn.Conn, _ bool) error {
@@ -67,8 +60,60 @@ func (p *peer) newLink() *mqttconn.Link {
 	return l
 }
 
+// statusMessage applies the peer agent's status: only "agent_up" matters (doc.go). With a
+// cluster secret a status must carry its tag (auth.go), or it is dropped and counted as forged;
+// a status saying the agent is up must also be newer than every one accepted before, so a
+// replayed old one cannot end the relay-everything fallback while the agent is down. A status
+// saying it is down (the will) is always taken: it only makes this agent send more.
+func (p *peer) statusMessage(m *message, newest *time.Time) {
+	payload, err := p.env.signer.openJSON(m.Topic, m.Payload)
+	if err != nil {
+		p.forged.Add(1)
+		p.log.Warn("forged status message dropped", "topic", m.Topic, "err", err)
+		return
+	}
+	var st struct {
+		AgentUp   bool      `json:"agent_up"`
+		Time      time.Time `json:"time"`
+		RelayWire int       `json:"relay_wire"`
+	}
+	if json.Unmarshal(payload, &st) != nil {
+		return
+	}
+	if st.AgentUp && !st.Time.After(*newest) {
+		return // a replay, or the retained copy of one already taken
+	}
+	if st.Time.After(*newest) {
+		*newest = st.Time
+	}
+	p.wireV1.Store(st.RelayWire < relayWireVersion)
+	p.agentStatus(st.AgentUp)
+	if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
+		p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")
+	}
+}
+
+// gapLogger says "interest gap" once per episode of unknown interest, not once per delta: a
+// peer that keeps changing while its interest is unknown sends a delta per batch (issue 10,
+// finding 11). The next Info comes when the interest was known again in between, or a minute
+// later with the number of deltas not logged.
+type gapLogger struct {
+	at         time.Time
+	suppressed int
+}
+
+func (g *gapLogger) log(p *peer, msg interestMsg, filters, limit int) {
+	if !g.at.IsZero() && time.Since(g.at) < time.Minute {
+		g.suppressed++
+		return
+	}
+	p.log.Info("interest gap or over the filter limit: relaying everything to this peer until its next usable snapshot",
+		"epoch", msg.Epoch, "seq", msg.Seq, "filters", filters, "limit", limit, "not_logged_since", g.suppressed)
+	g.at, g.suppressed = time.Now(), 0
+}
+
 // interestMessage applies an interest message from the peer's broker.
-func (p *peer) interestMessage(m *message) {
+func (p *peer) interestMessage(m *message, gap *gapLogger) {
 	m.Ack()
 	lim := *p.env.limits.Load()
 	if n := len(m.Payload); n > lim.MaxInterestBytes {
@@ -103,7 +148,8 @@ func (p *peer) interestMessage(m *message) {
 		return
 	}
 	if !p.interest.apply(msg, lim.MaxFilters) {
-		p.log.Info("interest gap or over the filter limit: relaying everything to this peer until its next usable snapshot",
-			"epoch", msg.Epoch, "seq", msg.Seq, "filters", p.interest.Len(), "limit", lim.MaxFilters)
+		gap.log(p, msg, p.interest.Len(), lim.MaxFilters)
+	} else if p.interest.Known() {
+		gap.at = time.Time{} // the next gap is a new episode
 	}
 }

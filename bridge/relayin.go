@@ -40,6 +40,9 @@ type relayIn struct {
 // handle republishes m when it is a relay addressed to this node, and reports whether it was.
 func (in *relayIn) handle(ctx context.Context, m *message) bool {
 	entries, src, isRelay, err := in.wire.decode(m.Topic, m.QoS, m.Payload, in.limits.Load().MaxPayloadBytes)
+	if err == nil {
+		err = in.wire.topics.checkRelayed(entries) // never into the cluster's own topics
+	}
 	switch {
 	case !isRelay:
 		return false

@@ -204,14 +204,15 @@ func (a *Agent) publishStatus() {
 	if err != nil {
 		return
 	}
-	last := a.topics.LastStatus(a.opts.Node)
+	// Signed like relays when the cluster has a secret (auth.go); peers trust no other.
+	status, last := a.topics.Status(a.opts.Node), a.topics.LastStatus(a.opts.Node)
 	if c := a.localConn(); c != nil {
-		c.Publish(a.topics.Status(a.opts.Node), 0, true, b, nil)
-		c.Publish(last, 0, true, b, nil)
+		c.Publish(status, 0, true, a.signer.sealJSON(status, b), nil)
+		c.Publish(last, 0, true, a.signer.sealJSON(last, b), nil)
 	}
 	for _, p := range a.peerList() {
 		if c := p.link.Conn(); c != nil {
-			c.Publish(last, 0, true, b, nil)
+			c.Publish(last, 0, true, a.signer.sealJSON(last, b), nil)
 		}
 	}
 }
@@ -221,7 +222,7 @@ func (a *Agent) publishStatus() {
 func (a *Agent) willPayload() []byte {
 	b, _ := json.Marshal(Status{Node: a.opts.Node, Version: a.opts.Version, Started: a.status.Started,
 		RelayWire: relayWireVersion})
-	return b
+	return a.signer.sealJSON(a.topics.Status(a.opts.Node), b)
 }
 
 // stopPayload is the status the agent publishes when it stops on purpose: down since now, with
@@ -230,7 +231,7 @@ func (a *Agent) stopPayload() []byte {
 	s := a.Status()
 	b, _ := json.Marshal(Status{Node: a.opts.Node, Version: a.opts.Version, Started: s.Started,
 		RelayWire: relayWireVersion, Time: s.Time, LastError: s.LastError, LastErrorTime: s.LastErrorTime})
-	return b
+	return a.signer.sealJSON(a.topics.Status(a.opts.Node), b)
 }
 
 // PeerWants reports whether a local publish on topic would be relayed to the named peer now.

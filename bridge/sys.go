@@ -29,10 +29,17 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 			return
 		}
 		start := time.Now().Add(-time.Duration(secs) * time.Second)
-		if !a.brokerStart.IsZero() && start.Sub(a.brokerStart) > 5*time.Second {
+		restarted := !a.brokerStart.IsZero() && start.Sub(a.brokerStart) > 5*time.Second
+		if restarted {
 			a.log.Info("local broker restarted: dropping clean sessions")
 			a.model.brokerRestarted()
 			a.record(journalEntry{Op: "restart"})
+		}
+		if a.sessionLost.Swap(false) && !restarted && !a.brokerStart.IsZero() {
+			// The agent's persistent session is gone although its broker kept running: a
+			// client connected with the agent's id and a clean session [MQTT-3.1.2-6], which
+			// discarded whatever was queued for the agent (see topics.go on client ids).
+			a.log.Warn("the agent's session on its broker was discarded while the broker kept running: another client used the agent's client id; messages queued for the agent were lost", "client", a.localID)
 		}
 		a.brokerStart = start
 		a.sysTick()
@@ -54,6 +61,23 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	if ev.Kind == sysparse.Ignored {
 		return
 	}
+	if ev.Kind == sysparse.TakenOver && strings.HasPrefix(ev.ClientID, a.topics.ClientPrefix()) {
+		// [MQTT-3.1.4-2] a second connection with the id closed the first: an agent whose old
+		// connection the broker still held, or a client that knows the id (see topics.go).
+		// The agent reconnects and takes it back; peers relay everything meanwhile.
+		// At most one line a minute per id, with the count since: a fight over an id (both
+		// sides reconnecting) must not flood the log.
+		if last, ok := a.takeovers[ev.ClientID]; !ok || time.Since(last.at) >= time.Minute {
+			a.log.Warn("a connection took over a cluster client id: if no agent reconnected just now, someone else uses it", "client", ev.ClientID, "not_logged_since", last.n)
+			if a.takeovers == nil || len(a.takeovers) > 1000 {
+				a.takeovers = map[string]takeoverLog{}
+			}
+			a.takeovers[ev.ClientID] = takeoverLog{at: time.Now()}
+		} else {
+			last.n++
+			a.takeovers[ev.ClientID] = last
+		}
+	}
 	a.log.Debug("log event", "kind", ev.Kind, "client", ev.ClientID, "filter", ev.Filter, "readings", len(ev.Readings))
 	if len(ev.Readings) > 1 {
 		a.log.Warn("ambiguous log line: taking every reading", "line", string(payload), "readings", len(ev.Readings))
@@ -63,6 +87,20 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	}
 	a.model.Apply(ev)
 	a.record(journalEntry{Event: &ev})
+}
+
+// takeoverLog is when a takeover of a cluster id was last logged, and how many since were not.
+type takeoverLog struct {
+	at time.Time
+	n  int
+}
+
+// noteSession runs when the local connection comes up: a connection after the first that finds
+// no session means the broker discarded it (a restart without saving it, or a takeover).
+func (a *Agent) noteSession(present bool) {
+	if a.localOnce.Swap(true) && !present {
+		a.sessionLost.Store(true)
+	}
 }
 
 // record queues a journal entry for the event just applied to the model.

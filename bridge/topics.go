@@ -3,7 +3,13 @@
 
 package bridge
 
-import "strings"
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"strings"
+)
 
 // Topics are the control and forward topic names of one cluster.
 type Topics struct {
@@ -11,6 +17,9 @@ type Topics struct {
 	forward       string // prefix of non-retained relays
 	forwardRetain string // prefix of retained relays and deletions
 	forwardBatch  string // topic prefix of batches of relays
+	// idKey, when set (WithIDSecret), makes every agent client id end in a tag derived from
+	// the cluster secret, so that a client without the secret cannot guess it.
+	idKey []byte
 }
 
 // NewTopics derives the topic names from the cluster name and forward prefix ("$forward/").
@@ -63,23 +72,73 @@ func (t Topics) ClientPrefix() string { return "mha-" + t.cluster + "-" }
 
 // The client ids of the agents' connections. Each broker sees, besides its own agent's local
 // connection, a link and retained pulls from every peer agent, and its own agent's readers.
+//
+// Mosquitto 2.0 cannot bind a client id to an account, and a CONNECT with an id already
+// connected closes the older connection [MQTT-3.1.4-2]: whoever knows an agent's id can take
+// its session (and with it the messages queued for the agent). With a cluster secret every id
+// therefore ends in "-" and 16 hex digits of HMAC-SHA256(secret, "mosquitto-ha client id" ||
+// 0x00 || the id without them): every agent of the cluster (and `decommission`) derives the
+// same ids, a client without the secret cannot. Without a secret the ids are the plain names
+// below, as predictable as the cluster's other names (docs/security.md says so).
+
+// idTagHex is the length of the secret-derived tag of a client id, in hex digits (64 bits: a
+// guess succeeds once in 2^64).
+const idTagHex = 16
+
+// WithIDSecret returns t with client ids derived from the cluster secret (none: plain ids).
+func (t Topics) WithIDSecret(secret []byte) Topics {
+	t.idKey = append([]byte(nil), secret...)
+	if len(secret) == 0 {
+		t.idKey = nil
+	}
+	return t
+}
+
+// clientID is the one place an agent client id is built: base, then the secret's tag.
+func (t Topics) clientID(base string) string {
+	id := t.ClientPrefix() + base
+	if t.idKey == nil {
+		return id
+	}
+	h := hmac.New(sha256.New, t.idKey)
+	fmt.Fprintf(h, "mosquitto-ha client id\x00%s", id)
+	return id + "-" + hex.EncodeToString(h.Sum(nil))[:idTagHex]
+}
 
 // LocalID is node's agent's connection to its own broker.
-func (t Topics) LocalID(node string) string { return t.ClientPrefix() + node + "-local" }
+func (t Topics) LocalID(node string) string { return t.clientID(node + "-local") }
 
 // LinkID is from's agent's connection to to's broker.
-func (t Topics) LinkID(from, to string) string { return t.ClientPrefix() + from + "-to-" + to }
+func (t Topics) LinkID(from, to string) string { return t.clientID(from + "-to-" + to) }
 
 // PullID is from's agent's retained pull on to's broker.
-func (t Topics) PullID(from, to string) string { return t.ClientPrefix() + from + "-pull-" + to }
+func (t Topics) PullID(from, to string) string { return t.clientID(from + "-pull-" + to) }
 
 // ReaderID is node's agent's reader of its own broker's retained messages, for a pull from peer.
-func (t Topics) ReaderID(node, peer string) string {
-	return t.ClientPrefix() + node + "-retained-" + peer
-}
+func (t Topics) ReaderID(node, peer string) string { return t.clientID(node + "-retained-" + peer) }
+
+// ProbeID is node's agent's startup probe.
+func (t Topics) ProbeID(node string) string { return t.clientID(node + "-probe") }
 
 // IsReserved reports whether a topic belongs to the cluster's own traffic (never relayed).
 func (t Topics) IsReserved(topic string) bool {
 	_, _, fwd := t.Unforward(topic)
 	return fwd || t.IsBatch(topic) || strings.HasPrefix(topic, t.Control()) || strings.HasPrefix(topic, "$SYS/")
+}
+
+// ErrReservedRelay marks a relay that would publish into the cluster's own topics: no agent
+// sends one (the cluster's topics are never relayed), so it is a forgery, counted as one.
+var ErrReservedRelay = fmt.Errorf("%w: relay into a reserved topic", ErrForged)
+
+// checkRelayed refuses a relay whose publishes would land on a reserved topic (control topics
+// under $HA/<cluster>/, forward and batch topics, $SYS): republished by the agent, such a
+// publish would write the agent's own interest or status past the no-local rule, as if the
+// agent had said it. The whole relay is refused: a real agent never sends one.
+func (t Topics) checkRelayed(entries []batchEntry) error {
+	for _, e := range entries {
+		if t.IsReserved(e.Topic) {
+			return fmt.Errorf("%w %q", ErrReservedRelay, e.Topic)
+		}
+	}
+	return nil
 }

@@ -4,7 +4,9 @@
 // The agent's local connection ("mha-<cluster>-<node>-local") is a persistent session
 // subscribed to '#': left behind, it keeps queueing every QoS>=1 publish of its broker forever.
 // Its links, pulls and readers ("-to-", "-pull-", "-retained-") are clean sessions, removed too
-// in case a broker still holds one. A session is removed the way MQTT 3.1.1 defines: a CONNECT
+// in case a broker still holds one. With a cluster secret every id also ends in a tag derived
+// from it (bridge.Topics.WithIDSecret); both forms are removed, in case the agent ran without the
+// secret before. A session is removed the way MQTT 3.1.1 defines: a CONNECT
 // with its client id and clean session 1 discards it [MQTT-3.1.2-6], then DISCONNECT. The
 // node's retained control messages ($HA/<cluster>/<node>/...) are cleared with empty retained
 // publishes [MQTT-3.3.1-10].
@@ -30,6 +32,7 @@ import (
 type decommission struct {
 	cfg     *Config
 	topics  bridge.Topics
+	secret  []byte // the cluster secret the agents' client ids derive from, if any
 	node    string
 	brokers []Node // where to look; Name is empty for a --broker that is not in the file
 	timeout time.Duration
@@ -68,7 +71,8 @@ func runDecommission(ctx context.Context, args []string, stdout, stderr io.Write
 			f.node, f.config, f.node)
 		return exitUsage
 	}
-	d := &decommission{cfg: cfg, topics: bridge.NewTopics(*cluster, cfg.Agent.ForwardPrefix), node: f.node,
+	secret, _ := cfg.ClusterSecret() // checked with the file; none: plain client ids
+	d := &decommission{cfg: cfg, topics: bridge.NewTopics(*cluster, cfg.Agent.ForwardPrefix), secret: secret, node: f.node,
 		timeout: *timeout, out: stdout, warn: stderr}
 	d.brokers = append(d.brokers, cfg.Nodes...)
 	for _, addr := range *extra {
@@ -98,14 +102,22 @@ func runDecommission(ctx context.Context, args []string, stdout, stderr io.Write
 	return exitOK
 }
 
-// sessionIDs are the client ids node's agent uses on any broker.
+// sessionIDs are the client ids node's agent uses on any broker: derived from the cluster
+// secret when there is one (bridge.Topics.WithIDSecret), and the plain ones an agent without a
+// secret (or before one was set) used.
 func (d *decommission) sessionIDs() []string {
-	ids := []string{d.topics.LocalID(d.node)}
-	for _, p := range d.cfg.Nodes {
-		if p.Name == d.node {
-			continue
+	var ids []string
+	for _, t := range []bridge.Topics{d.topics.WithIDSecret(d.secret), d.topics} {
+		ids = append(ids, t.LocalID(d.node))
+		for _, p := range d.cfg.Nodes {
+			if p.Name == d.node {
+				continue
+			}
+			ids = append(ids, t.LinkID(d.node, p.Name), t.PullID(d.node, p.Name), t.ReaderID(d.node, p.Name))
 		}
-		ids = append(ids, d.topics.LinkID(d.node, p.Name), d.topics.PullID(d.node, p.Name), d.topics.ReaderID(d.node, p.Name))
+		if len(d.secret) == 0 {
+			break
+		}
 	}
 	return ids
 }

@@ -10,6 +10,7 @@ import (
 
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
+	"mosquitto-ha/bridge"
 	"mosquitto-ha/sysparse/mosqtest"
 )
 
@@ -157,5 +158,40 @@ func TestDecommissionRenamedClusterUnderACL(t *testing.T) {
 	defer again.Disconnect(50)
 	if tok.(*mqtt.ConnectToken).SessionPresent() {
 		t.Errorf("the old cluster's session is still there")
+	}
+}
+
+// With a cluster secret the agents' client ids end in a tag derived from it (issue 10, finding
+// 4): decommission removes the session under that id, which it derives the same way.
+func TestDecommissionRemovesSecretDerivedSession(t *testing.T) {
+	removed := mosqtest.Start(t, mosqtest.Options{})
+	peer := mosqtest.Start(t, mosqtest.Options{})
+	dir := t.TempDir()
+	secretPath := filepath.Join(dir, "secret")
+	os.WriteFile(secretPath, []byte("a cluster secret of enough bytes\n"), 0o600)
+	cfgPath := filepath.Join(dir, "cluster.yaml")
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("cluster: it\nnodes:\n  - {name: b1, address: %s}\nagent:\n  state_dir: %s\n  cluster_secret_file: %s\n", peer.Addr, dir, secretPath)), 0o600)
+	cfg, err := LoadConfig(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secret, err := cfg.ClusterSecret()
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := bridge.NewTopics("it", cfg.Agent.ForwardPrefix).WithIDSecret(secret).LocalID("b9")
+	if !strings.HasPrefix(id, "mha-it-b9-local-") {
+		t.Fatalf("derived id %q", id)
+	}
+	c, _ := mqttClient(t, removed.Addr, id, false, nil)
+	c.Subscribe("#", 1, nil).WaitTimeout(5 * time.Second)
+	c.Disconnect(50)
+	out, errOut, code := runCmd(t, "decommission", "--config", cfgPath, "--node", "b9", "--broker", removed.Addr)
+	if code != 0 || !strings.Contains(out, removed.Addr+": removed session "+id+"\n") {
+		t.Fatalf("decommission: exit %d\n%s%s", code, out, errOut)
+	}
+	if c, present := mqttClient(t, removed.Addr, id, false, nil); present {
+		c.Disconnect(50)
+		t.Errorf("the broker still has a session for %s", id)
 	}
 }
