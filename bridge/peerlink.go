@@ -66,27 +66,35 @@ func (p *peer) newLink() *mqttconn.Link {
 // replayed old one cannot end the relay-everything fallback while the agent is down. A status
 // saying it is down (the will) is always taken: it only makes this agent send more.
 func (p *peer) statusMessage(m *message, newest *time.Time) {
-	payload, err := p.env.signer.openJSON(m.Topic, m.Payload)
-	if err != nil {
-		p.forged.Add(1)
-		p.log.Warn("forged status message dropped", "topic", m.Topic, "err", err)
-		return
-	}
 	var st struct {
 		AgentUp   bool      `json:"agent_up"`
 		Time      time.Time `json:"time"`
 		RelayWire int       `json:"relay_wire"`
 	}
+	payload, err := p.env.signer.openJSON(m.Topic, m.Payload)
+	if err != nil {
+		p.forged.Add(1)
+		p.log.Warn("forged status message dropped", "topic", m.Topic, "err", err)
+		// An agent of the release before status signing sends unsigned statuses without a relay
+		// wire version: relays to it go in version 1, which it reads, so a rolling upgrade loses
+		// nothing. An unsigned status can only lower the version (no dedupe), never raise it.
+		if json.Unmarshal(m.Payload, &st) == nil && st.RelayWire < relayWireVersion {
+			p.wireV1.Store(true)
+		}
+		return
+	}
 	if json.Unmarshal(payload, &st) != nil {
 		return
 	}
+	// The relay wire version first: an agent of an earlier release sends no time, so its statuses
+	// all look like replays below, yet its wire version must be known.
+	p.wireV1.Store(st.RelayWire < relayWireVersion)
 	if st.AgentUp && !st.Time.After(*newest) {
 		return // a replay, or the retained copy of one already taken
 	}
 	if st.Time.After(*newest) {
 		*newest = st.Time
 	}
-	p.wireV1.Store(st.RelayWire < relayWireVersion)
 	p.agentStatus(st.AgentUp)
 	if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
 		p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")

@@ -39,7 +39,8 @@ type relayIn struct {
 
 // handle republishes m when it is a relay addressed to this node, and reports whether it was.
 func (in *relayIn) handle(ctx context.Context, m *message) bool {
-	entries, src, isRelay, err := in.wire.decode(m.Topic, m.QoS, m.Payload, in.limits.Load().MaxPayloadBytes)
+	limit := in.limits.Load().MaxPayloadBytes
+	entries, src, isRelay, err := in.wire.decode(m.Topic, m.QoS, m.Payload, limit)
 	if err == nil {
 		err = in.wire.topics.checkRelayed(entries) // never into the cluster's own topics
 	}
@@ -56,8 +57,17 @@ func (in *relayIn) handle(ctx context.Context, m *message) bool {
 		in.log.Warn("bad relay batch dropped", "topic", m.Topic, "err", err)
 		m.Ack()
 	default:
-		in.received.Add(uint64(len(entries)))
-		in.republishAll(ctx, m, src, entries)
+		kept, over := withinLimit(entries, limit)
+		if over > 0 {
+			in.oversized.Add(uint64(over))
+			in.log.Warn("relays over the payload limit dropped from a batch", "topic", m.Topic, "dropped", over, "kept", len(kept))
+		}
+		if len(kept) == 0 {
+			m.Ack()
+			return true
+		}
+		in.received.Add(uint64(len(kept)))
+		in.republishAll(ctx, m, src, kept)
 	}
 	return true
 }

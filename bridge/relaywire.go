@@ -170,7 +170,8 @@ type relaySource struct {
 // decode recognises a relay addressed to this node, received on topic at qos, and returns the
 // publishes it carries (payloads alias payload) and their source. isRelay is false for any other
 // topic. The error wraps ErrForged (signature), errOversized (a single relay over maxPayload) or
-// ErrBadMessage (a batch that does not decode or holds a payload over maxPayload).
+// ErrBadMessage (a batch that does not decode). A batch's relays over maxPayload are returned
+// with the others: the caller drops those alone (withinLimit).
 func (w relayWire) decode(topic string, qos byte, payload []byte, maxPayload int) (entries []batchEntry, src relaySource, isRelay bool, err error) {
 	if w.topics.IsBatch(topic) {
 		p, err := w.signer.open(topic, payload)
@@ -178,7 +179,7 @@ func (w relayWire) decode(topic string, qos byte, payload []byte, maxPayload int
 			return nil, src, true, err
 		}
 		src.origin = topic[len(w.topics.forwardBatch):]
-		src.epoch, entries, err = decodeBatch(p, maxPayload)
+		src.epoch, entries, err = decodeBatch(p, 0)
 		return entries, src, true, err
 	}
 	orig, retained, ok := w.topics.Unforward(topic)
@@ -193,6 +194,21 @@ func (w relayWire) decode(topic string, qos byte, payload []byte, maxPayload int
 		return nil, src, true, fmt.Errorf("%w: %d bytes", errOversized, len(p))
 	}
 	return []batchEntry{{Topic: orig, Payload: p, QoS: qos, Retain: retained}}, src, true, nil
+}
+
+// withinLimit returns the entries whose payload is at most maxPayload bytes (0: no limit), in
+// place, and how many it left out: one oversized publish in a batch costs that publish alone.
+func withinLimit(entries []batchEntry, maxPayload int) ([]batchEntry, int) {
+	if maxPayload <= 0 {
+		return entries, 0
+	}
+	kept := entries[:0]
+	for _, e := range entries {
+		if len(e.Payload) <= maxPayload {
+			kept = append(kept, e)
+		}
+	}
+	return kept, len(entries) - len(kept)
 }
 
 // Batch magics: version 2 is written; version 1 (no epoch, mid or stamp) is still read, from

@@ -217,3 +217,20 @@ func TestEncodeLargeIsEncode(t *testing.T) {
 		}
 	}
 }
+
+// The forward prefixes, their parent level (the probe's round trip) and the control topics are
+// the cluster's: never relayed, never written by a relay.
+func TestTopicsReserved(t *testing.T) {
+	tp := NewTopics("c", "$forward/")
+	for _, topic := range []string{"$forward", "$forward/a", "$forward-r", "$forward-r/a", "$forward-b",
+		"$forward-b/b1", "$HA/c/b1/interest", "$SYS/broker/log/N"} {
+		if !tp.IsReserved(topic) {
+			t.Errorf("%q not reserved", topic)
+		}
+	}
+	for _, topic := range []string{"$forwarded", "$forward-x", "forward", "a/$forward", "$HA/other/x", "$share"} {
+		if tp.IsReserved(topic) {
+			t.Errorf("%q reserved", topic)
+		}
+	}
+}

@@ -123,7 +123,20 @@ func (t Topics) ProbeID(node string) string { return t.clientID(node + "-probe")
 // IsReserved reports whether a topic belongs to the cluster's own traffic (never relayed).
 func (t Topics) IsReserved(topic string) bool {
 	_, _, fwd := t.Unforward(topic)
-	return fwd || t.IsBatch(topic) || strings.HasPrefix(topic, t.Control()) || strings.HasPrefix(topic, "$SYS/")
+	return fwd || t.IsBatch(topic) || t.isForwardParent(topic) || strings.HasPrefix(topic, t.Control()) ||
+		strings.HasPrefix(topic, "$SYS/")
+}
+
+// isForwardParent recognises the parent level of a forward prefix ("$forward" for "$forward/"),
+// which the agent's "$forward/#" subscription matches too (MQTT 3.1.1 section 4.7.1.2) and on
+// which the probe makes its round trip: it is the cluster's, never relayed.
+func (t Topics) isForwardParent(topic string) bool {
+	for _, p := range []string{t.forward, t.forwardRetain, t.forwardBatch} {
+		if topic+"/" == p {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrReservedRelay marks a relay that would publish into the cluster's own topics: no agent

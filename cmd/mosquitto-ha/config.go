@@ -117,7 +117,7 @@ type LoadBalancer struct {
 	Hosts       []LBHost     `yaml:"hosts"`
 	// Pins send the clients whose id starts with a prefix to one node while it is up, e.g. the
 	// members of a $share group, so that the group is shared by one Mosquitto.
-	Pins []LBPin `yaml:"pins"`
+	Pins []LBPin `yaml:"pins,omitempty"`
 }
 
 // LBPin is one pinned client id prefix (haproxy.Pin).
