@@ -472,15 +472,8 @@ func (c *Conn) PublishID(id uint16, dup bool, topic string, qos byte, retain boo
 // with a session, the client resends its unacknowledged PUBREL packets. A broker answers a
 // PUBREL for an id it does not hold with PUBCOMP too (Mosquitto: handle__pubrel).
 func (c *Conn) Release(id uint16, done func(error)) {
-	c.wmu.Lock()
-	select {
-	case <-c.done:
-		c.wmu.Unlock()
-		if done != nil {
-			done(ErrConnLost)
-		}
+	if !c.lockOpen(done) {
 		return
-	default:
 	}
 	c.pending[id] = done
 	var buf [4]byte
@@ -489,8 +482,9 @@ func (c *Conn) Release(id uint16, done func(error)) {
 	c.kick()
 }
 
-// publish queues a PUBLISH whose payload is payload followed by parts.
-func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool, payload []byte, parts [][]byte, received func(), done func(error)) {
+// lockOpen takes the write lock of an open connection and reports true; on an ended one it
+// calls done with ErrConnLost instead and reports false.
+func (c *Conn) lockOpen(done func(error)) bool {
 	c.wmu.Lock()
 	select {
 	case <-c.done:
@@ -498,8 +492,16 @@ func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool,
 		if done != nil {
 			done(ErrConnLost)
 		}
-		return
+		return false
 	default:
+		return true
+	}
+}
+
+// publish queues a PUBLISH whose payload is payload followed by parts.
+func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool, payload []byte, parts [][]byte, received func(), done func(error)) {
+	if !c.lockOpen(done) {
+		return
 	}
 	if qos > 0 {
 		if id == 0 {
