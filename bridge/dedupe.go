@@ -64,31 +64,54 @@ const (
 	seenDone          // acknowledged by the broker (PUBACK, PUBCOMP)
 )
 
-// seenEntry is one slot of a window.
+// seenEntry is one slot of a window: 32 bytes, what the file holds of it. What only this
+// process needs, for the few entries with a step in flight, is in seenWindow.pending.
 type seenEntry struct {
 	id    relayID
 	seq   uint32 // order of recording; 0 = empty slot
 	state byte
 	qos   byte
 	lid   uint16 // the local packet id of a QoS 2 republish
-	// In this process only: busy while a republish, resend or release of it is in flight, and
-	// the acknowledgements of repeats that wait for it.
-	busy    bool
-	on      *mqttconn.Conn // the connection the step in flight runs on
+}
+
+// seenPending is a window entry while a republish, resend or release of it is in flight: the
+// connection the step runs on, and the acknowledgements of repeats that wait for it.
+type seenPending struct {
+	on      *mqttconn.Conn
 	waiters []func()
 }
 
 // seenWindow is the ring of the last entries from one origin, and its file.
 type seenWindow struct {
-	origin string
-	size   int         // slots at most
-	slots  []seenEntry // grows to size as entries come, then a ring
-	index  map[relayID]int32
-	next   int
-	seq    uint32
-	f      *os.File // nil: memory only
-	dirty  []int32  // slots changed since the last write
-	buf    []byte   // records being written
+	origin  string
+	size    int         // slots at most
+	slots   []seenEntry // grows to size as entries come, then a ring
+	index   seenIndex
+	pending map[int32]seenPending // slots with a step in flight (busy)
+	next    int
+	seq     uint32
+	f       *os.File // nil: memory only
+	dirty   []int32  // slots changed since the last write
+	buf     []byte   // records being written
+}
+
+// busy says whether slot i has a step in flight.
+func (w *seenWindow) busy(i int32) bool {
+	_, ok := w.pending[i]
+	return ok
+}
+
+// grow makes room for one more slot, at most size: the capacity doubles (the index with it) so
+// a full window holds no spare slots.
+func (w *seenWindow) grow() {
+	if len(w.slots) < cap(w.slots) {
+		w.slots = w.slots[:len(w.slots)+1]
+		return
+	}
+	slots := make([]seenEntry, len(w.slots)+1, min(w.size, max(64, 2*cap(w.slots))))
+	copy(slots, w.slots)
+	w.slots = slots
+	w.index.rehash(w.slots, cap(w.slots))
 }
 
 // Record layout of a window file: a header record, then one record per slot.
@@ -176,7 +199,7 @@ func (d *dedupe) openLocked(origin string) (*seenWindow, error) {
 	if len(d.windows) >= maxDedupeOrigins {
 		return nil, nil
 	}
-	w := &seenWindow{origin: origin, size: d.size, index: map[relayID]int32{}}
+	w := &seenWindow{origin: origin, size: d.size, pending: map[int32]seenPending{}}
 	d.windows[origin] = w
 	if d.base == "" {
 		return w, nil
@@ -197,7 +220,7 @@ func (d *dedupe) openLocked(origin string) (*seenWindow, error) {
 	if !w.readFile(buf) {
 		// New, or written with another window size: start empty with a fresh header.
 		w.slots = nil
-		clear(w.index)
+		w.index = seenIndex{}
 		w.next, w.seq = 0, 0
 		hdr := make([]byte, seenRecord)
 		copy(hdr, seenMagic)
@@ -224,6 +247,7 @@ func (w *seenWindow) readFile(buf []byte) bool {
 	}
 	buf = buf[seenRecord:]
 	w.slots = make([]seenEntry, min(w.size, len(buf)/seenRecord))
+	w.index.reset(len(w.slots))
 	last := -1
 	for i := range w.slots {
 		off := i * seenRecord
@@ -242,8 +266,8 @@ func (w *seenWindow) readFile(buf []byte) bool {
 			continue
 		}
 		w.slots[i] = e
-		if j, ok := w.index[e.id]; !ok || w.slots[j].seq < e.seq {
-			w.index[e.id] = int32(i)
+		if j, ok := w.index.find(w.slots, e.id); !ok || w.slots[j].seq < e.seq {
+			w.index.put(w.slots, e.id, int32(i))
 		}
 		if e.seq > w.seq {
 			w.seq, last = e.seq, i
@@ -367,19 +391,17 @@ func (d *dedupe) connected(c *mqttconn.Conn, sessionPresent bool) {
 	defer d.mu.Unlock()
 	d.conn = c
 	for _, w := range d.windows {
+		// Steps in flight ran on an ended connection: the broker sends their forward
+		// publishes (and those waiting for them) again on this one.
+		clear(w.pending)
 		for i := range w.slots {
 			e := &w.slots[i]
-			// Steps in flight ran on an ended connection: the broker sends their forward
-			// publishes (and those waiting for them) again on this one.
-			e.busy, e.on, e.waiters = false, nil, nil
 			if e.seq == 0 || e.qos != 2 || (e.state != seenSent && e.state != seenReleased) {
 				continue
 			}
 			switch {
 			case !sessionPresent && e.state == seenSent:
-				if j, ok := w.index[e.id]; ok && int(j) == i {
-					delete(w.index, e.id)
-				}
+				w.index.remove(w.slots, e.id, int32(i))
 				*e = seenEntry{}
 				w.dirty = append(w.dirty, int32(i))
 			case !sessionPresent:
@@ -389,7 +411,7 @@ func (d *dedupe) connected(c *mqttconn.Conn, sessionPresent bool) {
 				c.Hold(e.lid)
 			default:
 				ref := seenRef{w: w, slot: int32(i), seq: e.seq, conn: c}
-				e.busy, e.on = true, c
+				w.pending[int32(i)] = seenPending{on: c}
 				lid := e.lid
 				release = append(release, func() { c.Release(lid, func(err error) { d.finish(ref, err) }) })
 			}
@@ -430,23 +452,25 @@ func (d *dedupe) admit(c *mqttconn.Conn, src relaySource, dup bool, entries []ba
 			continue // plain
 		}
 		id := relayID{epoch: src.epoch, mid: e.MID, hash: relayHash(e.Topic, e.Payload)}
-		if j, ok := w.index[id]; ok && (e.Repeat || dup) {
+		if j, ok := w.index.find(w.slots, id); ok && (e.Repeat || dup) {
 			s := &w.slots[j]
 			ref := seenRef{w: w, slot: j, seq: s.seq, conn: c}
+			p, busy := w.pending[j]
 			switch {
-			case s.busy:
+			case busy:
 				steps[i] = dedupeStep{kind: dedupeWait}
-				s.waiters = append(s.waiters, ack)
+				p.waiters = append(p.waiters, ack)
+				w.pending[j] = p
 			case s.state == seenDone:
 				steps[i] = dedupeStep{kind: dedupeDrop}
 			case s.state == seenReleased && e.QoS == 2 && s.qos == 2:
-				s.busy, s.on = true, c
+				w.pending[j] = seenPending{on: c}
 				steps[i] = dedupeStep{kind: dedupeRelease, lid: s.lid, ref: ref}
 			case s.state == seenSent && e.QoS == 2 && s.qos == 2:
-				s.busy, s.on = true, c
+				w.pending[j] = seenPending{on: c}
 				steps[i] = dedupeStep{kind: dedupeResend, lid: s.lid, ref: ref}
 			default: // QoS 1 not known to be acknowledged: republished (at least once)
-				s.busy, s.on = true, c
+				w.pending[j] = seenPending{on: c}
 				steps[i] = dedupeStep{kind: dedupePublish, ref: ref}
 			}
 			continue
@@ -474,20 +498,19 @@ func (d *dedupe) recordLocked(c *mqttconn.Conn, w *seenWindow, id relayID, qos b
 	i := w.next
 	w.next = (w.next + 1) % w.size
 	if i == len(w.slots) {
-		w.slots = append(w.slots, seenEntry{}) // still growing
+		w.grow() // still growing
 	}
 	old := &w.slots[i]
 	if old.seq != 0 {
-		if j, ok := w.index[old.id]; ok && int(j) == i {
-			delete(w.index, old.id)
-		}
-		if old.qos == 2 && old.state == seenSent && !old.busy {
+		w.index.remove(w.slots, old.id, int32(i))
+		if old.qos == 2 && old.state == seenSent && !w.busy(int32(i)) {
 			c.Free(old.lid) // evicted before its repeat came: the id is no longer held
 		}
 	}
 	w.seq++
-	w.slots[i] = seenEntry{id: id, seq: w.seq, state: seenSent, qos: qos, lid: lid, busy: true, on: c}
-	w.index[id] = int32(i)
+	w.slots[i] = seenEntry{id: id, seq: w.seq, state: seenSent, qos: qos, lid: lid}
+	w.pending[int32(i)] = seenPending{on: c}
+	w.index.put(w.slots, id, int32(i))
 	w.dirty = append(w.dirty, int32(i))
 	return int32(i)
 }
@@ -508,15 +531,15 @@ func (d *dedupe) received(ref seenRef) {
 func (d *dedupe) finish(ref seenRef, err error) {
 	d.mu.Lock()
 	s := ref.entry()
-	if s == nil || s.on != ref.conn {
+	p := ref.w.pendingOf(ref.slot)
+	if s == nil || p.on != ref.conn {
 		// Reused since, or a step of an ended connection completing after the next one took
 		// the entry over (connected): that one finishes it.
 		d.mu.Unlock()
 		return
 	}
-	s.busy, s.on = false, nil
-	waiters := s.waiters
-	s.waiters = nil
+	delete(ref.w.pending, ref.slot)
+	waiters := p.waiters
 	if err == nil {
 		s.state = seenDone
 		// Written when its batch settles, or with the next few: a kill -9 then finds at most
@@ -548,6 +571,14 @@ func (d *dedupe) settled(src relaySource) {
 	}
 }
 
+// pendingOf is what is in flight for slot i; zero when nothing is. A nil window has nothing.
+func (w *seenWindow) pendingOf(i int32) seenPending {
+	if w == nil {
+		return seenPending{}
+	}
+	return w.pending[i]
+}
+
 // entry is the slot ref names, or nil when it was reused since.
 func (r seenRef) entry() *seenEntry {
 	if r.w == nil {
@@ -571,3 +602,119 @@ func (d *dedupe) close() {
 		}
 	}
 }
+
+// seenIndex finds the slot of a relay identity in a window: an open-addressing table of slot
+// numbers + 1 (0: empty) with linear probing, at least twice as many cells as the window has
+// slots, so 8 bytes per slot where a map[relayID]int32 costs over 40. The identity of a cell is
+// that of the slot it names: the window's slots are passed in. An identity has one cell at most.
+type seenIndex struct {
+	cells []int32
+	n     int // identities held
+}
+
+// seenIndexMin is the fewest cells of a table.
+const seenIndexMin = 8
+
+// reset empties x, sized for slots entries.
+func (x *seenIndex) reset(slots int) {
+	n := seenIndexMin
+	for n < 2*slots {
+		n *= 2
+	}
+	x.cells, x.n = make([]int32, n), 0
+}
+
+// rehash sizes x for n entries, keeping every identity on its slot.
+func (x *seenIndex) rehash(slots []seenEntry, n int) {
+	old := x.cells
+	x.reset(n)
+	for _, c := range old {
+		if c != 0 {
+			x.put(slots, slots[c-1].id, c-1)
+		}
+	}
+}
+
+// home is the first cell probed for id.
+func (x *seenIndex) home(id relayID) int {
+	h := id.hash ^ id.epoch*0x9e3779b97f4a7c15 ^ uint64(id.mid)*0xc2b2ae3d27d4eb4f
+	h ^= h >> 31
+	h *= 0xbf58476d1ce4e5b9
+	h ^= h >> 29
+	return int(h & uint64(len(x.cells)-1))
+}
+
+// find returns the slot holding id.
+func (x *seenIndex) find(slots []seenEntry, id relayID) (int32, bool) {
+	if len(x.cells) == 0 {
+		return 0, false
+	}
+	mask := len(x.cells) - 1
+	for i := x.home(id); ; i = (i + 1) & mask {
+		c := x.cells[i]
+		if c == 0 {
+			return 0, false
+		}
+		if slots[c-1].id == id {
+			return c - 1, true
+		}
+	}
+}
+
+// put makes slot (which holds id) the one id is found at.
+func (x *seenIndex) put(slots []seenEntry, id relayID, slot int32) {
+	if 2*(x.n+1) > len(x.cells) {
+		x.rehash(slots, x.n+1) // only when a caller did not size it for its slots
+	}
+	mask := len(x.cells) - 1
+	for i := x.home(id); ; i = (i + 1) & mask {
+		c := x.cells[i]
+		if c == 0 {
+			x.cells[i] = slot + 1
+			x.n++
+			return
+		}
+		if c-1 == slot || slots[c-1].id == id {
+			x.cells[i] = slot + 1
+			return
+		}
+	}
+}
+
+// remove forgets id when slot is the one it is found at, shifting back the cells probed past
+// it so no probe stops early.
+func (x *seenIndex) remove(slots []seenEntry, id relayID, slot int32) {
+	if len(x.cells) == 0 {
+		return
+	}
+	mask := len(x.cells) - 1
+	i := x.home(id)
+	for ; ; i = (i + 1) & mask {
+		c := x.cells[i]
+		if c == 0 {
+			return
+		}
+		if slots[c-1].id == id {
+			if c-1 != slot {
+				return
+			}
+			break
+		}
+	}
+	x.n--
+	for j := (i + 1) & mask; ; j = (j + 1) & mask {
+		c := x.cells[j]
+		if c == 0 {
+			break
+		}
+		// The cell at j may move to the hole at i unless its home lies cyclically in (i, j].
+		if h := x.home(slots[c-1].id); (j-h)&mask >= (j-i)&mask {
+			x.cells[i] = c
+			i = j
+		}
+	}
+	x.cells[i] = 0
+}
+
+// len is the number of identities held.
+func (x *seenIndex) len() int { return x.n }

@@ -5,6 +5,7 @@ package bridge
 import (
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"runtime"
 	"testing"
 
@@ -66,4 +67,73 @@ func TestDedupeWindowMemory(t *testing.T) {
 	if per > dedupeMaxEntryBytes {
 		t.Fatalf("%.1f bytes per window entry, want at most %d", per, dedupeMaxEntryBytes)
 	}
+}
+
+// The index finds what a map would, through puts, replacements and removals that wrap around
+// its table (few cells, colliding identities).
+func TestDedupeIndexMatchesMap(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	slots := make([]seenEntry, 64)
+	var x seenIndex
+	x.reset(len(slots))
+	want := map[relayID]int32{}
+	for step := 0; step < 200000; step++ {
+		i := int32(rng.IntN(len(slots)))
+		old := slots[i]
+		if old.seq != 0 {
+			x.remove(slots, old.id, i)
+			if want[old.id] == i {
+				delete(want, old.id)
+			}
+		}
+		id := relayID{epoch: uint64(rng.IntN(2)), mid: uint16(rng.IntN(40)), hash: 7}
+		slots[i] = seenEntry{id: id, seq: uint32(step + 1)}
+		x.put(slots, id, i)
+		want[id] = i
+		if x.len() != len(want) {
+			t.Fatalf("step %d: %d identities, want %d", step, x.len(), len(want))
+		}
+		for k := 0; k < 3; k++ {
+			q := relayID{epoch: uint64(rng.IntN(2)), mid: uint16(rng.IntN(40)), hash: 7}
+			got, ok := x.find(slots, q)
+			w, wok := want[q]
+			if ok != wok || got != w {
+				t.Fatalf("step %d: %v at %d %v, want %d %v", step, q, got, ok, w, wok)
+			}
+		}
+	}
+}
+
+// BenchmarkDedupeWindow is the window's own cost per relay, without the file and the broker
+// (BenchmarkDedupeAdmit has both): admit and finish of QoS 1 relays into a full window of
+// DefaultDedupeWindow, then a repeat of each, dropped.
+func BenchmarkDedupeWindow(b *testing.B) {
+	br := mosqtest.Start(b, mosqtest.Options{})
+	c := dedupeConn(b, br)
+	d := newDedupe("", DefaultDedupeWindow, slog.New(slog.DiscardHandler))
+	d.connected(c, true)
+	src := relaySource{origin: "b1", epoch: 1}
+	batch := make([]batchEntry, 256)
+	payload := make([]byte, 100)
+	for i := range batch {
+		batch[i] = batchEntry{Topic: fmt.Sprintf("test_1/%d", i), Payload: payload, QoS: 1}
+	}
+	ack := func() {}
+	mid := 0
+	b.ReportAllocs()
+	for n := 0; n < b.N; n++ {
+		for i := range batch {
+			mid = mid%65535 + 1
+			batch[i].MID = uint16(mid)
+		}
+		for _, st := range d.admit(c, src, false, batch, ack) {
+			d.finish(st.ref, nil)
+		}
+		for _, st := range d.admit(c, src, true, batch, ack) {
+			if st.kind != dedupeDrop {
+				b.Fatalf("repeat: step %d, want a drop", st.kind)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(2*b.N*len(batch)), "ns/relay")
 }

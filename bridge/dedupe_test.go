@@ -13,7 +13,7 @@ import (
 	"mosquitto-ha/sysparse/mosqtest"
 )
 
-func dedupeConn(t *testing.T, b *mosqtest.Broker) *mqttconn.Conn {
+func dedupeConn(t testing.TB, b *mosqtest.Broker) *mqttconn.Conn {
 	t.Helper()
 	c, _, err := mqttconn.Dial(context.Background(), b.Addr, mqttconn.ConnectOptions{ClientID: "dd", Protocol: 4,
 		CleanSession: true, Keepalive: 5 * time.Second}, func(*mqttconn.Message) {})
@@ -155,7 +155,7 @@ func TestDedupeWindowBound(t *testing.T) {
 	st := d.admit(c, src, true, []batchEntry{{Topic: "t", Payload: []byte("p"), QoS: 1, MID: 1},
 		{Topic: "t", Payload: []byte("p"), QoS: 1, MID: 5}}, func() {})
 	wantKinds(t, "evicted and kept", st, dedupePublish, dedupeDrop)
-	if n := len(d.windows["b1"].index); n > 4 {
+	if n := d.windows["b1"].index.len(); n > 4 {
 		t.Fatalf("index holds %d identities, want at most 4", n)
 	}
 }
