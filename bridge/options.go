@@ -85,7 +85,8 @@ const (
 	DefaultProbeTimeout = 5 * time.Second
 	// DefaultDedupeWindow is how many QoS 1/2 relay identities the receiving agent remembers
 	// per origin node (dedupe.go): 32 bytes each in a file beside the state file, 1 MiB per
-	// origin, and about as much memory. It must exceed the relays a repeat can trail its first
+	// origin, and 40 bytes each in memory, 1.25 MiB per origin at the bound (at most 48 bytes:
+	// TestDedupeWindowMemory). It must exceed the relays a repeat can trail its first
 	// copy by: the origin's in-flight window (max_inflight_messages, 20 by default) after an
 	// agent restart, or the relays in flight on a link that is cut (at most max_inflight x 512
 	// per peer). A repeat older than the window is republished: a duplicate, never a loss.
