@@ -16,7 +16,7 @@ import (
 const dedupeMaxEntryBytes = 48
 
 // A window filled to DefaultDedupeWindow distinct identities through admit and finish costs at
-// most dedupeMaxEntryBytes per entry: one origin at the bound stays near 1.5 MiB.
+// most dedupeMaxEntryBytes per entry: one origin at the bound stays within 1.5 MiB.
 func TestDedupeWindowMemory(t *testing.T) {
 	b := mosqtest.Start(t, mosqtest.Options{})
 	c := dedupeConn(t, b)
