@@ -337,3 +337,27 @@ func relaysToOldPeer(t *testing.T, opts func(int, *bridge.Options), canUpgrade b
 		t.Fatalf("relay to an upgraded peer: %s, want a version 2 batch", summary(got[1:]))
 	}
 }
+
+// With a secret, an unsigned status cannot downgrade relays to a live, upgraded agent (it
+// signs a status every 2 s): a client forging one must not strip the identity off them.
+func TestForgedStatusCannotDowngradeRelayWire(t *testing.T) {
+	c := newCluster(t, 2, withSecret)
+	c.startAgent(0)
+	c.startAgent(1)
+	c.waitSettled()
+	raw := connect(t, c.brokers[1].Addr, "raw", true)
+	raw.subscribe("$forward/#", 1)
+	raw.subscribe("$forward-b/#", 1)
+	forger := connect(t, c.brokers[1].Addr, "forger", true)
+	forger.publish("$HA/t/b2/status", 1, false, `{"node":"b2","agent_up":true}`)
+	time.Sleep(300 * time.Millisecond)
+	pub := connect(t, c.brokers[0].Addr, "pub", true)
+	sub := connect(t, c.brokers[1].Addr, "sub", true)
+	sub.subscribe("up/#", 1)
+	c.waitSettled()
+	pub.publish("up/x", 1, false, "still v2")
+	got := raw.waitCount(1, 5*time.Second)
+	if got[len(got)-1].Topic != "$forward-b/b1" || !strings.HasPrefix(got[len(got)-1].Payload, "MHB2") {
+		t.Fatalf("relay after a forged unsigned status: %s, want a version 2 batch", summary(got))
+	}
+}

@@ -41,6 +41,9 @@ type peer struct {
 	// wireV1: the peer's agent predates relay wire version 2 (its status has no relay_wire),
 	// so relays to it are encoded in version 1, without identity (relaywire.go).
 	wireV1 atomic.Bool
+	// signedAt is when (unix ns, this clock) the last signed status of the peer was taken: an
+	// unsigned one may lower wireV1 only when none came for trustedStatusWindow.
+	signedAt atomic.Int64
 }
 
 // peerEnv is what every peer is built with: the agent's settings and the workers it shares,

@@ -60,6 +60,10 @@ func (p *peer) newLink() *mqttconn.Link {
 	return l
 }
 
+// trustedStatusWindow: a live agent signs a status every statusInterval; one that sent none for
+// this long may be an older release (see statusMessage).
+const trustedStatusWindow = 5 * statusInterval
+
 // statusMessage applies the peer agent's status: only "agent_up" matters (doc.go). With a
 // cluster secret a status must carry its tag (auth.go), or it is dropped and counted as forged;
 // a status saying the agent is up must also be newer than every one accepted before, so a
@@ -76,12 +80,18 @@ func (p *peer) statusMessage(m *message, newest *time.Time) {
 		p.forged.Add(1)
 		p.log.Warn("forged status message dropped", "topic", m.Topic, "err", err)
 		// An agent of the release before status signing sends unsigned statuses without a relay
-		// wire version: relays to it go in version 1, which it reads, so a rolling upgrade loses
-		// nothing. An unsigned status can only lower the version (no dedupe), never raise it.
-		if json.Unmarshal(m.Payload, &st) == nil && st.RelayWire < relayWireVersion {
+		// wire version: relays to it go in version 1, which it reads, so a rolling upgrade (or a
+		// rollback) loses nothing. An unsigned status can only lower the version (no dedupe),
+		// never raise it, and not while the peer's own signed statuses keep coming: a client
+		// that forges one cannot strip the identity off relays to a live, upgraded agent.
+		recent := time.Since(time.Unix(0, p.signedAt.Load())) < trustedStatusWindow
+		if !recent && json.Unmarshal(m.Payload, &st) == nil && st.RelayWire < relayWireVersion {
 			p.wireV1.Store(true)
 		}
 		return
+	}
+	if p.env.signer != nil {
+		p.signedAt.Store(time.Now().UnixNano())
 	}
 	if json.Unmarshal(payload, &st) != nil {
 		return
