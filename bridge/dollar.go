@@ -8,6 +8,7 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -130,7 +131,9 @@ func (d *dollarSubs) sync(ctx context.Context, c *mqttconn.Conn, peers []*peer) 
 			remove = append(remove, f)
 		}
 	}
-	ok := d.apply(ctx, c, add, true) && d.apply(ctx, c, remove, false)
+	// Removals do not wait for additions: a failed subscribe must not keep stale filters.
+	added := d.apply(ctx, c, add, true)
+	ok := d.apply(ctx, c, remove, false) && added
 	if ok {
 		d.mu.Lock()
 		d.set = want
@@ -178,6 +181,14 @@ func (d *dollarSubs) apply(ctx context.Context, c *mqttconn.Conn, filters []stri
 			err = c.Subscribe(ctx, subs)
 		} else {
 			err = c.Unsubscribe(ctx, chunk)
+		}
+		if subscribe && errors.Is(err, mqttconn.ErrRefused) {
+			// The broker (its ACL or a plugin) refused at least one filter of the packet and
+			// took the others: asking again would be refused again, every retry. Counted as
+			// done; messages the agent may not read are not relayed from here.
+			d.log.Warn("the local broker refused a subscription to peers' $ filters (ACL?): messages on them are not relayed from this broker",
+				"filters_in_packet", len(chunk), "first", chunk[0])
+			err = nil
 		}
 		if err != nil {
 			d.log.Warn("changing the subscriptions to peers' $ filters failed, will retry", "subscribe", subscribe, "filters", len(chunk), "left", len(filters), "err", err)
