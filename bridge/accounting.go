@@ -1,3 +1,6 @@
+// accounting.go owns contract 7's proof: when the agent may stop wanting everything, by naming
+// every client its broker counts, and which clients it may forget once the count proves them gone.
+
 package bridge
 
 import (

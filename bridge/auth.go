@@ -1,3 +1,6 @@
+// auth.go owns the cluster secret's signatures: the HMAC tag on relays, interest messages and
+// statuses, and its check on what arrives.
+
 package bridge
 
 import (

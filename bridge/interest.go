@@ -1,3 +1,6 @@
+// interest.go owns the local interest model: the clients of this node's broker, their
+// subscriptions (plain and shared) as the log lines tell them, and the changes to announce.
+
 package bridge
 
 import (
@@ -492,18 +495,3 @@ func (l *localInterest) shareList() []topictree.Share { return l.shares.Shares()
 
 // setUncertain mirrors the agent's "want everything" (see uncertain).
 func (l *localInterest) setUncertain(v bool) { l.uncertain = v }
-
-// resetCounters zeroes the counters of lines that widened the interest: a restored model counts
-// only this run's lines.
-func (l *localInterest) resetCounters() { l.Ambiguous, l.Truncated, l.Malformed = 0, 0, 0 }
-
-// connectedClients lists the clients the model holds as connected.
-func (l *localInterest) connectedClients() []string {
-	var ids []string
-	for id, c := range l.clients {
-		if c.Connected {
-			ids = append(ids, id)
-		}
-	}
-	return ids
-}

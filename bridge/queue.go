@@ -1,3 +1,6 @@
+// queue.go owns the relays on their way to one peer: the relay, the group that acknowledges a
+// local publish once every peer settled it, and the bounded per-peer queue.
+
 package bridge
 
 import (

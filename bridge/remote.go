@@ -1,3 +1,6 @@
+// remote.go owns what one peer's clients want, as its snapshots and deltas tell it: the tree the
+// relay path asks, its gaps, and whether it is known.
+
 package bridge
 
 import (

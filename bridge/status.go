@@ -1,3 +1,6 @@
+// status.go owns the agent's state as others see it: Status for tests, metrics and the CLI, the
+// signed status messages (live, last live, will, stop) and the local credentials check.
+
 package bridge
 
 import (

@@ -53,9 +53,6 @@ func (t Topics) LastStatus(node string) string { return t.Status(node) + "/last"
 // LastStatusFilter matches the last live status of every agent of the cluster.
 func (t Topics) LastStatusFilter() string { return t.Control() + "+/status/last" }
 
-// StatusFilter matches the status of every agent of the cluster.
-func (t Topics) StatusFilter() string { return "$HA/" + t.cluster + "/+/status" }
-
 // Synced is the marker node's agent publishes on peer's broker after subscribing to peer's
 // interest: it comes back after every retained message of that subscription.
 func (t Topics) Synced(node, peer string) string { return t.Control() + node + "/synced/" + peer }

@@ -1,3 +1,6 @@
+// validate.go owns the checks on the generator's parameters: every problem at once, each naming
+// the field, its value and the fix.
+
 package haproxy
 
 import (

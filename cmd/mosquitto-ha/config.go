@@ -1,3 +1,6 @@
+// config.go owns the cluster file: its types, defaults, parsing and the validation that reports
+// every problem at once with its fix.
+
 package main
 
 import (

@@ -1,3 +1,6 @@
+// lb.go owns the load balancer commands: haproxy.cfg and keepalived.conf generated from the
+// cluster file, written atomically with restrictive permissions.
+
 package main
 
 import (

@@ -1,3 +1,6 @@
+// metrics.go owns /metrics: the agent's status, build, last reload and process figures in the
+// Prometheus text format.
+
 package main
 
 import (
