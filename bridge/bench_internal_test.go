@@ -64,7 +64,7 @@ func BenchmarkBatchEncodeDecode(b *testing.B) {
 	b.ReportAllocs()
 	b.SetBytes(int64(len(rs) * 100))
 	for i := 0; i < b.N; i++ {
-		p := s.seal("$forward-b/a", appendBatch(nil, 1, rs))
+		p := s.seal("$forward-b/a", appendBatch(nil, 1, rs, true))
 		open, err := s.open("$forward-b/a", p)
 		if err != nil {
 			b.Fatal(err)

@@ -33,11 +33,14 @@ type message = mqttconn.Message
 // localConn is the current connection to the local broker, or nil.
 func (a *Agent) localConn() *mqttconn.Conn { return a.local.Conn() }
 
-// localLink is the connection to this node's broker: MQTT 3.1.1 with the bridge bit (no-local,
-// retain-as-published) and a persistent session, so the broker queues for the agent while it
-// restarts. Every message goes to the inbox; the dispatcher handles them in order.
+// localLink is the connection to this node's broker: MQTT 5 with no-local and
+// retain-as-published on every subscription (what the 3.1.1 bridge bit gave before), so the
+// agent reads and republishes each message's MQTT 5 properties; a persistent session (never
+// expiring), so the broker queues for the agent while it restarts. Every message goes to the
+// inbox; the dispatcher handles them in order.
 func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
-	opts := conn.options(a.localID, 0x84, false, a.opts.LocalTLS)
+	opts := conn.options(a.localID, 5, false, a.opts.LocalTLS)
+	opts.SubOptions = mqttconn.SubNoLocal | mqttconn.SubRetainAsPublished
 	opts.WillTopic, opts.WillPayload, opts.WillRetain = a.topics.Status(a.opts.Node), a.willPayload(), true
 	l := &mqttconn.Link{Addr: a.opts.Local, Options: opts, Log: a.log}
 	var marked atomic.Pointer[mqttconn.Conn]

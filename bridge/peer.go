@@ -38,12 +38,22 @@ type peer struct {
 	relayed, relayedBytes, batches, refused, forged, retries atomic.Uint64
 	upSince, downSince                                       atomic.Int64 // unix nanoseconds
 	pingAt                                                   atomic.Int64 // last pingPresence
-	// wireV1: the peer's agent predates relay wire version 2 (its status has no relay_wire),
-	// so relays to it are encoded in version 1, without identity (relaywire.go).
-	wireV1 atomic.Bool
+	// wire is the relay wire version the peer's agent announced in its status (relay_wire; 1
+	// for an agent that predates it), 0 until its status arrives: relays to it are encoded in
+	// that version (relaywire.go), in the current one while it is 0.
+	wire atomic.Int32
 	// signedAt is when (unix ns, this clock) the last signed status of the peer was taken: an
-	// unsigned one may lower wireV1 only when none came for trustedStatusWindow.
+	// unsigned one may lower wire only when none came for trustedStatusWindow.
 	signedAt atomic.Int64
+	expired  atomic.Uint64 // relays whose message expired while they waited: not sent
+}
+
+// wireVersion is the relay wire version to write to the peer.
+func (p *peer) wireVersion() int {
+	if v := int(p.wire.Load()); v != 0 {
+		return min(v, relayWireVersion)
+	}
+	return relayWireVersion
 }
 
 // peerEnv is what every peer is built with: the agent's settings and the workers it shares,

@@ -85,8 +85,8 @@ func (p *peer) statusMessage(m *message, newest *time.Time) {
 		// never raise it, and not while the peer's own signed statuses keep coming: a client
 		// that forges one cannot strip the identity off relays to a live, upgraded agent.
 		recent := time.Since(time.Unix(0, p.signedAt.Load())) < trustedStatusWindow
-		if !recent && json.Unmarshal(m.Payload, &st) == nil && st.RelayWire < relayWireVersion {
-			p.wireV1.Store(true)
+		if !recent && json.Unmarshal(m.Payload, &st) == nil && max(st.RelayWire, 1) < p.wireVersion() {
+			p.wire.Store(int32(max(st.RelayWire, 1)))
 		}
 		return
 	}
@@ -98,7 +98,7 @@ func (p *peer) statusMessage(m *message, newest *time.Time) {
 	}
 	// The relay wire version first: an agent of an earlier release sends no time, so its statuses
 	// all look like replays below, yet its wire version must be known.
-	p.wireV1.Store(st.RelayWire < relayWireVersion)
+	p.wire.Store(int32(max(st.RelayWire, 1)))
 	if st.AgentUp && !st.Time.After(*newest) {
 		return // a replay, or the retained copy of one already taken
 	}

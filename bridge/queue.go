@@ -22,11 +22,12 @@ func (g *ackGroup) settle() {
 	}
 }
 
-// relay is one publish on its way to one peer. Its fields are ordered to pack (72 bytes).
+// relay is one publish on its way to one peer. Its fields are ordered to pack (80 bytes).
 type relay struct {
 	topic   string // the original topic
 	payload []byte
-	group   *ackGroup // nil when nobody waits for it
+	group   *ackGroup   // nil when nobody waits for it
+	props   *relayProps // its MQTT 5 properties; nil: none
 	// The relay's identity on the wire (doc.go): the packet id the local broker delivered the
 	// publish with (0 for QoS 0) in the local session of epoch; repeat when it may have been
 	// sent before (the broker's DUP flag, or a retry after a link loss).

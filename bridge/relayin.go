@@ -9,6 +9,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync/atomic"
+	"time"
 
 	"mosquitto-ha/bridge/mqttconn"
 )
@@ -35,6 +36,7 @@ type relayIn struct {
 	forged      atomic.Uint64 // relays that failed the signature check
 	oversized   atomic.Uint64 // relays over Limits.MaxPayloadBytes
 	repeats     atomic.Uint64 // relays recognised as repeats and not republished again
+	expired     atomic.Uint64 // relays whose message expired on the way: not republished
 }
 
 // handle republishes m when it is a relay addressed to this node, and reports whether it was.
@@ -62,14 +64,36 @@ func (in *relayIn) handle(ctx context.Context, m *message) bool {
 			in.oversized.Add(uint64(over))
 			in.log.Warn("relays over the payload limit dropped from a batch", "topic", m.Topic, "dropped", over, "kept", len(kept))
 		}
-		if len(kept) == 0 {
+		in.received.Add(uint64(len(kept)))
+		if kept = in.unexpired(m, kept); len(kept) == 0 {
 			m.Ack()
 			return true
 		}
-		in.received.Add(uint64(len(kept)))
 		in.republishAll(ctx, m, src, kept)
 	}
 	return true
+}
+
+// unexpired reduces the Message Expiry Interval of each entry by the whole seconds since m was
+// read, and removes the entries that expired on the way: they are not delivered (acknowledged
+// with m). entries keeps its order.
+func (in *relayIn) unexpired(m *message, entries []batchEntry) []batchEntry {
+	var now int64
+	kept := entries[:0]
+	for _, e := range entries {
+		if e.Props.Expiry != 0 {
+			if now == 0 {
+				now = time.Now().UnixNano()
+			}
+			var ok bool
+			if e.Props, ok = remaining(e.Props, m.Received, now); !ok {
+				in.expired.Add(1)
+				continue
+			}
+		}
+		kept = append(kept, e)
+	}
+	return kept
 }
 
 // republishAll republishes the relays of m, as dedupe decides for each, and acknowledges m
@@ -96,7 +120,7 @@ func (in *relayIn) republishAll(ctx context.Context, m *message, src relaySource
 				in.ret.apply(ctx, e, ackOne) // republished only when newer than the register's
 				continue
 			}
-			in.republish(ctx, e.Topic, e.QoS, e.Retain, e.Payload, ackOne)
+			in.republish(ctx, e.Topic, e.QoS, e.Retain, e.Props, e.Payload, ackOne)
 			continue
 		case dedupeWait:
 			in.repeats.Add(1)
@@ -134,7 +158,7 @@ func (in *relayIn) republishAll(ctx context.Context, m *message, src relaySource
 				in.repeats.Add(1)
 			}
 			in.republished.Add(1)
-			c.PublishID(st.lid, st.kind == dedupeResend, e.Topic, e.QoS, e.Retain, e.Payload,
+			c.PublishID(st.lid, st.kind == dedupeResend, e.Topic, e.QoS, e.Retain, e.Props, e.Payload,
 				func() { in.dedupe.received(st.ref) }, done)
 		}
 	}
@@ -150,14 +174,15 @@ func (in *relayIn) refuse(m *message, why string) {
 // acknowledgement the relay is not acknowledged, and the broker sends it again after a
 // reconnect. In-flight QoS 1 and QoS 2 republishes are bounded (Mosquitto drops publishes from a
 // client with too many unfinished QoS 2 ones).
-func (in *relayIn) republish(ctx context.Context, topic string, qos byte, retain bool, payload []byte, ack func()) {
+// The local connection speaks MQTT 5: props go with it, as the publisher's broker gave them.
+func (in *relayIn) republish(ctx context.Context, topic string, qos byte, retain bool, props mqttconn.Props, payload []byte, ack func()) {
 	c := in.local.Conn()
 	if c == nil {
 		return // not acknowledged: redelivered on the next connection
 	}
 	in.republished.Add(1)
 	if qos == 0 {
-		c.Publish(topic, 0, retain, payload, nil)
+		c.PublishProps(topic, 0, retain, props, payload, nil)
 		ack()
 		return
 	}
@@ -170,7 +195,7 @@ func (in *relayIn) republish(ctx context.Context, topic string, qos byte, retain
 	case <-ctx.Done():
 		return
 	}
-	c.Publish(topic, qos, retain, payload, func(err error) {
+	c.PublishProps(topic, qos, retain, props, payload, func(err error) {
 		<-sem
 		if err == nil {
 			ack()

@@ -4,7 +4,10 @@
 
 package bridge
 
-import "context"
+import (
+	"context"
+	"time"
+)
 
 // relayToPeers sends a local publish to each peer that wants it; retained ones go to every peer;
 // shares adds the peers its shared subscriptions need (share.go; nil: none). The local broker
@@ -24,6 +27,7 @@ func relayToPeers(m *message, epoch uint64, peers []*peer, shares *shareRouter, 
 		m.Ack()
 		return
 	}
+	props := propsOf(m) // one copy for every peer: relays never change it
 	var g *ackGroup
 	if m.QoS > 0 {
 		g = &ackGroup{msg: m}
@@ -31,7 +35,7 @@ func relayToPeers(m *message, epoch uint64, peers []*peer, shares *shareRouter, 
 	}
 	for _, p := range to {
 		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: m.Retain, group: g,
-			mid: m.ID, epoch: epoch, repeat: m.Dup, stamp: stamp})
+			mid: m.ID, epoch: epoch, repeat: m.Dup, stamp: stamp, props: props})
 	}
 }
 
@@ -47,6 +51,10 @@ func (p *peer) send(ctx context.Context) {
 		if n := sameEpoch(rs); n < len(rs) {
 			p.queue.pushFront(rs[n:]) // a batch carries one epoch
 			rs = rs[:n]
+		}
+		if rs = p.dropExpired(rs); len(rs) == 0 {
+			buf = rs
+			continue
 		}
 		c, ok := p.waitConn(ctx)
 		if !ok {
@@ -64,18 +72,19 @@ func (p *peer) send(ctx context.Context) {
 		var parts [][]byte
 		var qos byte
 		var isBatch bool
+		version := p.wireVersion()
 		switch {
-		case p.wireV1.Load():
+		case version < 2:
 			var payload []byte
 			topic, payload, qos, isBatch = p.env.wire.encodeV1(batch) // an agent of an earlier release
 			parts = [][]byte{payload}
 		case len(batch) == 1 && len(batch[0].payload) >= largeRelay:
 			var head, tail []byte
-			topic, head, tail, qos = p.env.wire.encodeLarge(batch[0])
+			topic, head, tail, qos = p.env.wire.encodeLarge(batch[0], version >= 3)
 			parts, isBatch = [][]byte{head, batch[0].payload, tail}, true
 		default:
 			var payload []byte
-			topic, payload, qos, isBatch = p.env.wire.encode(batch)
+			topic, payload, qos, isBatch = p.env.wire.encode(batch, version >= 3)
 			parts = [][]byte{payload}
 		}
 		p.relayed.Add(uint64(len(batch)))
@@ -104,6 +113,28 @@ func (p *peer) send(ctx context.Context) {
 		})
 		buf = rs
 	}
+}
+
+// dropExpired settles and removes the relays whose Message Expiry Interval ran out while they
+// waited (a message that expires on the way is not delivered); rs keeps its order.
+func (p *peer) dropExpired(rs []*relay) []*relay {
+	var now int64
+	kept := rs[:0]
+	for _, r := range rs {
+		if r.props != nil && r.props.Expiry != 0 {
+			if now == 0 {
+				now = time.Now().UnixNano()
+			}
+			if _, ok := remaining(r.props.Props, r.props.received, now); !ok {
+				p.expired.Add(1)
+				r.settle()
+				continue
+			}
+		}
+		kept = append(kept, r)
+	}
+	clear(rs[len(kept):])
+	return kept
 }
 
 // sameEpoch is how many relays at the head of rs share the first one's epoch.

@@ -9,7 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
+
+	"mosquitto-ha/bridge/mqttconn"
 )
 
 // Batching bounds: one forward publish carries at most this many relays or about this many
@@ -57,11 +60,13 @@ type relayWire struct {
 }
 
 // encode builds the forward publish for relays to one peer: the plain forward topic for a
-// single QoS 0 relay that is neither retained nor stamped, a batch otherwise (a QoS 1/2 relay
-// needs its identity, see doc.go), signed when the cluster has a secret. Every relay of rs
-// carries the same epoch (the sender splits batches where it changes).
-func (w relayWire) encode(rs []*relay) (topic string, payload []byte, qos byte, batch bool) {
-	if len(rs) == 1 && rs[0].qos == 0 && !rs[0].retain && rs[0].stamp == 0 {
+// single QoS 0 relay that is neither retained nor stamped and has no MQTT 5 property to carry,
+// a batch otherwise (a QoS 1/2 relay needs its identity, see doc.go), signed when the cluster
+// has a secret. Every relay of rs carries the same epoch (the sender splits batches where it
+// changes). withProps: the peer reads version 3, and relays keep their MQTT 5 properties
+// ("MHB3" when one has some); otherwise they are dropped ("MHB2").
+func (w relayWire) encode(rs []*relay, withProps bool) (topic string, payload []byte, qos byte, batch bool) {
+	if len(rs) == 1 && rs[0].qos == 0 && !rs[0].retain && rs[0].stamp == 0 && (rs[0].props == nil || !withProps) {
 		r := rs[0]
 		topic = w.topics.Forward(r.topic, false)
 		return topic, w.signer.seal(topic, r.payload), 0, false
@@ -71,6 +76,9 @@ func (w relayWire) encode(rs []*relay) (topic string, payload []byte, qos byte, 
 		size += len(r.topic) + len(r.payload) + 12
 		if r.stamp != 0 {
 			size += 8
+		}
+		if r.props != nil {
+			size += len(r.props.Raw) + 10
 		}
 		qos = max(qos, r.qos)
 		// A retained value must reach the peer even when published at QoS 0 (contract 5): the
@@ -83,7 +91,7 @@ func (w relayWire) encode(rs []*relay) (topic string, payload []byte, qos byte, 
 		size += tagSize
 	}
 	topic = w.topics.Batch(w.node)
-	payload = appendBatch(make([]byte, 0, size), rs[0].epoch, rs)
+	payload = appendBatch(make([]byte, 0, size), rs[0].epoch, rs, withProps)
 	if w.signer != nil {
 		payload = w.signer.tag(payload, topic, payload)
 	}
@@ -97,13 +105,13 @@ const largeRelay = 64 << 10
 
 // encodeLarge is encode for a single relay with a large payload, without copying it: the forward
 // publish's payload is head, r.payload, tail (the tag, or nil).
-func (w relayWire) encodeLarge(r *relay) (topic string, head, tail []byte, qos byte) {
+func (w relayWire) encodeLarge(r *relay, withProps bool) (topic string, head, tail []byte, qos byte) {
 	qos = r.qos
 	if r.retain {
 		qos = max(qos, 1)
 	}
 	head = appendBatch(make([]byte, 0, 40+len(r.topic)), r.epoch, []*relay{{topic: r.topic, qos: r.qos,
-		retain: r.retain, mid: r.mid, repeat: r.repeat, stamp: r.stamp}})
+		retain: r.retain, mid: r.mid, repeat: r.repeat, stamp: r.stamp, props: r.props}}, withProps)
 	head = head[:len(head)-1] // the empty payload's length: replaced by the real one
 	head = binary.AppendUvarint(head, uint64(len(r.payload)))
 	topic = w.topics.Batch(w.node)
@@ -113,9 +121,9 @@ func (w relayWire) encodeLarge(r *relay) (topic string, head, tail []byte, qos b
 	return topic, head, tail, qos
 }
 
-// relayWireVersion is the batch version this agent writes and announces in its status
-// (relay_wire); it reads this one and version 1.
-const relayWireVersion = 2
+// relayWireVersion is the batch version this agent reads and announces in its status
+// (relay_wire); it reads versions 1 to 3, and writes to each peer what that peer announced.
+const relayWireVersion = 3
 
 // encodeV1 is encode for a peer whose agent reads version 1 only (an earlier release, during a
 // rolling upgrade): the plain forward topics for one relay (`$forward-r/T` for a retained one at
@@ -211,9 +219,11 @@ func withinLimit(entries []batchEntry, maxPayload int) ([]batchEntry, int) {
 	return kept, len(entries) - len(kept)
 }
 
-// Batch magics: version 2 is written; version 1 (no epoch, mid or stamp) is still read, from
-// agents of an earlier release during a rolling upgrade.
+// Batch magics: version 3 is version 2 with MQTT 5 properties (flag bit 5), written only for
+// a batch that carries some, to a peer that reads it; version 2 otherwise; version 1 (no epoch,
+// mid or stamp) is still read, from agents of an earlier release during a rolling upgrade.
 const (
+	batchMagicV3 = "MHB3"
 	batchMagic   = "MHB2"
 	batchMagicV1 = "MHB1"
 )
@@ -224,9 +234,44 @@ const (
 	flagRetain  = 1 << 2
 	flagRepeat  = 1 << 3 // may have been sent before: dedupe may drop it
 	flagStamp   = 1 << 4 // an 8-byte retained stamp follows the mid
+	flagProps   = 1 << 5 // version 3: MQTT 5 properties follow the stamp
+	flagsKnown3 = flagQoS | flagRetain | flagRepeat | flagStamp | flagProps
 	flagsKnown  = flagQoS | flagRetain | flagRepeat | flagStamp
 	flagsKnown1 = flagQoS | flagRetain // version 1
 )
+
+// relayProps are the MQTT 5 properties of a relayed message and when its agent read it: the
+// Message Expiry Interval counts down from then.
+type relayProps struct {
+	mqttconn.Props
+	received int64 // Unix nanoseconds
+}
+
+// propsOf is m's properties for a relay, nil when it has none.
+func propsOf(m *message) *relayProps {
+	if m.Props.Empty() {
+		return nil
+	}
+	return &relayProps{Props: m.Props, received: m.Received}
+}
+
+// remaining is p as it stands at now: the Message Expiry Interval less the whole seconds since
+// the message was read, as Mosquitto counts a stored message's expiry in whole seconds; false
+// when it has expired (a message that expires on the way is not delivered).
+func remaining(p mqttconn.Props, received, now int64) (mqttconn.Props, bool) {
+	if p.Expiry == 0 {
+		return p, true
+	}
+	gone := (now - received) / int64(time.Second)
+	if gone < 0 {
+		gone = 0
+	}
+	if gone >= int64(p.Expiry) {
+		return p, false
+	}
+	p.Expiry -= uint32(gone)
+	return p, true
+}
 
 // batchEntry is one relay inside a batch.
 type batchEntry struct {
@@ -240,15 +285,28 @@ type batchEntry struct {
 	MID    uint16
 	Repeat bool
 	Stamp  uint64
+	// Props are its MQTT 5 properties (version 3), the expiry as it stood when sent.
+	Props mqttconn.Props
 }
 
-// appendBatch lays out relays as one batch payload (version 2):
+// appendBatch lays out relays as one batch payload (version 2, or 3 when withProps and a relay
+// has MQTT 5 properties):
 //
-//	"MHB2", epoch uvarint, count uvarint, then per relay: flags byte (bits 0-1 QoS, bit 2
-//	retain, bit 3 repeat, bit 4 stamp), mid uvarint, [stamp 8 bytes big endian when bit 4],
-//	topic length uvarint, topic, payload length uvarint, payload
-func appendBatch(b []byte, epoch uint64, rs []*relay) []byte {
-	b = append(b, batchMagic...)
+//	"MHB2" or "MHB3", epoch uvarint, count uvarint, then per relay: flags byte (bits 0-1 QoS,
+//	bit 2 retain, bit 3 repeat, bit 4 stamp, bit 5 props), mid uvarint, [stamp 8 bytes big
+//	endian when bit 4], [props length uvarint and the MQTT 5 properties when bit 5], topic
+//	length uvarint, topic, payload length uvarint, payload
+func appendBatch(b []byte, epoch uint64, rs []*relay, withProps bool) []byte {
+	magic, now := batchMagic, int64(0)
+	if withProps {
+		for _, r := range rs {
+			if r.props != nil {
+				magic, now = batchMagicV3, time.Now().UnixNano()
+				break
+			}
+		}
+	}
+	b = append(b, magic...)
 	b = binary.AppendUvarint(b, epoch)
 	b = binary.AppendUvarint(b, uint64(len(rs)))
 	for _, r := range rs {
@@ -262,10 +320,21 @@ func appendBatch(b []byte, epoch uint64, rs []*relay) []byte {
 		if r.stamp != 0 {
 			flags |= flagStamp
 		}
+		withThese := now != 0 && r.props != nil
+		if withThese {
+			flags |= flagProps
+		}
 		b = append(b, flags)
 		b = binary.AppendUvarint(b, uint64(r.mid))
 		if r.stamp != 0 {
 			b = binary.BigEndian.AppendUint64(b, r.stamp)
+		}
+		if withThese {
+			p, ok := remaining(r.props.Props, r.props.received, now)
+			if !ok {
+				p.Expiry = 1 // expired since the sender's check: the last second
+			}
+			b = mqttconn.AppendProps(b, p) // its length is a Variable Byte Integer: a uvarint
 		}
 		b = appendString(b, r.topic)
 		b = binary.AppendUvarint(b, uint64(len(r.payload)))
@@ -280,14 +349,18 @@ func decodeBatch(p []byte, maxPayload int) (epoch uint64, out []batchEntry, err 
 	if len(p) < len(batchMagic) {
 		return 0, nil, fmt.Errorf("%w: no %q header", ErrBadMessage, batchMagic)
 	}
-	v2 := string(p[:len(batchMagic)]) == batchMagic
-	if !v2 && string(p[:len(batchMagicV1)]) != batchMagicV1 {
+	magic := string(p[:len(batchMagic)])
+	v2 := magic == batchMagic || magic == batchMagicV3
+	if !v2 && magic != batchMagicV1 {
 		return 0, nil, fmt.Errorf("%w: no %q header", ErrBadMessage, batchMagic)
 	}
 	p = p[len(batchMagic):]
 	known := byte(flagsKnown1)
 	if v2 {
 		known = flagsKnown
+		if magic == batchMagicV3 {
+			known = flagsKnown3
+		}
 		if epoch, p, err = uvarint(p, "epoch"); err != nil {
 			return 0, nil, err
 		}
@@ -330,6 +403,19 @@ func decodeBatch(p []byte, maxPayload int) (epoch uint64, out []batchEntry, err 
 				}
 				p = p[8:]
 			}
+		}
+		if flags&flagProps != 0 {
+			if n, p, err = uvarint(p, "props length"); err != nil {
+				return 0, nil, err
+			}
+			if n == 0 || n > uint64(len(p)) {
+				return 0, nil, fmt.Errorf("%w: batch entry %d: props length %d", ErrBadMessage, i, n)
+			}
+			// Checked here: a property the local broker refuses would end its connection.
+			if e.Props, err = mqttconn.SplitPublishProps(p[:n:n]); err != nil {
+				return 0, nil, fmt.Errorf("%w: batch entry %d: %w", ErrBadMessage, i, err)
+			}
+			p = p[n:]
 		}
 		if n, p, err = uvarint(p, "topic length"); err != nil {
 			return 0, nil, err

@@ -10,7 +10,7 @@ import (
 
 func FuzzDecodeBatch(f *testing.F) {
 	f.Add(appendBatch(nil, 7, []*relay{{topic: "a/b", payload: []byte("x"), qos: 1, mid: 300, repeat: true},
-		{topic: "c", retain: true, stamp: 1 << 60}}))
+		{topic: "c", retain: true, stamp: 1 << 60}}, false))
 	f.Add([]byte("MHB2\x01\x01\x00\x00\x01a\x00"))
 	f.Add([]byte("MHB1\x01\x00\x01a\x00"))
 	f.Fuzz(func(t *testing.T, p []byte) {
@@ -24,7 +24,7 @@ func FuzzDecodeBatch(f *testing.F) {
 			rs[i] = &relay{topic: e.Topic, payload: e.Payload, qos: e.QoS, retain: e.Retain,
 				mid: e.MID, repeat: e.Repeat, stamp: e.Stamp}
 		}
-		again := appendBatch(nil, epoch, rs)
+		again := appendBatch(nil, epoch, rs, false)
 		if len(again) == len(p) && !bytes.Equal(again, p) {
 			t.Fatalf("re-encoded batch differs")
 		}
@@ -37,7 +37,7 @@ func FuzzDecodeBatch(f *testing.F) {
 // Hostile batches: each is refused with ErrBadMessage, and none allocates for a count it does
 // not carry.
 func TestDecodeBatchRefuses(t *testing.T) {
-	good := appendBatch(nil, 1, []*relay{{topic: "a", payload: []byte("x"), qos: 1, mid: 1}})
+	good := appendBatch(nil, 1, []*relay{{topic: "a", payload: []byte("x"), qos: 1, mid: 1}}, false)
 	huge := binary.AppendUvarint([]byte("MHB2\x01"), 1<<62)
 	for name, p := range map[string][]byte{
 		"no magic":           []byte("XXXX\x01"),
@@ -54,7 +54,7 @@ func TestDecodeBatchRefuses(t *testing.T) {
 		"zero stamp":         []byte("MHB2\x01\x01\x10\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01a\x00"),
 		"wildcard topic":     []byte("MHB2\x01\x01\x01\x01\x01#\x00"),
 		"empty topic":        []byte("MHB2\x01\x01\x01\x01\x00\x00"),
-		"payload too big":    appendBatch(nil, 1, []*relay{{topic: "a", payload: make([]byte, 100)}}),
+		"payload too big":    appendBatch(nil, 1, []*relay{{topic: "a", payload: make([]byte, 100)}}, false),
 		"payload past end":   []byte("MHB2\x01\x01\x01\x01\x01a\x05xx"),
 		"truncated":          good[:len(good)-1],
 		"trailing":           append(bytes.Clone(good), 0),
@@ -97,7 +97,7 @@ func TestRelayWireRoundTrip(t *testing.T) {
 		"two relays, highest QoS":  {[]*relay{{topic: "t/1", epoch: 9}, {topic: "t/2", payload: []byte("y"), qos: 2, mid: 7, epoch: 9}}, "$forward-b/a", 2, true},
 		"a deletion among QoS 0":   {[]*relay{{topic: "t/1", epoch: 9}, {topic: "t/2", retain: true, stamp: 5, epoch: 9}}, "$forward-b/a", 1, true},
 	} {
-		topic, payload, qos, batch := send.encode(c.rs)
+		topic, payload, qos, batch := send.encode(c.rs, true)
 		if topic != c.wantTopic || qos != c.wantQoS || batch != c.wantBatch {
 			t.Errorf("%s: encoded on %q QoS %d batch %v, want %q QoS %d batch %v", name, topic, qos, batch, c.wantTopic, c.wantQoS, c.wantBatch)
 			continue
@@ -139,7 +139,7 @@ func TestRelayWireRoundTrip(t *testing.T) {
 	if _, _, isRelay, _ := recv.decode("t/1", 0, nil, DefaultMaxPayloadBytes); isRelay {
 		t.Error("an ordinary topic decoded as a relay")
 	}
-	_, payload, _, _ := send.encode([]*relay{{topic: "t", payload: make([]byte, 100)}})
+	_, payload, _, _ := send.encode([]*relay{{topic: "t", payload: make([]byte, 100)}}, true)
 	if _, _, _, err := recv.decode("$forward/t", 0, payload, 50); !errors.Is(err, errOversized) {
 		t.Errorf("oversized relay: %v, want errOversized", err)
 	}
@@ -151,7 +151,7 @@ func TestBatchOverhead(t *testing.T) {
 	for i := range rs {
 		rs[i] = &relay{topic: "t", payload: []byte("x"), qos: 2, mid: uint16(60000 + i), epoch: 1<<64 - 1}
 	}
-	v2 := len(appendBatch(nil, rs[0].epoch, rs))
+	v2 := len(appendBatch(nil, rs[0].epoch, rs, false))
 	v1 := 4 + 1 + len(rs)*(1+1+1+1+1) // "MHB1", count, then flags, topic, payload
 	if per := float64(v2-v1-10) / float64(len(rs)); per > 3 {
 		t.Errorf("version 2 costs %.1f bytes more per relay, want at most 3 (the mid)", per)
@@ -208,8 +208,8 @@ func TestEncodeLargeIsEncode(t *testing.T) {
 			{topic: "t/1", payload: big, qos: 2, mid: 300, epoch: 1 << 40, repeat: true},
 			{topic: "t/2", payload: big, retain: true, stamp: 77},
 		} {
-			topic, payload, qos, _ := w.encode([]*relay{r})
-			lt, head, tail, lqos := w.encodeLarge(r)
+			topic, payload, qos, _ := w.encode([]*relay{r}, true)
+			lt, head, tail, lqos := w.encodeLarge(r, true)
 			joined := append(append(append([]byte(nil), head...), r.payload...), tail...)
 			if lt != topic || lqos != qos || !bytes.Equal(joined, payload) {
 				t.Errorf("signed %v, %q: encodeLarge differs from encode", s != nil, r.topic)

@@ -176,9 +176,9 @@ func (r *retainedState) local(ctx context.Context, m *message) (uint64, bool) {
 	switch {
 	case raced:
 		r.reasserted.Add(1)
-		r.publish(ctx, m.Topic, m.QoS, m.Payload, func() {})
+		r.publish(ctx, m.Topic, m.QoS, m.Props, m.Payload, func() {})
 	case queued:
-		r.verify(verification{topic: m.Topic, loser: rp.hash, stamp: s, hash: h, qos: m.QoS, payload: m.Payload})
+		r.verify(verification{topic: m.Topic, loser: rp.hash, stamp: s, hash: h, qos: m.QoS, props: m.Props, payload: m.Payload})
 	}
 	return s, true
 }
@@ -206,7 +206,7 @@ func (r *retainedState) apply(ctx context.Context, e batchEntry, ack func()) {
 		return
 	}
 	_ = r.reg.set(e.Topic, e.Stamp, h) // a full register: applied all the same, unordered
-	r.publish(ctx, e.Topic, e.QoS, e.Payload, func() {
+	r.publish(ctx, e.Topic, e.QoS, e.Props, e.Payload, func() {
 		_ = r.reg.persist(e.Topic)
 		ack()
 	})
@@ -214,7 +214,7 @@ func (r *retainedState) apply(ctx context.Context, e batchEntry, ack func()) {
 
 // publish republishes a retained value on the local connection and records its completion in
 // the order of the local connection (see local).
-func (r *retainedState) publish(ctx context.Context, topic string, qos byte, payload []byte, done func()) {
+func (r *retainedState) publish(ctx context.Context, topic string, qos byte, props mqttconn.Props, payload []byte, done func()) {
 	rp := &republished{hash: valueHash(qos, payload)}
 	r.mu.Lock()
 	if len(r.inflight) >= maxArrivals {
@@ -229,13 +229,13 @@ func (r *retainedState) publish(ctx context.Context, topic string, qos byte, pay
 		r.mu.Unlock()
 	}
 	if qos > 0 {
-		r.in.republish(ctx, topic, qos, true, payload, func() {
+		r.in.republish(ctx, topic, qos, true, props, payload, func() {
 			complete()
 			done()
 		})
 		return
 	}
-	r.in.republish(ctx, topic, 0, true, payload, done)
+	r.in.republish(ctx, topic, 0, true, props, payload, done)
 	// A QoS 0 publish has no completion: a QoS 1 publish right after it on the same connection
 	// is processed after it, and its PUBACK stands for both.
 	if c := r.in.local.Conn(); c != nil {
@@ -332,7 +332,8 @@ func (r *retainedPush) run(ctx context.Context, p *peer) (int, error) {
 		}
 		return true
 	}
-	c, _, err := mqttconn.Dial(ctx, r.localAddr, r.conn.options(r.topics.ReaderID(r.node, p.name), 4, true, r.localTLS),
+	// MQTT 5, so the retained messages keep their properties (and their remaining expiry).
+	c, _, err := mqttconn.Dial(ctx, r.localAddr, r.conn.options(r.topics.ReaderID(r.node, p.name), 5, true, r.localTLS),
 		func(m *message) {
 			m.Ack()
 			switch {
@@ -343,7 +344,7 @@ func (r *retainedPush) run(ctx context.Context, p *peer) (int, error) {
 					return
 				}
 				if s := r.state.stampFor(m.Topic, m.QoS, m.Payload); s != 0 {
-					p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: true, stamp: s})
+					p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: true, stamp: s, props: propsOf(m)})
 					sent.Add(1)
 				}
 			}

@@ -27,6 +27,7 @@ type verification struct {
 	stamp, hash uint64
 	qos         byte
 	payload     []byte
+	props       mqttconn.Props
 }
 
 // localDialer is how the verifier reaches the local broker.
@@ -87,7 +88,7 @@ func (r *retainedState) verifyLoop(ctx context.Context) {
 		r.applyMu.Lock()
 		if e, ok, _ := r.reg.get(v.topic); ok && e.stamp == v.stamp && e.hash == v.hash {
 			r.repaired.Add(1)
-			r.publish(ctx, v.topic, v.qos, v.payload, func() {})
+			r.publish(ctx, v.topic, v.qos, v.props, v.payload, func() {})
 		}
 		r.applyMu.Unlock()
 	}

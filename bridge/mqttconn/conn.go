@@ -38,6 +38,11 @@ type Conn struct {
 	received map[uint16]func()
 	flush    chan struct{}
 
+	// v5: the connection speaks MQTT 5 (ConnectOptions.Protocol 5); subOpts are the MQTT 5
+	// subscription options added to every filter it subscribes to.
+	v5      bool
+	subOpts byte
+
 	onPublish func(*Message) // called on the reader goroutine: must not block on this conn
 	keepalive time.Duration
 	lastRead  atomic.Int64 // unix nanoseconds
@@ -68,8 +73,13 @@ type Message struct {
 	// session, and sends a message again after a reconnect with the same id.
 	ID uint16
 	// Dup is the DUP flag: the broker may have sent this message before ([MQTT-3.3.1-1]).
-	Dup   bool
-	acked atomic.Bool
+	Dup bool
+	// Props are its MQTT 5 properties (none on an MQTT 3.1.1 connection), with the Message
+	// Expiry Interval the broker sent: the time left when it was sent.
+	Props Props
+	// Received is when the reader read it, in Unix nanoseconds.
+	Received int64
+	acked    atomic.Bool
 }
 
 // Conn is the connection the message arrived on; nil for a message made by its user.
@@ -93,8 +103,12 @@ type ConnectOptions struct {
 	ClientID string
 	// Protocol is the protocol level: 4 for MQTT 3.1.1 [MQTT-3.1.2-2]; 0x84 is 4 with the bridge
 	// bit, a Mosquitto extension that makes the broker treat the client as a bridge (no-local,
-	// retain-as-published).
-	Protocol     byte
+	// retain-as-published); 5 for MQTT 5, where CleanSession is Clean Start and a session that
+	// is not clean is sent with Session Expiry Interval 0xFFFFFFFF (it never expires).
+	Protocol byte
+	// SubOptions (MQTT 5 only) are added to every filter's QoS in SUBSCRIBE: SubNoLocal,
+	// SubRetainAsPublished.
+	SubOptions   byte
 	CleanSession bool
 	// Keepalive is sent in whole seconds; zero turns keepalive off (§3.1.2.10).
 	Keepalive   time.Duration
@@ -138,7 +152,7 @@ func handshake(ctx context.Context, addr string, o ConnectOptions, onPublish fun
 	// net sets TCP_NODELAY on TCP connections by default: no Nagle delay on relays.
 	c := &Conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10),
 		pending: map[uint16]func(error){}, received: map[uint16]func(){}, flush: make(chan struct{}, 1), onPublish: onPublish,
-		keepalive: o.Keepalive, done: make(chan struct{})}
+		keepalive: o.Keepalive, done: make(chan struct{}), v5: o.Protocol == 5, subOpts: o.SubOptions}
 	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
 	// [MQTT-3.1.0-1] CONNECT is the first packet the client sends.
 	if _, err := c.w.Write(AppendConnect(nil, o)); err == nil {
@@ -153,13 +167,18 @@ func handshake(ctx context.Context, addr string, o ConnectOptions, onPublish fun
 		nc.Close()
 		return nil, false, fmt.Errorf("no CONNACK: %w", err)
 	}
-	// [MQTT-3.2.0-1] the server's first packet is CONNACK: 2 bytes, acknowledge flags and code.
-	if h != FixedHeader(Connack, 0) || len(body) != 2 {
+	// [MQTT-3.2.0-1] the server's first packet is CONNACK: 2 bytes, acknowledge flags and code
+	// (MQTT 5: then its properties, which ask nothing of this client: it sends no topic alias,
+	// and its callers bound their publishes in flight below Mosquitto's Receive Maximum).
+	if h != FixedHeader(Connack, 0) || len(body) < 2 || (len(body) != 2 && !c.v5) {
 		nc.Close()
 		return nil, false, fmt.Errorf("%w: expected CONNACK, got packet type %#x", ErrMalformed, h)
 	}
 	if body[1] != 0 {
 		nc.Close()
+		if c.v5 {
+			return nil, false, fmt.Errorf("%w: connection refused: reason code %#x", ErrRefused, body[1])
+		}
 		return nil, false, fmt.Errorf("%w: connection refused: %s", ErrRefused, connackReason(body[1]))
 	}
 	_ = nc.SetDeadline(time.Time{})
@@ -183,8 +202,9 @@ func (c *Conn) readLoop() {
 			c.fail(err)
 			return
 		}
-		c.lastRead.Store(time.Now().UnixNano())
-		if err := c.handle(h, body); err != nil {
+		now := time.Now().UnixNano()
+		c.lastRead.Store(now)
+		if err := c.handle(h, body, now); err != nil {
 			c.fail(err) // [MQTT-4.8.0-1] a protocol violation closes the connection
 			return
 		}
@@ -192,10 +212,10 @@ func (c *Conn) readLoop() {
 }
 
 // handle acts on one packet from the broker.
-func (c *Conn) handle(h byte, body []byte) error {
+func (c *Conn) handle(h byte, body []byte, now int64) error {
 	switch PacketType(h >> 4) {
 	case Publish:
-		m := &Message{c: c, QoS: (h >> qosShift) & 3, Retain: h&flagRetain != 0, Dup: h&flagDup != 0}
+		m := &Message{c: c, QoS: (h >> qosShift) & 3, Retain: h&flagRetain != 0, Dup: h&flagDup != 0, Received: now}
 		if m.QoS == 3 {
 			return fmt.Errorf("%w: PUBLISH with QoS 3 [MQTT-3.3.1-4]", ErrMalformed)
 		}
@@ -215,6 +235,19 @@ func (c *Conn) handle(h byte, body []byte) error {
 			m.ID = binary.BigEndian.Uint16(body[p:])
 			p += 2
 		}
+		if c.v5 { // MQTT 5 §3.3.2.3: the properties follow the packet id
+			n, sz, err := ReadVarInt(body[p:])
+			if err != nil || len(body) < p+sz+n {
+				return fmt.Errorf("%w: PUBLISH properties", ErrMalformed)
+			}
+			p += sz
+			if n > 0 {
+				if m.Props, err = SplitPublishProps(body[p : p+n : p+n]); err != nil {
+					return err
+				}
+			}
+			p += n
+		}
 		m.Payload = body[p:]
 		c.onPublish(m)
 	case Puback, Pubcomp: // the end of our QoS 1 or QoS 2 publish
@@ -230,6 +263,12 @@ func (c *Conn) handle(h byte, body []byte) error {
 			f := c.received[id]
 			delete(c.received, id)
 			c.wmu.Unlock()
+			if c.v5 && len(body) > 2 && body[2] >= 0x80 {
+				// MQTT 5 §4.3.3: a PUBREC with a failure reason ends the exchange, no PUBREL; the
+				// broker dropped the message, as a 3.1.1 broker does without saying so.
+				c.complete(id, nil)
+				return nil
+			}
 			if f != nil {
 				f()
 			}
@@ -244,7 +283,15 @@ func (c *Conn) handle(h byte, body []byte) error {
 		if len(body) >= 2 {
 			id := binary.BigEndian.Uint16(body)
 			var err error
-			for _, rc := range body[2:] {
+			codes := body[2:]
+			if c.v5 { // MQTT 5 §3.9.2: properties before the reason codes
+				n, sz, perr := ReadVarInt(codes)
+				if perr != nil || len(codes) < sz+n {
+					return fmt.Errorf("%w: SUBACK properties", ErrMalformed)
+				}
+				codes = codes[sz+n:]
+			}
+			for _, rc := range codes {
 				if rc >= 0x80 { // §3.9.3 0x80: failure
 					err = fmt.Errorf("%w: subscription refused", ErrRefused)
 				}
@@ -256,6 +303,15 @@ func (c *Conn) handle(h byte, body []byte) error {
 			c.complete(binary.BigEndian.Uint16(body), nil)
 		}
 	case Pingresp:
+	case Disconnect:
+		if c.v5 { // MQTT 5 §3.14: the server ends the connection and may say why
+			rc := byte(0)
+			if len(body) > 0 {
+				rc = body[0]
+			}
+			return fmt.Errorf("disconnected by the server: reason code %#x", rc)
+		}
+		return fmt.Errorf("%w: unexpected packet type %d", ErrMalformed, h>>4)
 	default:
 		return fmt.Errorf("%w: unexpected packet type %d", ErrMalformed, h>>4)
 	}
@@ -416,13 +472,18 @@ func (c *Conn) allocID() uint16 {
 // Publish queues a PUBLISH. For QoS 1 and 2, done runs once the broker acknowledged it (nil)
 // or the connection ended (ErrConnLost); for QoS 0 it runs once the packet is queued.
 func (c *Conn) Publish(topic string, qos byte, retain bool, payload []byte, done func(error)) {
-	c.publish(0, false, topic, qos, retain, payload, nil, nil, done)
+	c.publish(0, false, topic, qos, retain, Props{}, payload, nil, nil, done)
+}
+
+// PublishProps is Publish with MQTT 5 properties; an MQTT 3.1.1 connection drops them.
+func (c *Conn) PublishProps(topic string, qos byte, retain bool, props Props, payload []byte, done func(error)) {
+	c.publish(0, false, topic, qos, retain, props, payload, nil, nil, done)
 }
 
 // PublishParts is Publish of a payload made of parts, written one after the other without
 // joining them.
 func (c *Conn) PublishParts(topic string, qos byte, retain bool, parts [][]byte, done func(error)) {
-	c.publish(0, false, topic, qos, retain, nil, parts, nil, done)
+	c.publish(0, false, topic, qos, retain, Props{}, nil, parts, nil, done)
 }
 
 // Hold keeps packet id from being given to any other packet until a PublishID, Release or Free
@@ -462,9 +523,10 @@ func (c *Conn) Free(id uint16) {
 // PublishID queues a QoS 1 or 2 PUBLISH with a packet id held by Hold or HoldNext, with the
 // DUP flag when dup (the same message sent with this id before, on this session). For QoS 2,
 // received (when not nil) runs on the reader goroutine when PUBREC arrives, before PUBREL is
-// queued: the publisher can note that the broker holds the message. done is as for Publish.
-func (c *Conn) PublishID(id uint16, dup bool, topic string, qos byte, retain bool, payload []byte, received func(), done func(error)) {
-	c.publish(id, dup, topic, qos, retain, payload, nil, received, done)
+// queued: the publisher can note that the broker holds the message. done is as for Publish;
+// props as for PublishProps.
+func (c *Conn) PublishID(id uint16, dup bool, topic string, qos byte, retain bool, props Props, payload []byte, received func(), done func(error)) {
+	c.publish(id, dup, topic, qos, retain, props, payload, nil, received, done)
 }
 
 // Release queues a PUBREL for a QoS 2 publish of an earlier connection of this session, whose
@@ -499,7 +561,7 @@ func (c *Conn) lockOpen(done func(error)) bool {
 }
 
 // publish queues a PUBLISH whose payload is payload followed by parts.
-func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool, payload []byte, parts [][]byte, received func(), done func(error)) {
+func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool, props Props, payload []byte, parts [][]byte, received func(), done func(error)) {
 	if !c.lockOpen(done) {
 		return
 	}
@@ -524,7 +586,7 @@ func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool,
 	for _, p := range parts {
 		n += len(p)
 	}
-	hb := appendPublishHeader(make([]byte, 0, 9+len(topic)), topic, qos, retain, dup, id, n)
+	hb := appendPublishHeader(make([]byte, 0, 14+len(topic)+len(props.Raw)), topic, qos, retain, dup, id, n, c.v5, props)
 	_, _ = c.w.Write(hb)
 	_, _ = c.w.Write(payload)
 	for _, p := range parts {
@@ -539,11 +601,17 @@ func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool,
 
 // Subscribe sends one SUBSCRIBE for every filter and waits for the SUBACK.
 func (c *Conn) Subscribe(ctx context.Context, filters map[string]byte) error {
+	if c.v5 {
+		return c.request(ctx, func(id uint16) []byte { return AppendSubscribe5(nil, id, filters, c.subOpts) })
+	}
 	return c.request(ctx, func(id uint16) []byte { return AppendSubscribe(nil, id, filters) })
 }
 
 // Unsubscribe sends one UNSUBSCRIBE for the filters and waits for the UNSUBACK.
 func (c *Conn) Unsubscribe(ctx context.Context, filters []string) error {
+	if c.v5 {
+		return c.request(ctx, func(id uint16) []byte { return AppendUnsubscribe5(nil, id, filters) })
+	}
 	return c.request(ctx, func(id uint16) []byte { return AppendUnsubscribe(nil, id, filters) })
 }
 

@@ -130,9 +130,21 @@ func AppendConnect(b []byte, o ConnectOptions) []byte {
 	} // [MQTT-3.1.2-22] no password without a username
 	vh = append(vh, flags)
 	vh = binary.BigEndian.AppendUint16(vh, uint16(o.Keepalive/time.Second))
+	if o.Protocol == 5 {
+		// MQTT 5 §3.1.2.11: properties. A session that is not clean never expires (0xFFFFFFFF),
+		// as a 3.1.1 session with clean session 0.
+		if o.CleanSession {
+			vh = append(vh, 0)
+		} else {
+			vh = append(vh, 5, PropSessionExpiry, 0xff, 0xff, 0xff, 0xff)
+		}
+	}
 	// [MQTT-3.1.3-1] payload order: client id, will topic, will message, username, password.
 	vh = AppendString(vh, o.ClientID)
 	if o.WillTopic != "" {
+		if o.Protocol == 5 {
+			vh = append(vh, 0) // MQTT 5 §3.1.3.2: no will properties
+		}
 		vh = AppendString(vh, o.WillTopic)
 		vh = binary.BigEndian.AppendUint16(vh, uint16(len(o.WillPayload)))
 		vh = append(vh, o.WillPayload...)
@@ -150,13 +162,13 @@ func AppendConnect(b []byte, o ConnectOptions) []byte {
 // header, the Remaining Length of topic, id and payloadLen bytes, the topic name, and the packet
 // id when qos > 0. The payload follows unframed, so a caller can write it without a copy.
 func AppendPublishHeader(b []byte, topic string, qos byte, retain bool, id uint16, payloadLen int) []byte {
-	return appendPublishHeader(b, topic, qos, retain, false, id, payloadLen)
+	return appendPublishHeader(b, topic, qos, retain, false, id, payloadLen, false, Props{})
 }
 
 // appendPublishHeader is AppendPublishHeader with the DUP flag: set only when a QoS 1 or 2
 // PUBLISH is sent again with the packet id of an earlier attempt ([MQTT-3.3.1-1]; [MQTT-3.3.1-2]
-// DUP is 0 for every QoS 0 one).
-func appendPublishHeader(b []byte, topic string, qos byte, retain, dup bool, id uint16, payloadLen int) []byte {
+// DUP is 0 for every QoS 0 one), and, when v5, the MQTT 5 properties (MQTT 5 §3.3.2.3).
+func appendPublishHeader(b []byte, topic string, qos byte, retain, dup bool, id uint16, payloadLen int, v5 bool, props Props) []byte {
 	// [MQTT-3.3.1-4] QoS 3 is malformed: callers pass 0, 1 or 2.
 	flags := qos << qosShift
 	if retain {
@@ -169,10 +181,17 @@ func appendPublishHeader(b []byte, topic string, qos byte, retain, dup bool, id 
 	if qos > 0 {
 		n += 2 // §3.3.2.2 the packet id is present only for QoS 1 and 2
 	}
+	if v5 {
+		pl := propsLen(props)
+		n += pl + len(AppendVarInt(make([]byte, 0, 4), pl))
+	}
 	b = AppendRemainingLength(append(b, FixedHeader(Publish, flags)), n)
 	b = AppendString(b, topic)
 	if qos > 0 {
 		b = binary.BigEndian.AppendUint16(b, id)
+	}
+	if v5 {
+		b = AppendProps(b, props)
 	}
 	return b
 }
@@ -186,6 +205,33 @@ func AppendSubscribe(b []byte, id uint16, filters map[string]byte) []byte {
 		body = append(body, q)
 	}
 	return AppendPacket(b, FixedHeader(Subscribe, 0x02), body)
+}
+
+// Subscription options of MQTT 5 (§3.8.3.1), beside the maximum QoS in bits 0-1.
+const (
+	SubNoLocal           = 0x04 // [MQTT-3.8.3-3] never sent the client's own publishes
+	SubRetainAsPublished = 0x08 // live publishes keep their retain flag
+	subOptionsV5Reserved = 0xc0
+)
+
+// AppendSubscribe5 appends an MQTT 5 SUBSCRIBE (§3.8): no properties, and opts added to each
+// filter's maximum QoS.
+func AppendSubscribe5(b []byte, id uint16, filters map[string]byte, opts byte) []byte {
+	body := append(binary.BigEndian.AppendUint16(nil, id), 0)
+	for f, q := range filters {
+		body = AppendString(body, f)
+		body = append(body, q|opts&^subOptionsV5Reserved)
+	}
+	return AppendPacket(b, FixedHeader(Subscribe, 0x02), body)
+}
+
+// AppendUnsubscribe5 appends an MQTT 5 UNSUBSCRIBE (§3.10): no properties.
+func AppendUnsubscribe5(b []byte, id uint16, filters []string) []byte {
+	body := append(binary.BigEndian.AppendUint16(nil, id), 0)
+	for _, f := range filters {
+		body = AppendString(body, f)
+	}
+	return AppendPacket(b, FixedHeader(Unsubscribe, 0x02), body)
 }
 
 // AppendUnsubscribe appends an UNSUBSCRIBE (§3.10).

@@ -26,7 +26,7 @@ func TestResendSameIDDeliversOnce(t *testing.T) {
 					if !pub.Hold(id) {
 						t.Fatalf("id %d not free on the new connection", id)
 					}
-					pub.PublishID(id, true, "r/x", 2, false, []byte("once"), nil, done)
+					pub.PublishID(id, true, "r/x", 2, false, Props{}, []byte("once"), nil, done)
 				} else {
 					pub.Hold(id) // a new id: any but the first one's
 					pub.Publish("r/x", 2, false, []byte("once"), func(err error) {
@@ -84,7 +84,7 @@ func resendAfterLostPubrec(t *testing.T, again func(pub *Conn, id uint16, done f
 	}
 	id := pub.HoldNext()
 	lost := make(chan error, 1)
-	pub.PublishID(id, false, "r/x", 2, false, []byte("once"), func() { pub.Fail(ErrConnLost) }, func(err error) { lost <- err })
+	pub.PublishID(id, false, "r/x", 2, false, Props{}, []byte("once"), func() { pub.Fail(ErrConnLost) }, func(err error) { lost <- err })
 	if err := <-lost; err != ErrConnLost {
 		t.Fatalf("first publish ended with %v, want ErrConnLost", err)
 	}
