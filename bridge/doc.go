@@ -5,18 +5,23 @@
 // # Connections
 //
 // Each agent holds one connection to its own broker and one to every peer broker (full mesh),
-// both with the small MQTT 3.1.1 client of package bridge/mqttconn.
+// both with the small MQTT client of package bridge/mqttconn.
 //
-//   - Local connection, client id "mha-<cluster>-<node>-local", MQTT 3.1.1 with the bridge bit
-//     (protocol 0x84), persistent session. Mosquitto then applies no-local (the agent never
-//     receives its own publishes) and retain-as-published. It subscribes to
+//   - Local connection, client id "mha-<cluster>-<node>-local", MQTT 5, Clean Start 0 and
+//     Session Expiry Interval 0xFFFFFFFF (a persistent session that never expires, as a 3.1.1
+//     session with clean session 0), every subscription with the options no-local (the agent
+//     never receives its own publishes) and retain-as-published: what Mosquitto applied to the
+//     3.1.1 bridge bit (protocol 0x84) of earlier releases, whose session it resumes with its
+//     subscriptions as they were. MQTT 5 lets it read each publish's properties and republish
+//     them (MQTT 5 properties, below). It subscribes to
 //     `$SYS/broker/log/#`, `$SYS/broker/clients/total`, `$SYS/broker/uptime`, `#` (every local
 //     publish, QoS 2), its own interest topics, the forward topics (below; '#' covers them
 //     when the forward prefix does not start with '$') and the `$` filters of its peers'
 //     clients ('#' never matches those [MQTT-4.7.2-1]). A relayed publish is republished on
 //     this same connection, so no-local keeps it from being relayed again: exactly one hop.
-//   - Peer connection to broker P, client id "mha-<cluster>-<node>-to-<P>", clean session. It
-//     subscribes to P's interest and status topics and publishes relays to P's forward topics.
+//   - Peer connection to broker P, client id "mha-<cluster>-<node>-to-<P>", clean session,
+//     MQTT 3.1.1. It subscribes to P's interest and status topics and publishes relays to P's
+//     forward topics; a relay's MQTT 5 properties ride inside the batch payload.
 //
 // Messages from the local broker are acknowledged only once every peer that needed them has
 // acknowledged the relay, so a crash of the agent loses nothing the broker accepted and a live
@@ -42,7 +47,7 @@
 // of CRC-checked records (journal.go): a torn record is skipped, a full disk is reported once
 // and bounded, and a state file that cannot be read stops the agent (ErrStateUnreadable).
 //
-// # Wire format (version 2)
+// # Wire format (version 3)
 //
 // Everything one agent says to another travels as MQTT publishes on the brokers. The topics,
 // with <cluster> and <node> names from the cluster file and T an application topic; the control
@@ -141,33 +146,56 @@
 // Relays. A local publish on topic T that some peer wants goes to that peer's broker, once, as
 // a forward publish that is never retained itself:
 //
-//   - one QoS 0 relay of a non-retained publish: `$forward/T` with the payload;
+//   - one QoS 0 relay of a non-retained publish without MQTT 5 properties: `$forward/T` with the
+//     payload;
 //   - otherwise a batch on `$forward-b/<node>`: two or more relays, any QoS 1 or 2 relay (it
 //     needs its identity, below), a retained one (also at QoS 0, which must still reach the
-//     peer) or a stamped one. Its QoS is the highest QoS of its relays, at least 1 when one of
+//     peer), a stamped one, or one with MQTT 5 properties. Its QoS is the highest QoS of its relays, at least 1 when one of
 //     them is retained. A sender batches what waited in its queue: at most 512 relays and, past
 //     the first, at most 256 KiB of payloads, all of one epoch.
 //
 // The batch payload:
 //
-//	"MHB2"        magic and version
+//	"MHB3"        magic and version: "MHB3" when a relay has MQTT 5 properties, else "MHB2"
 //	epoch   uvarint  the epoch of the sender's session on its own broker (below)
 //	count   uvarint  number of relays, at least 1
 //	per relay:
 //	  flags   byte     bits 0-1 QoS (0, 1 or 2), bit 2 retain, bit 3 repeat, bit 4 stamp,
-//	                   bits 5-7 zero
+//	                   bit 5 props ("MHB3" only), bits 6-7 zero
 //	  mid     uvarint  the packet id the sender's broker delivered the publish with (0 for QoS 0)
 //	  stamp   8 bytes  big endian, only with bit 4: the retained write's clock (retained.go)
+//	  props   only with bit 5: uvarint length (at least 1), then MQTT 5 PUBLISH properties as
+//	          the broker encodes them (MQTT 5 §3.3.2.3): Message Expiry Interval (the time left
+//	          when sent) and the others the publisher's broker delivered, in their order;
+//	          never Topic Alias or Subscription Identifier
 //	  topic   uvarint length (1 to 65535), then the topic: UTF-8 without '+', '#' or NUL
 //	  payload uvarint length (at most Limits.MaxPayloadBytes), then the payload
 //
-// Receivers also read version 1 ("MHB1": no epoch, no mid, flag bits 3-7 zero) and the
-// single-relay topic `$forward-r/T` of a retained publish at QoS 1 or 2. An agent announces the
-// version it reads in its status ("relay_wire": 2, also in its will); to a peer whose status
-// lacks it (an agent of an earlier release, during a rolling upgrade) relays are sent in
-// version 1: the plain topics for one relay, an "MHB1" batch otherwise, without identity or
-// stamp, so that peer gets no dedupe but loses nothing. Until a peer's status arrives (just
-// after the link's subscribe) version 2 is sent.
+// A batch without properties is "MHB2" byte for byte: properties cost nothing to a message
+// without them. Receivers also read version 1 ("MHB1": no epoch, no mid, flag bits 3-7 zero)
+// and the single-relay topic `$forward-r/T` of a retained publish at QoS 1 or 2. An agent
+// announces the version it reads in its status ("relay_wire": 3, also in its will), and each
+// sender writes what its peer announced: to a peer of version 2 "MHB2" batches, the MQTT 5
+// properties dropped (as every release before did); to a peer whose status lacks it (an agent
+// of an earlier release, during a rolling upgrade) version 1: the plain topics for one relay,
+// an "MHB1" batch otherwise, without identity, stamp or properties, so that peer gets no dedupe
+// but loses nothing. Until a peer's status arrives (just after the link's subscribe) version 3
+// is sent. An agent of version 2 refuses an "MHB3" batch (no "MHB2" header: logged, dropped).
+//
+// MQTT 5 properties. A publish reaches a subscriber on another broker with the properties a
+// subscriber of its own broker gets: user properties (order and duplicates kept), Payload
+// Format Indicator, Content Type, Response Topic, Correlation Data and Message Expiry Interval.
+// Topic Alias and Subscription Identifier are the connection's and the subscriber's: the
+// receiving broker sets its own. The expiry counts down in whole seconds, as Mosquitto counts
+// it: the sender writes the interval its broker gave less the whole seconds the relay waited in
+// the agent (in its queue, behind a peer that was down), the receiver takes off the whole
+// seconds since it read the batch, and a relay whose time ran out on the way is not sent or not
+// republished (counted as expired_relays). Each hop may add up to a second less than it took.
+// Not counted: the time a batch waits in the receiving broker for a receiving agent that is
+// down (its session queues it; agents do not trust each other's clocks for this). The receiver
+// checks every property (type, length, UTF-8) before republishing: a malformed one refuses the
+// batch, because the broker would end the local connection for it. MQTT 3.1.1 subscribers get
+// no property, as from one broker.
 //
 // Relay identity and repeats (contract 2). A QoS 1/2 relay is identified by (origin node, from
 // the batch topic; epoch; mid; a 64-bit FNV-1a hash of topic and payload that the receiver

@@ -6,6 +6,9 @@ import (
 	"errors"
 	"reflect"
 	"testing"
+	"time"
+
+	"mosquitto-ha/bridge/mqttconn"
 )
 
 func FuzzDecodeBatch(f *testing.F) {
@@ -232,5 +235,104 @@ func TestTopicsReserved(t *testing.T) {
 		if tp.IsReserved(topic) {
 			t.Errorf("%q reserved", topic)
 		}
+	}
+}
+
+// MQTT 5 properties travel in version 3 ("MHB3", flag bit 5) with the expiry counted down by
+// the whole seconds since the message was read; without them a batch stays "MHB2" byte for
+// byte; a single QoS 0 relay with properties goes in a batch; to a peer of version 2 the
+// properties are dropped and the batch is "MHB2", which that peer decodes.
+func TestRelayWireProps(t *testing.T) {
+	send := relayWire{topics: NewTopics("c", "$forward/"), node: "a"}
+	var raw []byte
+	raw = append(raw, mqttconn.PropUserProperty, 0, 1, 'k', 0, 2, 'v', '1')
+	raw = append(raw, mqttconn.PropUserProperty, 0, 1, 'k', 0, 2, 'v', '2')
+	raw = append(raw, mqttconn.PropContentType, 0, 1, 'j')
+	read := time.Now().Add(-2500 * time.Millisecond).UnixNano()
+	props := &relayProps{Props: mqttconn.Props{Raw: raw, Expiry: 60}, received: read}
+	one := []*relay{{topic: "t/1", payload: []byte("x"), props: props}}
+
+	topic, payload, qos, batch := send.encode(one, true)
+	if !batch || topic != "$forward-b/a" || qos != 0 || string(payload[:4]) != batchMagicV3 {
+		t.Fatalf("a QoS 0 relay with properties: topic %q batch %v magic %q, want an MHB3 batch", topic, batch, payload[:4])
+	}
+	_, es, err := decodeBatch(payload, 100)
+	if err != nil || len(es) != 1 {
+		t.Fatal(es, err)
+	}
+	if !bytes.Equal(es[0].Props.Raw, raw) || es[0].Props.Expiry != 58 {
+		t.Errorf("decoded props %+v, want the same raw properties and expiry 58", es[0].Props)
+	}
+
+	topic, payload, _, batch = send.encode(one, false)
+	if batch || topic != "$forward/t/1" || string(payload) != "x" {
+		t.Errorf("to a version 2 peer: %q %q batch %v, want the plain forward without properties", topic, payload, batch)
+	}
+	two := append(one, &relay{topic: "t/2", qos: 1, mid: 3, props: props})
+	_, payload, _, _ = send.encode(two, false)
+	if string(payload[:4]) != batchMagic {
+		t.Fatalf("to a version 2 peer: magic %q", payload[:4])
+	}
+	if _, es, err = decodeBatch(payload, 100); err != nil || !es[0].Props.Empty() || !es[1].Props.Empty() {
+		t.Errorf("to a version 2 peer: %+v %v, want no properties", es, err)
+	}
+	plain := []*relay{{topic: "t/1", qos: 1, mid: 1}, {topic: "t/2", qos: 1, mid: 2}}
+	_, withProps, _, _ := send.encode(plain, true)
+	_, without, _, _ := send.encode(plain, false)
+	if !bytes.Equal(withProps, without) || string(withProps[:4]) != batchMagic {
+		t.Errorf("relays without properties: %q to version 3, %q to version 2: want the same MHB2 bytes", withProps, without)
+	}
+
+	// An MHB2 batch with bit 5 is refused (what a version 2 agent does with it), and so is a
+	// property a PUBLISH may not carry.
+	bad := bytes.Clone(send.encodeOrFail(t, one))
+	copy(bad, batchMagic)
+	if _, _, err := decodeBatch(bad, 100); !errors.Is(err, ErrBadMessage) {
+		t.Errorf("MHB2 with properties: %v, want ErrBadMessage", err)
+	}
+	session := &relayProps{Props: mqttconn.Props{Raw: []byte{mqttconn.PropSessionExpiry, 0, 0, 0, 1}}}
+	if _, _, err := decodeBatch(send.encodeOrFail(t, []*relay{{topic: "t", props: session}}), 100); !errors.Is(err, ErrBadMessage) {
+		t.Errorf("a session expiry in a PUBLISH: %v, want ErrBadMessage", err)
+	}
+}
+
+func (w relayWire) encodeOrFail(t *testing.T, rs []*relay) []byte {
+	t.Helper()
+	_, p, _, batch := w.encode(rs, true)
+	if !batch {
+		t.Fatal("not a batch")
+	}
+	return p
+}
+
+// A message that expires on the way is not delivered: the sender settles it without sending,
+// the receiver drops it; the time left counts whole seconds, as Mosquitto does.
+func TestRelayExpiry(t *testing.T) {
+	now := time.Now().UnixNano()
+	p := mqttconn.Props{Expiry: 3}
+	for _, c := range []struct {
+		ago  time.Duration
+		left uint32
+		ok   bool
+	}{{0, 3, true}, {999 * time.Millisecond, 3, true}, {2500 * time.Millisecond, 1, true}, {3 * time.Second, 0, false}, {-time.Hour, 3, true}} {
+		got, ok := remaining(p, now-int64(c.ago), now)
+		if ok != c.ok || (ok && got.Expiry != c.left) {
+			t.Errorf("expiry 3 s, read %v ago: %d %v, want %d %v", c.ago, got.Expiry, ok, c.left, c.ok)
+		}
+	}
+	if got, ok := remaining(mqttconn.Props{Raw: []byte{1, 1}}, 0, now); !ok || got.Expiry != 0 {
+		t.Errorf("no expiry: %+v %v, want never expired", got, ok)
+	}
+
+	m := &message{QoS: 1}
+	g := &ackGroup{msg: m}
+	g.left.Store(2)
+	old := &relayProps{Props: mqttconn.Props{Expiry: 1}, received: now - int64(2*time.Second)}
+	fresh := &relayProps{Props: mqttconn.Props{Expiry: 60}, received: now}
+	gone := &relay{topic: "gone", props: old, group: g}
+	p2 := &peer{}
+	kept := p2.dropExpired([]*relay{gone, {topic: "kept", props: fresh, group: g}})
+	if len(kept) != 1 || kept[0].topic != "kept" || p2.expired.Load() != 1 || !gone.settled || g.left.Load() != 1 {
+		t.Errorf("dropExpired kept %d relays, expired %d, settled the expired one: %v", len(kept), p2.expired.Load(), gone.settled)
 	}
 }

@@ -34,6 +34,9 @@ type PeerStatus struct {
 	Refused      uint64 `json:"refused"`
 	Forged       uint64 `json:"forged"`
 	Retries      uint64 `json:"retries"`
+	// Expired counts relays to this peer whose MQTT 5 Message Expiry Interval ran out while
+	// they waited: not sent.
+	Expired uint64 `json:"expired_relays,omitempty"`
 	// InterestUpdated is when the peer's last interest message was applied.
 	InterestUpdated time.Time `json:"interest_updated"`
 	// LastError is the link's last failure (connect refused, unreachable, connection lost), kept
@@ -82,6 +85,9 @@ type Status struct {
 	// Repeats counts relays from peers recognised as sent before (dedupe.go): dropped, released
 	// or sent again with their packet id instead of republished anew.
 	Repeats uint64 `json:"repeated_relays"`
+	// Expired counts relays from peers whose MQTT 5 Message Expiry Interval ran out on the way:
+	// not republished.
+	Expired uint64 `json:"expired_relays,omitempty"`
 	// Forged counts relays dropped for a missing or wrong signature; Oversized those over the
 	// payload limit.
 	Forged    uint64 `json:"forged_relays"`
@@ -114,6 +120,7 @@ func (a *Agent) Status() Status {
 	s.Time = time.Now().UTC()
 	s.Republished = a.in.republished.Load()
 	s.Repeats = a.in.repeats.Load()
+	s.Expired = a.in.expired.Load()
 	s.InboxDropped = a.inbox.dropped.Load()
 	s.Forged = a.in.forged.Load()
 	s.ControlBytes = a.ann.controlBytes.Load()
@@ -140,7 +147,7 @@ func (a *Agent) Status() Status {
 			Buffered: p.queue.Len(), Dropped: p.queue.dropped.Load(),
 			BufferedBytes: bufBytes, BufferLimitBytes: bufLimit,
 			Relayed: p.relayed.Load(), Batches: p.batches.Load(), RelayedBytes: p.relayedBytes.Load(),
-			Refused: p.refused.Load(), Forged: p.forged.Load(), Retries: p.retries.Load(),
+			Refused: p.refused.Load(), Forged: p.forged.Load(), Retries: p.retries.Load(), Expired: p.expired.Load(),
 			InterestUpdated: time.Unix(0, p.interest.updated.Load()),
 		}
 		if e := p.link.LastError(); e != nil {

@@ -5,8 +5,10 @@
 package mqttconn
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
+	"unicode/utf8"
 )
 
 // Property identifiers of MQTT 5 (§2.2.2.2) that CONNECT and PUBLISH use here.
@@ -59,7 +61,8 @@ func ReadVarInt(b []byte) (n, size int, err error) {
 // them as Props: Topic Alias and Subscription Identifier are dropped (the receiving broker
 // sets them per connection and per subscriber [MQTT-3.3.4-6]), Message Expiry Interval goes to
 // Expiry. Raw aliases props when only an expiry or nothing was there to remove at its end.
-// Any property a PUBLISH may not carry, or a truncated one, wraps ErrMalformed.
+// Any property a PUBLISH may not carry, a truncated one, or an invalid string wraps
+// ErrMalformed.
 func SplitPublishProps(props []byte) (Props, error) {
 	var out Props
 	var kept []byte // nil while everything so far is kept as is
@@ -102,6 +105,9 @@ func SplitPublishProps(props []byte) (Props, error) {
 		if i+n > len(props) {
 			return Props{}, fmt.Errorf("%w: truncated property %#x", ErrMalformed, id)
 		}
+		if err := checkStrings(id, props[i:i+n]); err != nil {
+			return Props{}, err
+		}
 		i += n
 		drop := id == PropTopicAlias || id == PropSubscriptionID || id == PropMessageExpiry
 		if id == PropMessageExpiry {
@@ -121,6 +127,29 @@ func SplitPublishProps(props []byte) (Props, error) {
 		out.Raw = kept
 	}
 	return out, nil
+}
+
+// checkStrings checks the UTF-8 strings of property id, whose value (with its lengths) is v: a
+// broker ends the connection of a client that sends an invalid one ([MQTT-1.5.4-1],
+// [MQTT-1.5.4-2]), and a Response Topic holds no wildcard ([MQTT-3.3.2-14]).
+func checkStrings(id byte, v []byte) error {
+	var ss [][]byte
+	switch id {
+	case PropContentType, PropResponseTopic:
+		ss = [][]byte{v[2:]}
+	case PropUserProperty:
+		k := 2 + int(binary.BigEndian.Uint16(v))
+		ss = [][]byte{v[2:k], v[k+2:]}
+	}
+	for _, s := range ss {
+		if !utf8.Valid(s) || bytes.IndexByte(s, 0) >= 0 {
+			return fmt.Errorf("%w: property %#x: invalid UTF-8 string", ErrMalformed, id)
+		}
+		if id == PropResponseTopic && (len(s) == 0 || bytes.ContainsAny(s, "+#")) {
+			return fmt.Errorf("%w: response topic %q", ErrMalformed, s)
+		}
+	}
+	return nil
 }
 
 // propsLen is the length of the property block AppendProps writes for p (without its own
