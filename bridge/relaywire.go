@@ -249,10 +249,11 @@ type relayProps struct {
 
 // propsOf is m's properties for a relay, nil when it has none.
 func propsOf(m *message) *relayProps {
-	if m.Props.Empty() {
+	p := m.Props()
+	if p.Empty() {
 		return nil
 	}
-	return &relayProps{Props: m.Props, received: m.Received}
+	return &relayProps{Props: p, received: m.Received}
 }
 
 // remaining is p as it stands at now: the Message Expiry Interval less the whole seconds since

@@ -176,9 +176,9 @@ func (r *retainedState) local(ctx context.Context, m *message) (uint64, bool) {
 	switch {
 	case raced:
 		r.reasserted.Add(1)
-		r.publish(ctx, m.Topic, m.QoS, m.Props, m.Payload, func() {})
+		r.publish(ctx, m.Topic, m.QoS, m.Props(), m.Payload, func() {})
 	case queued:
-		r.verify(verification{topic: m.Topic, loser: rp.hash, stamp: s, hash: h, qos: m.QoS, props: m.Props, payload: m.Payload})
+		r.verify(verification{topic: m.Topic, loser: rp.hash, stamp: s, hash: h, qos: m.QoS, props: m.Props(), payload: m.Payload})
 	}
 	return s, true
 }

@@ -74,12 +74,21 @@ type Message struct {
 	ID uint16
 	// Dup is the DUP flag: the broker may have sent this message before ([MQTT-3.3.1-1]).
 	Dup bool
-	// Props are its MQTT 5 properties (none on an MQTT 3.1.1 connection), with the Message
-	// Expiry Interval the broker sent: the time left when it was sent.
-	Props Props
+	// props are its MQTT 5 properties (Props), nil when it has none: a pointer keeps a
+	// message without them as small as before.
+	props *Props
 	// Received is when the reader read it, in Unix nanoseconds.
 	Received int64
 	acked    atomic.Bool
+}
+
+// Props are the message's MQTT 5 properties (none on an MQTT 3.1.1 connection), with the
+// Message Expiry Interval the broker sent: the time left when it was sent.
+func (m *Message) Props() Props {
+	if m.props == nil {
+		return Props{}
+	}
+	return *m.props
 }
 
 // Conn is the connection the message arrived on; nil for a message made by its user.
@@ -242,8 +251,12 @@ func (c *Conn) handle(h byte, body []byte, now int64) error {
 			}
 			p += sz
 			if n > 0 {
-				if m.Props, err = SplitPublishProps(body[p : p+n : p+n]); err != nil {
+				pr, err := SplitPublishProps(body[p : p+n : p+n])
+				if err != nil {
 					return err
+				}
+				if !pr.Empty() {
+					m.props = &pr
 				}
 			}
 			p += n
