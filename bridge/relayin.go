@@ -169,7 +169,7 @@ func (in *relayIn) refuse(m *message, why string) {
 	m.Ack()
 }
 
-// republish publishes a relayed message on the local connection (the bridge bit's no-local keeps
+// republish publishes a relayed message on the local connection (no-local keeps
 // it from being relayed again) and calls ack once the local broker acknowledged it. Without that
 // acknowledgement the relay is not acknowledged, and the broker sends it again after a
 // reconnect. In-flight QoS 1 and QoS 2 republishes are bounded (Mosquitto drops publishes from a
