@@ -81,15 +81,16 @@ func (in *relayIn) unexpired(m *message, entries []batchEntry) []batchEntry {
 	var now int64
 	kept := entries[:0]
 	for _, e := range entries {
-		if e.Props.Expiry != 0 {
+		if e.props != nil && e.props.Expiry != 0 {
 			if now == 0 {
 				now = time.Now().UnixNano()
 			}
-			var ok bool
-			if e.Props, ok = remaining(e.Props, m.Received, now); !ok {
+			p, ok := remaining(*e.props, m.Received, now)
+			if !ok {
 				in.expired.Add(1)
 				continue
 			}
+			e.props = &p
 		}
 		kept = append(kept, e)
 	}
@@ -120,7 +121,7 @@ func (in *relayIn) republishAll(ctx context.Context, m *message, src relaySource
 				in.ret.apply(ctx, e, ackOne) // republished only when newer than the register's
 				continue
 			}
-			in.republish(ctx, e.Topic, e.QoS, e.Retain, e.Props, e.Payload, ackOne)
+			in.republish(ctx, e.Topic, e.QoS, e.Retain, e.Props(), e.Payload, ackOne)
 			continue
 		case dedupeWait:
 			in.repeats.Add(1)
@@ -158,7 +159,7 @@ func (in *relayIn) republishAll(ctx context.Context, m *message, src relaySource
 				in.repeats.Add(1)
 			}
 			in.republished.Add(1)
-			c.PublishID(st.lid, st.kind == dedupeResend, e.Topic, e.QoS, e.Retain, e.Props, e.Payload,
+			c.PublishID(st.lid, st.kind == dedupeResend, e.Topic, e.QoS, e.Retain, e.Props(), e.Payload,
 				func() { in.dedupe.received(st.ref) }, done)
 		}
 	}

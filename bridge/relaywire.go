@@ -286,8 +286,17 @@ type batchEntry struct {
 	MID    uint16
 	Repeat bool
 	Stamp  uint64
-	// Props are its MQTT 5 properties (version 3), the expiry as it stood when sent.
-	Props mqttconn.Props
+	// props are its MQTT 5 properties (version 3), the expiry as it stood when sent; nil: none
+	// (a pointer keeps the entries of a batch without properties as small as before).
+	props *mqttconn.Props
+}
+
+// Props are the entry's MQTT 5 properties.
+func (e *batchEntry) Props() mqttconn.Props {
+	if e.props == nil {
+		return mqttconn.Props{}
+	}
+	return *e.props
 }
 
 // appendBatch lays out relays as one batch payload (version 2, or 3 when withProps and a relay
@@ -413,8 +422,12 @@ func decodeBatch(p []byte, maxPayload int) (epoch uint64, out []batchEntry, err 
 				return 0, nil, fmt.Errorf("%w: batch entry %d: props length %d", ErrBadMessage, i, n)
 			}
 			// Checked here: a property the local broker refuses would end its connection.
-			if e.Props, err = mqttconn.SplitPublishProps(p[:n:n]); err != nil {
+			pr, err := mqttconn.SplitPublishProps(p[:n:n])
+			if err != nil {
 				return 0, nil, fmt.Errorf("%w: batch entry %d: %w", ErrBadMessage, i, err)
+			}
+			if !pr.Empty() {
+				e.props = &pr
 			}
 			p = p[n:]
 		}

@@ -260,8 +260,8 @@ func TestRelayWireProps(t *testing.T) {
 	if err != nil || len(es) != 1 {
 		t.Fatal(es, err)
 	}
-	if !bytes.Equal(es[0].Props.Raw, raw) || es[0].Props.Expiry != 58 {
-		t.Errorf("decoded props %+v, want the same raw properties and expiry 58", es[0].Props)
+	if !bytes.Equal(es[0].Props().Raw, raw) || es[0].Props().Expiry != 58 {
+		t.Errorf("decoded props %+v, want the same raw properties and expiry 58", es[0].Props())
 	}
 
 	topic, payload, _, batch = send.encode(one, false)
@@ -273,7 +273,7 @@ func TestRelayWireProps(t *testing.T) {
 	if string(payload[:4]) != batchMagic {
 		t.Fatalf("to a version 2 peer: magic %q", payload[:4])
 	}
-	if _, es, err = decodeBatch(payload, 100); err != nil || !es[0].Props.Empty() || !es[1].Props.Empty() {
+	if _, es, err = decodeBatch(payload, 100); err != nil || !es[0].Props().Empty() || !es[1].Props().Empty() {
 		t.Errorf("to a version 2 peer: %+v %v, want no properties", es, err)
 	}
 	plain := []*relay{{topic: "t/1", qos: 1, mid: 1}, {topic: "t/2", qos: 1, mid: 2}}

@@ -206,7 +206,7 @@ func (r *retainedState) apply(ctx context.Context, e batchEntry, ack func()) {
 		return
 	}
 	_ = r.reg.set(e.Topic, e.Stamp, h) // a full register: applied all the same, unordered
-	r.publish(ctx, e.Topic, e.QoS, e.Props, e.Payload, func() {
+	r.publish(ctx, e.Topic, e.QoS, e.Props(), e.Payload, func() {
 		_ = r.reg.persist(e.Topic)
 		ack()
 	})
