@@ -31,8 +31,14 @@ func TestContract7FreshStartNextToSubscribedClients(t *testing.T) {
 		t.Fatalf("b2's agent advertises exact interest although a client predates it: %+v", s)
 	}
 	pub := connect(t, c.brokers[0].Addr, "pub", true)
-	pub.publish("early/news", 1, false, "hello")
-	got := early.waitCount(1, 5*time.Second)
+	// b1's peer link can be up a few ms before b1's agent has subscribed to '#' on its own
+	// broker, and a publish before that is nobody's to relay: publish until one arrives.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(early.messages()) == 0 && time.Now().Before(deadline) {
+		pub.publish("early/news", 1, false, "hello")
+		time.Sleep(200 * time.Millisecond)
+	}
+	got := early.waitCount(1, time.Second)
 	if got[0].Topic != "early/news" {
 		t.Fatalf("early subscriber got %s", summary(got))
 	}
