@@ -6,7 +6,6 @@ package bridge
 import (
 	"encoding/json"
 	"errors"
-	"strings"
 	"time"
 
 	"mosquitto-ha/bridge/mqttconn"
@@ -161,13 +160,9 @@ func (a *Agent) Status() Status {
 }
 
 // authRefused reports whether a connection failed because the broker refused the agent's
-// credentials: CONNACK 4 "bad user name or password" or 5 "not authorised" [MQTT-3.2.2.3].
+// credentials (mqttconn.ErrCredentials: in MQTT 3.1.1 or 5).
 func authRefused(e *mqttconn.LinkError) bool {
-	if e == nil || !errors.Is(e.Err, mqttconn.ErrRefused) {
-		return false
-	}
-	msg := e.Err.Error()
-	return strings.Contains(msg, "bad user name or password") || strings.Contains(msg, "not authorised")
+	return e != nil && errors.Is(e.Err, mqttconn.ErrCredentials)
 }
 
 // checkLocalAuth runs on the dispatcher: it tells a local broker that refuses the agent's

@@ -62,6 +62,10 @@ var ErrNoPacketID = errors.New("mqttconn: no free packet id")
 // ErrRefused marks a CONNACK with a non-zero return code, or a SUBACK that refused a filter.
 var ErrRefused = errors.New("mqttconn: refused")
 
+// ErrCredentials marks, besides ErrRefused, a CONNACK that refused the credentials: MQTT 3.1.1
+// codes 4 and 5 [MQTT-3.2.2.3], MQTT 5 reason codes 0x86 and 0x87 (section 3.2.2.2).
+var ErrCredentials = errors.New("credentials refused")
+
 // Message is one PUBLISH received. Ack acknowledges it on the connection it came from, once.
 type Message struct {
 	c       *Conn
@@ -185,10 +189,7 @@ func handshake(ctx context.Context, addr string, o ConnectOptions, onPublish fun
 	}
 	if body[1] != 0 {
 		nc.Close()
-		if c.v5 {
-			return nil, false, fmt.Errorf("%w: connection refused: reason code %#x", ErrRefused, body[1])
-		}
-		return nil, false, fmt.Errorf("%w: connection refused: %s", ErrRefused, connackReason(body[1]))
+		return nil, false, connackError(c.v5, body[1])
 	}
 	_ = nc.SetDeadline(time.Time{})
 	return c, body[0]&1 == 1, nil // §3.2.2.2 bit 0 of the acknowledge flags: session present

@@ -290,6 +290,34 @@ func ReadPacket(r *bufio.Reader) (header byte, body []byte, err error) {
 }
 
 // connackReason names a CONNACK return code (§3.2.2.3, table 3.1).
+// connackError is the error of a CONNACK with return (reason) code rc.
+func connackError(v5 bool, rc byte) error {
+	reason, credentials := connackReason(rc), rc == 4 || rc == 5
+	if v5 {
+		reason, credentials = connackReason5(rc), rc == 0x86 || rc == 0x87
+	}
+	if credentials {
+		return fmt.Errorf("%w: %w: connection refused: %s", ErrRefused, ErrCredentials, reason)
+	}
+	return fmt.Errorf("%w: connection refused: %s", ErrRefused, reason)
+}
+
+// connackReason5 names the MQTT 5 CONNACK reason codes (section 3.2.2.2) a client may meet.
+func connackReason5(rc byte) string {
+	names := map[byte]string{
+		0x80: "unspecified error", 0x81: "malformed packet", 0x82: "protocol error",
+		0x83: "implementation specific error", 0x84: "unsupported protocol version",
+		0x85: "client identifier not valid", 0x86: "bad user name or password",
+		0x87: "not authorised", 0x88: "server unavailable", 0x89: "server busy", 0x8A: "banned",
+		0x8C: "bad authentication method", 0x95: "packet too large", 0x97: "quota exceeded",
+		0x9F: "connection rate exceeded",
+	}
+	if n, ok := names[rc]; ok {
+		return fmt.Sprintf("%s (reason code %#x)", n, rc)
+	}
+	return fmt.Sprintf("reason code %#x", rc)
+}
+
 func connackReason(rc byte) string {
 	switch rc {
 	case 1:

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 )
@@ -53,6 +54,26 @@ func TestFixedHeaderFlags(t *testing.T) {
 	} {
 		if h := hex.EncodeToString(c.got); h != c.want {
 			t.Errorf("%s: %s, want %s", name, h, c.want)
+		}
+	}
+}
+
+// A refused CONNACK names its reason, and credentials refused in either version are
+// ErrCredentials as well as ErrRefused (the agent tells them from a broker that is down).
+func TestConnackError(t *testing.T) {
+	for _, c := range []struct {
+		v5          bool
+		rc          byte
+		credentials bool
+		text        string
+	}{
+		{false, 4, true, "bad user name or password"}, {false, 5, true, "not authorised"},
+		{false, 3, false, "server unavailable"}, {true, 0x86, true, "bad user name or password"},
+		{true, 0x87, true, "not authorised"}, {true, 0x89, false, "server busy"}, {true, 0xA0, false, "0xa0"},
+	} {
+		err := connackError(c.v5, c.rc)
+		if !errors.Is(err, ErrRefused) || errors.Is(err, ErrCredentials) != c.credentials || !strings.Contains(err.Error(), c.text) {
+			t.Errorf("v5=%v rc=%#x: %v (credentials %v), want credentials %v and %q", c.v5, c.rc, err, errors.Is(err, ErrCredentials), c.credentials, c.text)
 		}
 	}
 }
