@@ -348,16 +348,43 @@ func TestForgedStatusCannotDowngradeRelayWire(t *testing.T) {
 	raw := connect(t, c.brokers[1].Addr, "raw", true)
 	raw.subscribe("$forward/#", 1)
 	raw.subscribe("$forward-b/#", 1)
+	// The forger keeps at it, every 50 ms, while relays flow.
 	forger := connect(t, c.brokers[1].Addr, "forger", true)
-	forger.publish("$HA/t/b2/status", 1, false, `{"node":"b2","agent_up":true}`)
+	stop := make(chan struct{})
+	forging := make(chan struct{})
+	go func() {
+		defer close(forging)
+		for {
+			forger.publish("$HA/t/b2/status", 1, false, `{"node":"b2","agent_up":true}`)
+			select {
+			case <-stop:
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}()
+	defer func() { close(stop); <-forging }()
 	time.Sleep(300 * time.Millisecond)
 	pub := connect(t, c.brokers[0].Addr, "pub", true)
 	sub := connect(t, c.brokers[1].Addr, "sub", true)
 	sub.subscribe("up/#", 1)
-	c.waitSettled()
-	pub.publish("up/x", 1, false, "still v2")
-	got := raw.waitCount(1, 5*time.Second)
-	if got[len(got)-1].Topic != "$forward-b/b1" || !strings.HasPrefix(got[len(got)-1].Payload, "MHB2") {
-		t.Fatalf("relay after a forged unsigned status: %s, want a version 2 batch", summary(got))
+	// Until b1's agent learns the new subscription nothing is relayed: publish until it is.
+	waitFor(t, 10*time.Second, "a relay to b2", func() string {
+		pub.publish("up/x", 1, false, "still v2")
+		time.Sleep(100 * time.Millisecond)
+		if len(raw.messages()) == 0 {
+			return "nothing relayed"
+		}
+		return ""
+	})
+	for i := 0; i < 20; i++ {
+		pub.publish("up/x", 1, false, "still v2")
+		time.Sleep(20 * time.Millisecond)
+	}
+	raw.waitCount(21, 5*time.Second)
+	for _, m := range raw.messages() {
+		if m.Topic != "$forward-b/b1" || !strings.HasPrefix(m.Payload, "MHB") || strings.HasPrefix(m.Payload, "MHB1") {
+			t.Fatalf("relay while a client forges unsigned statuses: %s, want version 2 or later batches only", summary(raw.messages()))
+		}
 	}
 }
