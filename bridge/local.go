@@ -75,6 +75,8 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 			"#":               2,
 			// No-local: whatever arrives here was published by somebody else.
 			a.topics.InterestFilter(a.opts.Node): 0,
+			// QoS 1: queued in the session behind the stored retained messages (retained.go).
+			a.topics.FloodMarker(a.opts.Node): 1,
 		}
 		if strings.HasPrefix(a.opts.ForwardPrefix, "$") {
 			for _, f := range a.topics.ForwardFilters() {
@@ -91,7 +93,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 			a.log.Warn("local subscribe failed", "err", err)
 			return err
 		}
-		a.ret.subscribed()
+		a.ret.subscribed(ctx)
 		a.dollar.resubscribe(ctx, c) // peers' '$' filters, in bounded packets (dollar.go)
 		a.log.Info("local broker connected", "addr", a.opts.Local)
 		return nil
