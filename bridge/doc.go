@@ -294,10 +294,14 @@
 // what is newer and republishes nothing unchanged. It streams: the reader waits while the
 // peer's queue holds 512 relays or 4 MiB, so memory does not grow with the retained set. Pushes
 // to one peer are coalesced and start at most every 2 s, and at most every four times the last
-// push's duration. A broker the agent reconnected to, or one without the agent's session, may
-// have lost retained values (it restarts from its last autosave): its agent then applies equal
+// push's duration. A broker that started again, or one without the agent's session, may have
+// lost retained values (it restarts from its last autosave): its agent then applies equal
 // writes again (a new register generation), so the next push restores them; live subscribers
-// there get those values once more. An agent and its broker restarting together from a
+// there get those values once more. On a reconnection with the session kept the agent reads
+// the broker's $SYS/broker/uptime (client id "mha-<cluster>-<node>-retained-uptime") before it
+// handles anything of the new connection: a start after the last message of the previous
+// connection (or an uptime not read within 5 s) is a restart. A reconnection to the same broker
+// process keeps the generation, so a relay the broker delivers again is not republished twice. An agent and its broker restarting together from a
 // snapshot that holds the agent's session is not detected.
 //
 // Signature. With a cluster secret, every interest message (snapshot and delta) and every

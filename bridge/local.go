@@ -48,6 +48,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 	// dispatcher widens the interest before it sees anything the new connection brings.
 	mark := func(c *mqttconn.Conn) {
 		if marked.Swap(c) != c {
+			a.ret.connectionChanged()
 			a.inbox.put(reconnected)
 		}
 	}
@@ -136,7 +137,13 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		// The broker may have lost our retained snapshot, and log lines were missed.
 		a.acct.reset()
 		a.model.logGap()
-		a.ret.reconnected()
+		a.ret.reconnected(func() bool {
+			// The broker's start read from its uptime is never earlier than the real one: a
+			// start after the last message of the previous connection is a restart. Unknown
+			// (the uptime cannot be read) is taken as a restart.
+			start, ok := a.ret.brokerStarted(ctx)
+			return !ok || start.UnixNano() > a.ret.prevAlive.Load()
+		})
 		a.setWantAll("local broker connection (re)established: log lines may have been missed")
 		a.ann.snapshotNow()
 		return

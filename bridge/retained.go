@@ -38,8 +38,11 @@ type retainedState struct {
 	seq      uint64
 	arrival  map[*message]uint64     // a local retained publish -> its seq
 	inflight map[string]*republished // topic -> the agent's last retained republish of it
-	// connections counts the local connections of this run (reconnected).
-	connections int
+	// connections counts the local connections of this run (reconnected); alive is when the
+	// last local message arrived (Unix ns), prevAlive its value when the connection changed:
+	// a broker that started after it is another broker process (local.go).
+	connections      int
+	alive, prevAlive atomic.Int64
 	// flood: the broker is sending the stored retained messages of a new '#' subscription; it
 	// ends when the flood marker with payload floodNonce arrives (endFlood).
 	flood      atomic.Bool
@@ -149,10 +152,13 @@ func (r *retainedState) endFlood(m *message) bool {
 
 // reconnected is called on the dispatcher where a new local connection begins, in order with
 // its messages. Republishes still in flight on the previous connection never complete: they are
-// forgotten. After the first connection of this run, the broker may have restarted from an
-// older snapshot that still holds the agent's session (autosave): equal writes are applied
-// again (a new register generation), before any relay of the new connection is handled.
-func (r *retainedState) reconnected() {
+// forgotten. After the first connection of this run, restarted tells (it may read the broker)
+// whether the broker started again since the agent last saw it: restored from an older
+// autosave that still holds the agent's session, it may have lost retained values the register
+// says it holds, so equal writes are applied again (a new register generation), before any
+// relay of the new connection is handled. A reconnection to the same broker process keeps the
+// generation: a relay the broker delivers again is not republished twice.
+func (r *retainedState) reconnected(restarted func() bool) {
 	r.mu.Lock()
 	r.connections++
 	for topic, rp := range r.inflight {
@@ -162,13 +168,18 @@ func (r *retainedState) reconnected() {
 	}
 	again := r.connections > 1
 	r.mu.Unlock()
-	if again {
+	if again && restarted() {
 		r.reg.newGeneration()
 	}
 }
 
+// connectionChanged is called when the first message or the Up of a new local connection is
+// seen, before its reconnected marker is queued.
+func (r *retainedState) connectionChanged() { r.prevAlive.Store(r.alive.Load()) }
+
 // arrived notes the order of a local publish, on the local connection's reader goroutine.
 func (r *retainedState) arrived(m *message) {
+	r.alive.Store(time.Now().UnixNano())
 	if r.endFlood(m) {
 		return
 	}
