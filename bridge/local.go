@@ -163,8 +163,15 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 	case a.topics.IsReserved(topic):
 		m.Ack()
 	default:
+		// A reconnection since the check above: the connection ended and the broker sends the
+		// message again on the current one; a relay without its session's epoch would carry
+		// another identity than that redelivery.
+		epoch := a.epoch.of(m.Conn())
+		if epoch == 0 && m.QoS > 0 {
+			return
+		}
 		if stamp, relay := a.ret.local(ctx, m); relay { // a stored retained value is no write
-			relayToPeers(m, a.epoch.of(m.Conn()), a.peerList(), a.shares, stamp)
+			relayToPeers(m, epoch, a.peerList(), a.shares, stamp)
 		}
 	}
 }
