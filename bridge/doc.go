@@ -65,6 +65,10 @@
 //	                                      <node>/verify (the retained verifier)
 //	$HA/<cluster>/<node>/barrier          empty, QoS 1, not retained, nobody subscribes: follows a
 //	                                      QoS 0 retained republish (see Retained convergence)
+//	$HA/<cluster>/<node>/flood-marker     the nonce in hex, QoS 1, not retained, on the own
+//	                                      broker from client id "mha-<cluster>-<node>-retained-
+//	                                      flood": ends the stored retained messages of the
+//	                                      agent's new session (see Retained convergence)
 //	$HA/<cluster>/probe/<nonce>           subscribed and unsubscribed by the startup probe
 //	<forward_prefix>T                     "$forward/T": one relay of a publish on T
 //	<forward_prefix-r>T                   "$forward-r/T": one relay of a retained publish on T
@@ -244,9 +248,11 @@
 // break the tie the same way). A deletion is a write with an empty payload. A value the agent
 // never saw written is older than every stamped write: when its session is new (first start,
 // or a broker that lost it), the broker sends every stored retained message on the agent's
-// subscription to '#' ahead of the SUBACK; those are not relayed as writes but pushed with the
-// register's stamp, or as the oldest possible when the register does not know them. (Stored
-// messages beyond the agent's in-flight window come after the SUBACK and count as writes.)
+// subscription to '#' (those beyond its in-flight window after the SUBACK); those are not
+// relayed as writes but pushed with the register's stamp, or as the oldest possible when the
+// register does not know them. They end at the flood marker, which another connection of the
+// agent publishes after the SUBACK (every second until it arrives, at most a minute: past that
+// local retained publishes count as writes again) and which the broker queues behind them.
 //
 // Skew is bounded: a peer's stamp more than 30 s ahead of this node's wall clock is refused
 // (not republished, counted as retained.skewed in Status, logged at most every 10 s), and
@@ -288,10 +294,14 @@
 // what is newer and republishes nothing unchanged. It streams: the reader waits while the
 // peer's queue holds 512 relays or 4 MiB, so memory does not grow with the retained set. Pushes
 // to one peer are coalesced and start at most every 2 s, and at most every four times the last
-// push's duration. A broker the agent reconnected to, or one without the agent's session, may
-// have lost retained values (it restarts from its last autosave): its agent then applies equal
+// push's duration. A broker that started again, or one without the agent's session, may have
+// lost retained values (it restarts from its last autosave): its agent then applies equal
 // writes again (a new register generation), so the next push restores them; live subscribers
-// there get those values once more. An agent and its broker restarting together from a
+// there get those values once more. On a reconnection with the session kept the agent reads
+// the broker's $SYS/broker/uptime (client id "mha-<cluster>-<node>-retained-uptime") before it
+// handles anything of the new connection: a start after the last message of the previous
+// connection (or an uptime not read within 5 s) is a restart. A reconnection to the same broker
+// process keeps the generation, so a relay the broker delivers again is not republished twice. An agent and its broker restarting together from a
 // snapshot that holds the agent's session is not detected.
 //
 // Signature. With a cluster secret, every interest message (snapshot and delta) and every

@@ -48,6 +48,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 	// dispatcher widens the interest before it sees anything the new connection brings.
 	mark := func(c *mqttconn.Conn) {
 		if marked.Swap(c) != c {
+			a.ret.connectionChanged()
 			a.inbox.put(reconnected)
 		}
 	}
@@ -75,6 +76,8 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 			"#":               2,
 			// No-local: whatever arrives here was published by somebody else.
 			a.topics.InterestFilter(a.opts.Node): 0,
+			// QoS 1: queued in the session behind the stored retained messages (retained.go).
+			a.topics.FloodMarker(a.opts.Node): 1,
 		}
 		if strings.HasPrefix(a.opts.ForwardPrefix, "$") {
 			for _, f := range a.topics.ForwardFilters() {
@@ -91,7 +94,7 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 			a.log.Warn("local subscribe failed", "err", err)
 			return err
 		}
-		a.ret.subscribed()
+		a.ret.subscribed(ctx)
 		a.dollar.resubscribe(ctx, c) // peers' '$' filters, in bounded packets (dollar.go)
 		a.log.Info("local broker connected", "addr", a.opts.Local)
 		return nil
@@ -134,7 +137,13 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		// The broker may have lost our retained snapshot, and log lines were missed.
 		a.acct.reset()
 		a.model.logGap()
-		a.ret.reconnected()
+		a.ret.reconnected(func() bool {
+			// The broker's start read from its uptime is never earlier than the real one: a
+			// start after the last message of the previous connection is a restart. Unknown
+			// (the uptime cannot be read) is taken as a restart.
+			start, ok := a.ret.brokerStarted(ctx)
+			return !ok || start.UnixNano() > a.ret.prevAlive.Load()
+		})
 		a.setWantAll("local broker connection (re)established: log lines may have been missed")
 		a.ann.snapshotNow()
 		return
@@ -154,8 +163,15 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 	case a.topics.IsReserved(topic):
 		m.Ack()
 	default:
+		// A reconnection since the check above: the connection ended and the broker sends the
+		// message again on the current one; a relay without its session's epoch would carry
+		// another identity than that redelivery.
+		epoch := a.epoch.of(m.Conn())
+		if epoch == 0 && m.QoS > 0 {
+			return
+		}
 		if stamp, relay := a.ret.local(ctx, m); relay { // a stored retained value is no write
-			relayToPeers(m, a.epoch.of(m.Conn()), a.peerList(), a.shares, stamp)
+			relayToPeers(m, epoch, a.peerList(), a.shares, stamp)
 		}
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,10 +38,15 @@ type retainedState struct {
 	seq      uint64
 	arrival  map[*message]uint64     // a local retained publish -> its seq
 	inflight map[string]*republished // topic -> the agent's last retained republish of it
-	// connections counts the local connections of this run (reconnected).
-	connections int
-	// flood: the broker is sending the stored retained messages of a new '#' subscription.
-	flood atomic.Bool
+	// connections counts the local connections of this run (reconnected); alive is when the
+	// last local message arrived (Unix ns), prevAlive its value when the connection changed:
+	// a broker that started after it is another broker process (local.go).
+	connections      int
+	alive, prevAlive atomic.Int64
+	// flood: the broker is sending the stored retained messages of a new '#' subscription; it
+	// ends when the flood marker with payload floodNonce arrives (endFlood).
+	flood      atomic.Bool
+	floodNonce atomic.Uint64
 	// applyMu makes a register update and the republish it decides one step, for the dispatcher
 	// and the verifier alike.
 	applyMu sync.Mutex
@@ -70,25 +76,89 @@ func newRetainedState(node string, topics Topics, reg *retainReg, in *relayIn, l
 // localSession is called for every new local connection, with the CONNACK's session present
 // flag: without a session the broker may have lost its retained messages, and the agent's
 // subscription to '#' is new, so the broker first sends every retained message it stores.
-// Those are not writes the agent saw: until subscribed is called they are marked stored.
+// Those are not writes the agent saw: until the flood marker arrives they are marked stored.
 func (r *retainedState) localSession(present bool) {
 	if !present {
 		r.reg.newGeneration()
+		r.floodNonce.Store(randomEpoch())
 		r.flood.Store(true)
 	}
 }
 
+// floodMarkerTimeout bounds a flood whose marker never arrives (the broker refuses the marker's
+// publisher): past it, local retained publishes count as writes again.
+const floodMarkerTimeout = time.Minute
+
 // subscribed is called once the local subscriptions of a new connection are acknowledged.
-// Mosquitto sends the stored retained messages of a new subscription ahead of its SUBACK (those
-// beyond the agent's in-flight window wait in its session and come later, taken for writes).
-func (r *retainedState) subscribed() { r.flood.Store(false) }
+// Mosquitto queues the stored retained messages of a new subscription in the agent's session
+// when it takes the SUBSCRIBE, and sends those beyond the agent's in-flight window after the
+// SUBACK: the flood ends at a marker published after the SUBACK by another connection (the
+// agent's own publishes never come back to it, the bridge bit), which the broker queues behind
+// them. The marker is published again every second until it arrives (a full session queue
+// drops it), for at most floodMarkerTimeout.
+func (r *retainedState) subscribed(ctx context.Context) {
+	if !r.flood.Load() {
+		return
+	}
+	nonce := r.floodNonce.Load()
+	go func() {
+		payload := []byte(strconv.FormatUint(nonce, 16))
+		deadline := time.Now().Add(floodMarkerTimeout)
+		var c *mqttconn.Conn
+		defer func() {
+			if c != nil {
+				c.Close()
+			}
+		}()
+		for r.flood.Load() && r.floodNonce.Load() == nonce && ctx.Err() == nil {
+			if time.Now().After(deadline) {
+				if r.floodNonce.Load() == nonce && r.flood.CompareAndSwap(true, false) {
+					r.log.Warn("the end of the broker's stored retained messages was not seen: local retained publishes count as writes again")
+				}
+				return
+			}
+			if c == nil {
+				var err error
+				c, _, err = mqttconn.Dial(ctx, r.dialer.addr, r.dialer.conn.options(r.topics.ReaderID(r.node, "flood"), 4, true, r.dialer.tls), func(m *message) { m.Ack() })
+				if err != nil {
+					c = nil
+				}
+			}
+			if c != nil {
+				c.Publish(r.topics.FloodMarker(r.node), 1, false, payload, nil)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(time.Second):
+			}
+			if c != nil && c.Err() != nil {
+				c.Close()
+				c = nil
+			}
+		}
+	}()
+}
+
+// endFlood ends the flood when m is its marker, on the local connection's reader goroutine.
+func (r *retainedState) endFlood(m *message) bool {
+	if m.Topic != r.topics.FloodMarker(r.node) {
+		return false
+	}
+	if r.flood.Load() && string(m.Payload) == strconv.FormatUint(r.floodNonce.Load(), 16) {
+		r.flood.Store(false)
+	}
+	return true
+}
 
 // reconnected is called on the dispatcher where a new local connection begins, in order with
 // its messages. Republishes still in flight on the previous connection never complete: they are
-// forgotten. After the first connection of this run, the broker may have restarted from an
-// older snapshot that still holds the agent's session (autosave): equal writes are applied
-// again (a new register generation), before any relay of the new connection is handled.
-func (r *retainedState) reconnected() {
+// forgotten. After the first connection of this run, restarted tells (it may read the broker)
+// whether the broker started again since the agent last saw it: restored from an older
+// autosave that still holds the agent's session, it may have lost retained values the register
+// says it holds, so equal writes are applied again (a new register generation), before any
+// relay of the new connection is handled. A reconnection to the same broker process keeps the
+// generation: a relay the broker delivers again is not republished twice.
+func (r *retainedState) reconnected(restarted func() bool) {
 	r.mu.Lock()
 	r.connections++
 	for topic, rp := range r.inflight {
@@ -98,13 +168,21 @@ func (r *retainedState) reconnected() {
 	}
 	again := r.connections > 1
 	r.mu.Unlock()
-	if again {
+	if again && restarted() {
 		r.reg.newGeneration()
 	}
 }
 
+// connectionChanged is called when the first message or the Up of a new local connection is
+// seen, before its reconnected marker is queued.
+func (r *retainedState) connectionChanged() { r.prevAlive.Store(r.alive.Load()) }
+
 // arrived notes the order of a local publish, on the local connection's reader goroutine.
 func (r *retainedState) arrived(m *message) {
+	r.alive.Store(time.Now().UnixNano())
+	if r.endFlood(m) {
+		return
+	}
 	// Control, relay and $SYS messages never reach local(): they would stay in arrival.
 	if !m.Retain || r.topics.IsReserved(m.Topic) {
 		return

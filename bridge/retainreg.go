@@ -5,7 +5,6 @@
 package bridge
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/hex"
 	"encoding/json"
@@ -104,18 +103,43 @@ func (r *retainReg) open(path string) error {
 	case err != nil:
 		return fmt.Errorf("%w: %v", ErrStateUnreadable, err)
 	default:
-		sc := bufio.NewScanner(bytes.NewReader(data))
-		sc.Buffer(nil, 1<<20)
-		for sc.Scan() {
-			if rec, ok := parseRegRecord(sc.Bytes()); ok {
-				r.m[rec.Topic] = retainEntry{stamp: rec.Stamp, hash: rec.Hash}
-				r.maxSeen = max(r.maxSeen, rec.Stamp)
+		// Line by line over the whole file: a line that is torn, corrupt or longer than
+		// maxRegLine is skipped and the records after it still count (a scanner would stop
+		// there, and the rewrite below would make the loss permanent).
+		limit := uint64(time.Now().Add(-r.ttl).UnixMilli())
+		for len(data) > 0 {
+			line := data
+			if i := bytes.IndexByte(data, '\n'); i >= 0 {
+				line, data = data[:i], data[i+1:]
+			} else {
+				data = nil
 			}
+			rec, ok := regRecord{}, false
+			if len(line) <= maxRegLine {
+				rec, ok = parseRegRecord(line)
+			}
+			if !ok {
+				continue
+			}
+			if rec.Hash == 0 && stampMillis(rec.Stamp) < limit {
+				delete(r.m, rec.Topic) // an expired deletion is forgotten (expire), and takes no room
+				continue
+			}
+			if _, known := r.m[rec.Topic]; !known && len(r.m) >= r.max {
+				r.untracked++ // the bound holds for the file too
+				continue
+			}
+			r.m[rec.Topic] = retainEntry{stamp: rec.Stamp, hash: rec.Hash}
+			r.maxSeen = max(r.maxSeen, rec.Stamp)
 		}
 	}
 	r.expire(time.Now())
 	return r.rewrite()
 }
+
+// maxRegLine bounds a register file line: a record holds a topic of at most 65,535 bytes,
+// JSON-escaped (at most 6 bytes per byte), and two numbers.
+const maxRegLine = 6*65535 + 128
 
 // regRecord is one line of the register file.
 type regRecord struct {

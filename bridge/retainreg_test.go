@@ -104,3 +104,46 @@ func TestRetainOrder(t *testing.T) {
 		t.Error("the QoS is part of a retained value")
 	}
 }
+
+// A line longer than any record (a corrupt file) is skipped and the records after it still
+// load; the load keeps the register's bound (counted as untracked), and the rewrite after it
+// keeps what was loaded.
+func TestRetainRegLoadSkipsOverlongLineAndKeepsBound(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.json.retained")
+	var data []byte
+	data = appendRecord(data, []byte(`{"t":"a","s":5,"h":1}`))
+	data = append(data, make([]byte, 2<<20)...) // 2 MiB of zeros, then the newline
+	data = append(data, '\n')
+	for _, rec := range []string{`{"t":"b","s":6,"h":2}`, `{"t":"c","s":7,"h":3}`, `{"t":"d","s":8,"h":4}`, `{"t":"a","s":9,"h":5}`} {
+		data = appendRecord(data, []byte(rec))
+	}
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r, err := openRetainReg(path, 3, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(r *retainReg) {
+		t.Helper()
+		for topic, want := range map[string]retainEntry{"a": {stamp: 9, hash: 5}, "b": {stamp: 6, hash: 2}, "c": {stamp: 7, hash: 3}} {
+			if e, ok, _ := r.get(topic); !ok || e.stamp != want.stamp || e.hash != want.hash {
+				t.Errorf("%s: %+v ok=%v, want %+v", topic, e, ok, want)
+			}
+		}
+		if _, ok, _ := r.get("d"); ok || r.size() != 3 {
+			t.Errorf("a register of 3 loaded %d topics (d present: %v)", r.size(), ok)
+		}
+	}
+	check(r)
+	if r.untracked != 1 {
+		t.Errorf("untracked %d, want 1 (d)", r.untracked)
+	}
+	r.close()
+	r, err = openRetainReg(path, 3, time.Hour) // the rewrite kept them
+	if err != nil {
+		t.Fatal(err)
+	}
+	check(r)
+	r.close()
+}

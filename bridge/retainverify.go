@@ -9,6 +9,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -163,4 +165,35 @@ func (rd *retainedReader) read(ctx context.Context, topic string) (hash uint64, 
 	hash, found = rd.hash, rd.found
 	rd.mu.Unlock()
 	return hash, found, rd.c.Unsubscribe(ctx, []string{topic})
+}
+
+// brokerStarted reads when the local broker started, from its retained $SYS/broker/uptime, on a
+// connection of its own (client id "mha-<cluster>-<node>-retained-uptime"), within 5 s.
+func (r *retainedState) brokerStarted(ctx context.Context) (time.Time, bool) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	got := make(chan time.Time, 1)
+	c, _, err := mqttconn.Dial(ctx, r.dialer.addr, r.dialer.conn.options(r.topics.ReaderID(r.node, "uptime"), 4, true, r.dialer.tls),
+		func(m *message) {
+			m.Ack()
+			if secs, err := strconv.Atoi(strings.TrimSuffix(string(m.Payload), " seconds")); err == nil && m.Topic == topicUptime {
+				select {
+				case got <- time.Now().Add(-time.Duration(secs) * time.Second):
+				default:
+				}
+			}
+		})
+	if err != nil {
+		return time.Time{}, false
+	}
+	defer c.Close()
+	if err := c.Subscribe(ctx, map[string]byte{topicUptime: 0}); err != nil {
+		return time.Time{}, false
+	}
+	select {
+	case t := <-got:
+		return t, true
+	case <-ctx.Done():
+		return time.Time{}, false
+	}
 }

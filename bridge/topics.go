@@ -61,6 +61,11 @@ func (t Topics) Synced(node, peer string) string { return t.Control() + node + "
 // "<node>/local/<peer>" on the agent's own broker, "<node>/sync/<peer>" on the peer's.
 func (t Topics) RetainedMarker(name string) string { return t.Control() + name + "/retained-marker" }
 
+// FloodMarker is the topic of the marker that ends the stored retained messages the local broker
+// sends for the agent's new subscription to '#' (retained.go): published by node's agent on its
+// own broker from another connection, received by its local connection, never relayed.
+func (t Topics) FloodMarker(node string) string { return t.Control() + node + "/flood-marker" }
+
 // Control is the prefix of every control topic of the cluster.
 func (t Topics) Control() string { return "$HA/" + t.cluster + "/" }
 
