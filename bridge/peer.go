@@ -145,17 +145,26 @@ func (p *peer) setDown() {
 	p.queue.setParked(true)
 }
 
+// conn is the link's connection while the peer is up, or nil.
+func (p *peer) conn() *mqttconn.Conn {
+	p.mu.Lock()
+	up := p.up
+	p.mu.Unlock()
+	if !up {
+		return nil
+	}
+	return p.link.Conn()
+}
+
 // waitConn blocks until the link is up and returns its connection.
 func (p *peer) waitConn(ctx context.Context) (*mqttconn.Conn, bool) {
 	for {
-		p.mu.Lock()
-		up, ready := p.up, p.ready
-		p.mu.Unlock()
-		if up {
-			if c := p.link.Conn(); c != nil {
-				return c, true
-			}
+		if c := p.conn(); c != nil {
+			return c, true
 		}
+		p.mu.Lock()
+		ready := p.ready
+		p.mu.Unlock()
 		select {
 		case <-ready:
 		case <-time.After(50 * time.Millisecond): // the link may be between connections

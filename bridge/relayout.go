@@ -56,10 +56,16 @@ func (p *peer) send(ctx context.Context) {
 			buf = rs
 			continue
 		}
-		c, ok := p.waitConn(ctx)
-		if !ok {
+		c := p.conn()
+		if c == nil {
+			// The link is down: the relays wait in the queue, where the buffer's bounds and
+			// metrics count them, not in the sender's hands.
 			p.queue.pushFront(rs) // settled there if the peer is parked or removed
-			return
+			buf = rs[:0]
+			if _, ok := p.waitConn(ctx); !ok {
+				return
+			}
+			continue
 		}
 		select {
 		case p.inflight <- struct{}{}:
