@@ -240,6 +240,69 @@ func TestMQTT5MessageExpiryAcrossBrokers(t *testing.T) {
 	}
 }
 
+// A relay that waits for a peer broker that is down longer than its message's expiry is not
+// delivered, as one broker does not deliver a queued message that expired: the offline MQTT 5
+// session on b2 gets, after b2 returns, only the message whose expiry outlived the outage, with
+// the time left; the expired one is counted.
+func TestMQTT5ExpiryWhileWaitingForPeer(t *testing.T) {
+	lone := mosqtest.Start(t, mosqtest.Options{Extra: brokerExtra})
+	mosquittoSub(t, lone.Port, "-V", "mqttv5", "-i", "wait-lone", "-c", "-x", "100", "-t", "wait/#", "-q", "1", "-E")
+	mosquittoPub(t, lone.Port, append([]string{"-V", "mqttv5", "-t", "wait/short", "-q", "1", "-m", "short"}, v5Props(2)...)...)
+	mosquittoPub(t, lone.Port, append([]string{"-V", "mqttv5", "-t", "wait/long", "-q", "1", "-m", "long"}, v5Props(probeExpiry)...)...)
+	time.Sleep(4 * time.Second)
+	want := startSub(t, lone.Port, "-V", "mqttv5", "-i", "wait-lone", "-c", "-x", "100", "-t", "wait/#", "-q", "1",
+		"-W", "3", "-F", propsFormat).lines()
+	if len(want) != 1 || !strings.HasPrefix(want[0], "wait/long|") {
+		t.Fatalf("lone broker: the offline session got %q, want wait/long only", want)
+	}
+
+	c := startCluster(t, 2)
+	// Clean Start 0: Mosquitto 2.0.11 drops at a restart a session begun with Clean Start 1,
+	// whatever its Session Expiry Interval (docs/interop.md).
+	mosquittoSub(t, c.brokers[1].Port, "-V", "mqttv5", "-i", "wait-cluster", "-c", "-x", "100", "-t", "wait/#", "-q", "1", "-E")
+	c.brokers[1].Stop() // saves the offline session
+	waitFor(t, 10*time.Second, "b1 to see b2 down", func() string {
+		for _, p := range c.agent(0).Status().Peers {
+			if p.Name == "b2" && p.Up {
+				return "b2 still up"
+			}
+		}
+		return ""
+	})
+	published := time.Now()
+	mosquittoPub(t, c.brokers[0].Port, append([]string{"-V", "mqttv5", "-t", "wait/short", "-q", "1", "-m", "short"}, v5Props(2)...)...)
+	mosquittoPub(t, c.brokers[0].Port, append([]string{"-V", "mqttv5", "-t", "wait/long", "-q", "1", "-m", "long"}, v5Props(probeExpiry)...)...)
+	time.Sleep(4 * time.Second) // b2 down longer than the short expiry
+	c.brokers[1].StartAgain()
+	waitFor(t, 15*time.Second, "b1's relays to b2 to drain", func() string {
+		for _, p := range c.agent(0).Status().Peers {
+			if p.Name == "b2" && (!p.Up || p.Buffered > 0) {
+				return fmt.Sprintf("b2 up %v, %d buffered", p.Up, p.Buffered)
+			}
+		}
+		return ""
+	})
+	got := startSub(t, c.brokers[1].Port, "-V", "mqttv5", "-i", "wait-cluster", "-c", "-x", "100", "-t", "wait/#", "-q", "1",
+		"-W", "3", "-F", propsFormat).lines()
+	// The same message with the same properties; its time left is what remained when the
+	// subscriber got it, so it counts b2's restart: between 60 s less the time since the
+	// publish and 60 s less the outage.
+	away := int(time.Since(published).Seconds())
+	if len(got) != 1 {
+		t.Fatalf("offline MQTT 5 session behind a broker that was down got %q, want 1 message like %q", got, want)
+	}
+	ge, g := expiryOf(got[0])
+	_, w := expiryOf(want[0])
+	if g != w || ge > probeExpiry-4 || ge < probeExpiry-away-1 {
+		t.Errorf("offline MQTT 5 session behind a broker that was down: got %q, want %q with %d-%d s left", got[0], want[0], probeExpiry-away-1, probeExpiry-4)
+	}
+	for _, p := range c.agent(0).Status().Peers {
+		if p.Name == "b2" && p.Expired != 1 {
+			t.Errorf("b1 counts %d relays to b2 expired on the way, want 1 (wait/short)", p.Expired)
+		}
+	}
+}
+
 // Request/response across brokers: a requester on b1 publishes with Response Topic and
 // Correlation Data; a responder on b2 answers on that topic with that data, which the requester
 // gets back.

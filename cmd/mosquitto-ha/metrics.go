@@ -42,6 +42,10 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 	fmt.Fprintf(w, "mosquitto_ha_log_lines_widened_total{%s,cause=\"malformed\"} %d\n", node, s.Malformed)
 	counter("mosquitto_ha_republished_total", "Relays from peers published on the local broker.")
 	fmt.Fprintf(w, "mosquitto_ha_republished_total{%s} %d\n", node, s.Republished)
+	counter("mosquitto_ha_repeated_relays_total", "Relays from peers recognised as sent before (a retry or an agent restart): dropped, released or sent again with their packet id, never republished anew.")
+	fmt.Fprintf(w, "mosquitto_ha_repeated_relays_total{%s} %d\n", node, s.Repeats)
+	counter("mosquitto_ha_expired_relays_total", "Relays from peers whose MQTT 5 Message Expiry Interval ran out on the way: not republished, as one broker would not deliver them.")
+	fmt.Fprintf(w, "mosquitto_ha_expired_relays_total{%s} %d\n", node, s.Expired)
 	counter("mosquitto_ha_refused_total", "Input refused by this agent, by cause.")
 	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"forged_relay\"} %d\n", node, s.Forged)
 	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"oversized_relay\"} %d\n", node, s.Oversized)
@@ -74,6 +78,7 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 		{"mosquitto_ha_peer_dropped_relays_total", "Relays dropped for the peer (buffer full, or QoS 0 while it was down).", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Dropped) }},
 		{"mosquitto_ha_peer_refused_total", "Interest messages from the peer refused (malformed or over a limit).", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Refused) }},
 		{"mosquitto_ha_peer_forged_total", "Interest messages on the peer's topics with a missing or wrong signature.", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Forged) }},
+		{"mosquitto_ha_peer_expired_relays_total", "Relays for the peer whose MQTT 5 Message Expiry Interval ran out while they waited: not sent.", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Expired) }},
 		{"mosquitto_ha_peer_retries_total", "Relays sent again after the peer connection was lost.", "counter", func(p bridge.PeerStatus) float64 { return float64(p.Retries) }},
 	}
 	for _, m := range peerMetrics {
