@@ -159,7 +159,7 @@ const pingMinInterval = time.Second
 // interestWantsAll reports whether an interest message (snapshot or delta) says its node wants
 // everything, without decoding its filters.
 func interestWantsAll(p []byte) bool {
-	_, p, _, ok := interestHeader(p)
+	_, p, version, ok := interestHeader(p)
 	if !ok {
 		return false
 	}
@@ -167,10 +167,15 @@ func interestWantsAll(p []byte) bool {
 	if _, p, err = uvarint(p, "epoch"); err != nil {
 		return false
 	}
-	if _, p, err = uvarint(p, "seq"); err != nil || len(p) < 1 {
+	if _, p, err = uvarint(p, "seq"); err != nil {
 		return false
 	}
-	return p[0]&flagAll != 0
+	if version == 3 {
+		if _, p, err = uvarint(p, "stamp"); err != nil {
+			return false
+		}
+	}
+	return len(p) > 0 && p[0]&flagAll != 0
 }
 
 // pingPresence runs when this agent's link to peer p receives p's interest saying p wants

@@ -48,6 +48,8 @@ type Agent struct {
 	parser *sysparse.Parser
 	model  *localInterest
 	shares *shareRouter // relay choice for shared subscriptions, on the dispatcher
+	// catchUp routes local publishes and holds those a peer missed for its late subscriptions.
+	catchUp *catchUp
 
 	inbox inbox
 
@@ -128,8 +130,10 @@ func New(opts Options) (*Agent, error) {
 		model: a.model, limits: &a.limits, log: a.log, minInterval: opts.SnapshotInterval,
 		// Epochs grow with each run, so a peer can tell an earlier run's retained delta.
 		epoch: uint64(time.Now().UnixNano())}
+	a.catchUp = newCatchUp()
+	a.ann.stampOK = a.peersReadStamps
 	a.peerEnv = &peerEnv{node: opts.Node, topics: a.topics, conn: conn, wire: wire, signer: a.signer,
-		limits: &a.limits, log: a.log, bufferMessages: opts.BufferMessages,
+		catchUp: a.catchUp, limits: &a.limits, log: a.log, bufferMessages: opts.BufferMessages,
 		bufferBytes: opts.BufferBytes, maxInflight: opts.MaxInflight,
 		push: &retainedPush{node: opts.Node, topics: a.topics, conn: conn, localAddr: opts.Local,
 			localTLS: opts.LocalTLS, state: a.ret}}
@@ -253,6 +257,17 @@ func (a *Agent) Close() {
 }
 
 func (a *Agent) peerList() []*peer { return *a.peers.Load() }
+
+// peersReadStamps reports whether every peer's agent reads stamped interest deltas (its signed
+// status said interest_wire 3 or more); an older peer would refuse them.
+func (a *Agent) peersReadStamps() bool {
+	for _, p := range a.peerList() {
+		if p.interestWire.Load() < 3 {
+			return false
+		}
+	}
+	return true
+}
 
 // Reload changes what can change while running: the peers (nodes added or removed) and the
 // limits. Links to peers whose name and address are unchanged are kept. Safe for concurrent use.

@@ -21,11 +21,13 @@ const snapshotBytesPerSecond = 256 << 10
 // announcer publishes this node's interest. Its methods run on the dispatcher, except the
 // snapshot it builds aside.
 type announcer struct {
-	node        string
-	topics      Topics
-	signer      *signer
-	local       *mqttconn.Link
-	model       *localInterest // read for snapshots
+	node   string
+	topics Topics
+	signer *signer
+	local  *mqttconn.Link
+	model  *localInterest // read for snapshots
+	// stampOK reports whether every peer reads stamped deltas (interest wire version 3).
+	stampOK     func() bool
 	limits      *atomic.Pointer[Limits]
 	log         *slog.Logger
 	minInterval time.Duration // Options.SnapshotInterval
@@ -57,7 +59,7 @@ func (n *announcer) wantEverything(reason string) {
 	n.wantAll = true
 	// A delta, not only the snapshot: peers in sync skip a snapshot of a sequence they hold.
 	n.seq++
-	n.delta(nil)
+	n.delta(nil, 0)
 }
 
 // exact ends "want everything": peers get exactly the filters from now on, starting with
@@ -66,7 +68,7 @@ func (n *announcer) exact(changes []Change) {
 	n.wantAll = false
 	n.wantAllReason = ""
 	n.seq++
-	n.delta(changes)
+	n.delta(changes, 0)
 }
 
 // stillUnsure updates the reason of "want everything" and publishes an empty delta, which asks
@@ -75,17 +77,22 @@ func (n *announcer) stillUnsure(reason string, ask bool) {
 	n.wantAllReason = reason
 	if ask {
 		n.seq++
-		n.delta(nil)
+		n.delta(nil, 0)
 	}
 }
 
-// changed announces one batch of changes as one delta.
-func (n *announcer) changed(changes []Change) {
+// changed announces one batch of changes as one delta. addedAt is when the agent read the
+// first subscription the batch adds (0: none): peers that read stamped deltas relay to this
+// node what they read after it and held back (catchup.go).
+func (n *announcer) changed(changes []Change, addedAt int64) {
 	n.seq++
-	n.delta(changes)
+	if n.stampOK == nil || !n.stampOK() {
+		addedAt = 0
+	}
+	n.delta(changes, addedAt)
 }
 
-func (n *announcer) delta(changes []Change) {
+func (n *announcer) delta(changes []Change, stamp int64) {
 	n.snapshotDirty = true
 	c := n.local.Conn()
 	if c == nil {
@@ -93,7 +100,7 @@ func (n *announcer) delta(changes []Change) {
 	}
 	t := n.topics.InterestDelta(n.node)
 	// Retained, so a peer that subscribes sees whether the snapshot it gets is behind.
-	p := n.signer.seal(t, encodeDelta(n.epoch, n.seq, n.wantAll, changes))
+	p := n.signer.seal(t, encodeDelta(n.epoch, n.seq, n.wantAll, changes, stamp))
 	n.controlBytes.Add(uint64(len(p)))
 	c.Publish(t, 1, true, p, nil)
 }

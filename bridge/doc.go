@@ -85,11 +85,14 @@
 // Interest. Snapshot and delta share one binary layout (integers are unsigned varints, as
 // encoding/binary.AppendUvarint writes them):
 //
-//	"MHA1"        magic and version: "MHA1" plain filters only, "MHA2" with share names
+//	"MHA1"        magic and version: "MHA1" plain filters only, "MHA2" with share names,
+//	              "MHA3" a delta laid out as "MHA2" with a stamp
 //	kind    byte  'S' snapshot, 'D' delta
 //	epoch   uvarint  the agent's start time in Unix nanoseconds: a later run has a larger epoch,
 //	                 which invalidates all earlier sequence numbers
 //	seq     uvarint  snapshot: sequence of the last delta it includes; delta: its own sequence
+//	stamp   uvarint  "MHA3" only: when the agent read the first subscription the delta adds, in
+//	                 Unix nanoseconds; the peer relays what it held back since (catchup.go)
 //	flags   byte     bit 0 "all": the node cannot know its interest (fresh start, lost log
 //	                 lines) and wants every publish
 //	count   uvarint  number of entries
@@ -105,7 +108,9 @@
 // cluster that uses no $share upgrades one agent at a time. An agent older than "MHA2" refuses
 // such a message (no "MHA1" header) and relays everything to its sender: upgrade every agent
 // before clients use $share across brokers, or accept that traffic meanwhile. The relay choice
-// for a pair (served locally, else by exactly one peer with members) is in share.go.
+// for a pair (served locally, else by exactly one peer with members) is in share.go. A node
+// writes "MHA3" only while every peer's signed status says "interest_wire": 3 or more, so no
+// peer ever gets a delta it cannot read.
 //
 // A peer that connects or reconnects gets the retained snapshot at once, then follows the
 // deltas. It applies a delta only when it has the snapshot of the same epoch and the delta's seq

@@ -48,7 +48,10 @@ type localInterest struct {
 	clients map[string]*client
 	ignore  func(clientID string) bool
 	changes []Change // since the last drain
-	nsubs   int      // subscriptions of every client
+	// readAt is when the agent read the log line being applied (Unix ns); addedAt is readAt of
+	// the first line since the last drain that added a filter, 0 when none did.
+	readAt, addedAt int64
+	nsubs           int // subscriptions of every client
 	// uncertain mirrors the agent's "want everything": a persistent session that appears then
 	// may be an old one whose subscriptions were never logged to this agent.
 	uncertain bool
@@ -114,6 +117,9 @@ func (l *localInterest) subscribe(id, filter string, qos byte) {
 	l.nsubs++
 	if first {
 		l.changes = append(l.changes, ch)
+		if l.addedAt == 0 {
+			l.addedAt = l.readAt
+		}
 	}
 }
 
@@ -309,7 +315,15 @@ func (l *localInterest) MalformedSubscribe() {
 func (l *localInterest) Drain() []Change {
 	c := l.changes
 	l.changes = nil
+	l.addedAt = 0
 	return c
+}
+
+// DrainStamped returns the changes since the last call, and when the agent read the first of
+// them that added a filter (0: none, or not known).
+func (l *localInterest) DrainStamped() ([]Change, int64) {
+	at := l.addedAt
+	return l.Drain(), at
 }
 
 // subscriptions counts every client's subscriptions.

@@ -2,7 +2,9 @@
 // describes it): their encoder, their decoder, and the limits the decoder enforces. Version 1
 // carries plain filters; version 2 adds a share name to every entry, and is written only when
 // a message holds a shared subscription, so a cluster that uses none keeps working while its
-// agents are upgraded one by one.
+// agents are upgraded one by one. Version 3 is a version 2 delta stamped with when its agent
+// read the first subscription it adds (catchup.go), written only when every peer reads it (its
+// status says interest_wire 3).
 
 package bridge
 
@@ -10,6 +12,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"unicode/utf8"
 
@@ -22,6 +25,7 @@ var ErrBadMessage = errors.New("bridge: bad control message")
 const (
 	magic          = "MHA1" // version 1: plain filters only
 	magicShares    = "MHA2" // version 2: each entry has a share name ("" for a plain filter)
+	magicStamped   = "MHA3" // version 3: version 2 with a stamp after the sequence number
 	kindSnapshot   = 'S'
 	kindDelta      = 'D'
 	flagAll        = 1
@@ -38,42 +42,58 @@ type Change struct {
 	Group  string
 }
 
+// interestWireVersion is the interest message version this agent reads, announced in its
+// status (interest_wire).
+const interestWireVersion = 3
+
 // interestMsg is a decoded snapshot or delta.
 type interestMsg struct {
 	Snapshot bool
 	Epoch    uint64
 	Seq      uint64
-	All      bool
-	Filters  []string          // snapshot: plain filters
-	Shares   []topictree.Share // snapshot: shared subscriptions (version 2)
-	Changes  []Change          // delta
+	// Stamp is when the sending agent read the first subscription the delta adds, in Unix
+	// nanoseconds of its clock (version 3); 0 when unknown.
+	Stamp   int64
+	All     bool
+	Filters []string          // snapshot: plain filters
+	Shares  []topictree.Share // snapshot: shared subscriptions (version 2)
+	Changes []Change          // delta
 }
 
-// interestHeader checks the magic of an interest message and returns its kind and the bytes
-// after it; shares tells version 2.
-func interestHeader(p []byte) (kind byte, rest []byte, shares, ok bool) {
+// interestHeader checks the magic of an interest message and returns its kind, the bytes
+// after it and its version (2 and 3 have share names, 3 a stamp).
+func interestHeader(p []byte) (kind byte, rest []byte, version int, ok bool) {
 	if len(p) < len(magic)+1 {
-		return 0, p, false, false
+		return 0, p, 0, false
 	}
 	switch string(p[:len(magic)]) {
 	case magic:
+		version = 1
 	case magicShares:
-		shares = true
+		version = 2
+	case magicStamped:
+		version = 3
 	default:
-		return 0, p, false, false
+		return 0, p, 0, false
 	}
-	return p[len(magic)], p[len(magic)+1:], shares, true
+	return p[len(magic)], p[len(magic)+1:], version, true
 }
 
-func appendHeader(b []byte, shares bool, kind byte, epoch, seq uint64, all bool, count int) []byte {
-	if shares {
+func appendHeader(b []byte, version int, kind byte, epoch, seq uint64, stamp int64, all bool, count int) []byte {
+	switch version {
+	case 3:
+		b = append(b, magicStamped...)
+	case 2:
 		b = append(b, magicShares...)
-	} else {
+	default:
 		b = append(b, magic...)
 	}
 	b = append(b, kind)
 	b = binary.AppendUvarint(b, epoch)
 	b = binary.AppendUvarint(b, seq)
+	if version == 3 {
+		b = binary.AppendUvarint(b, uint64(stamp))
+	}
 	var flags byte
 	if all {
 		flags |= flagAll
@@ -97,7 +117,11 @@ func encodeSnapshot(epoch, seq uint64, all bool, filters []string, shares ...top
 	for _, s := range shares {
 		n += len(s.Group) + len(s.Filter) + 6
 	}
-	b := appendHeader(make([]byte, 0, n), v2, kindSnapshot, epoch, seq, all, len(filters)+len(shares))
+	version := 1
+	if v2 {
+		version = 2
+	}
+	b := appendHeader(make([]byte, 0, n), version, kindSnapshot, epoch, seq, 0, all, len(filters)+len(shares))
 	for _, f := range filters {
 		if v2 {
 			b = append(b, 0) // no share name
@@ -111,22 +135,28 @@ func encodeSnapshot(epoch, seq uint64, all bool, filters []string, shares ...top
 	return b
 }
 
-// encodeDelta lays out a delta message.
-func encodeDelta(epoch, seq uint64, all bool, changes []Change) []byte {
-	n := 16
-	v2 := false
+// encodeDelta lays out a delta message: version 3 when stamp is set (only for peers that read
+// it), else version 2 when it holds shared subscriptions.
+func encodeDelta(epoch, seq uint64, all bool, changes []Change, stamp int64) []byte {
+	n := 26
+	version := 1
 	for _, c := range changes {
 		n += len(c.Filter) + len(c.Group) + 7
-		v2 = v2 || c.Group != ""
+		if c.Group != "" {
+			version = 2
+		}
 	}
-	b := appendHeader(make([]byte, 0, n), v2, kindDelta, epoch, seq, all, len(changes))
+	if stamp > 0 {
+		version = 3
+	}
+	b := appendHeader(make([]byte, 0, n), version, kindDelta, epoch, seq, stamp, all, len(changes))
 	for _, c := range changes {
 		op := byte(opRemove)
 		if c.Add {
 			op = opAdd
 		}
 		b = append(b, op)
-		if v2 {
+		if version >= 2 {
 			b = appendString(b, c.Group)
 		}
 		b = appendString(b, c.Filter)
@@ -137,10 +167,11 @@ func encodeDelta(epoch, seq uint64, all bool, changes []Change) []byte {
 // decodeInterest parses a snapshot or delta, refusing anything malformed or over the limits.
 func decodeInterest(p []byte, lim Limits) (interestMsg, error) {
 	var m interestMsg
-	kind, p, v2, ok := interestHeader(p)
+	kind, p, version, ok := interestHeader(p)
 	if !ok {
-		return m, fmt.Errorf("%w: no %q or %q header", ErrBadMessage, magic, magicShares)
+		return m, fmt.Errorf("%w: no %q, %q or %q header", ErrBadMessage, magic, magicShares, magicStamped)
 	}
+	v2 := version >= 2
 	switch kind {
 	case kindSnapshot:
 		m.Snapshot = true
@@ -154,6 +185,16 @@ func decodeInterest(p []byte, lim Limits) (interestMsg, error) {
 	}
 	if m.Seq, p, err = uvarint(p, "seq"); err != nil {
 		return m, err
+	}
+	if version == 3 {
+		var stamp uint64
+		if stamp, p, err = uvarint(p, "stamp"); err != nil {
+			return m, err
+		}
+		if m.Snapshot || stamp > math.MaxInt64 {
+			return m, fmt.Errorf("%w: a stamp on a snapshot, or out of range", ErrBadMessage)
+		}
+		m.Stamp = int64(stamp)
 	}
 	if len(p) < 1 {
 		return m, fmt.Errorf("%w: truncated before flags", ErrBadMessage)
@@ -243,8 +284,8 @@ func entryString(p []byte, i uint64, what string, min, max int) (string, []byte,
 // peekSnapshot reads the epoch, sequence and "all" flag of a snapshot without decoding its
 // filters.
 func peekSnapshot(p []byte) (epoch, seq uint64, all, ok bool) {
-	kind, p, _, ok := interestHeader(p)
-	if !ok || kind != kindSnapshot {
+	kind, p, version, ok := interestHeader(p)
+	if !ok || kind != kindSnapshot || version == 3 {
 		return 0, 0, false, false
 	}
 	var err error

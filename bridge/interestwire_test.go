@@ -19,12 +19,40 @@ func TestInterestRoundTrip(t *testing.T) {
 		t.Errorf("snapshot round trip: %+v", m)
 	}
 	changes := []Change{{Add: true, Filter: "a/#"}, {Add: false, Filter: "b"}}
-	m, err = decodeInterest(encodeDelta(1, 2, false, changes), Limits{})
+	m, err = decodeInterest(encodeDelta(1, 2, false, changes, 0), Limits{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if m.Snapshot || m.Epoch != 1 || m.Seq != 2 || m.All || !reflect.DeepEqual(m.Changes, changes) {
 		t.Errorf("delta round trip: %+v", m)
+	}
+}
+
+// Version 3: a delta carries the time its agent read the first subscription it adds; its
+// entries are laid out as in version 2. Written only with a stamp, so clusters whose peers do
+// not all read it keep sending version 1 and 2.
+func TestInterestStampedDelta(t *testing.T) {
+	changes := []Change{{Add: true, Filter: "reply/#"}, {Filter: "j/#", Group: "g"}}
+	p := encodeDelta(4, 5, false, changes, 1796130738123456789)
+	if string(p[:4]) != "MHA3" {
+		t.Fatalf("a stamped delta starts %q, want MHA3", p[:4])
+	}
+	m, err := decodeInterest(p, Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Stamp != 1796130738123456789 || m.Epoch != 4 || m.Seq != 5 || !reflect.DeepEqual(m.Changes, changes) {
+		t.Errorf("stamped delta round trip: %+v", m)
+	}
+	if interestWantsAll(p) || !interestWantsAll(encodeDelta(4, 6, true, nil, 1)) {
+		t.Error("interestWantsAll misreads the flags of a stamped delta")
+	}
+	if got := encodeDelta(4, 5, false, []Change{{Add: true, Filter: "a"}}, 0); string(got[:4]) != "MHA1" {
+		t.Errorf("an unstamped delta without shares starts %q, want MHA1", got[:4])
+	}
+	// A stamp on a snapshot is refused: snapshots are never stamped.
+	if _, err := decodeInterest([]byte("MHA3S\x01\x01\x05\x00\x00"), Limits{}); !errors.Is(err, ErrBadMessage) {
+		t.Errorf("stamped snapshot: %v, want ErrBadMessage", err)
 	}
 }
 
@@ -124,10 +152,11 @@ func TestRemoteInterestGapsWidenNeverNarrow(t *testing.T) {
 
 func FuzzDecodeInterest(f *testing.F) {
 	f.Add(encodeSnapshot(1, 2, false, []string{"a/#", "b"}))
-	f.Add(encodeDelta(1, 3, true, []Change{{Add: true, Filter: "x"}, {Filter: "y"}}))
+	f.Add(encodeDelta(1, 3, true, []Change{{Add: true, Filter: "x"}, {Filter: "y"}}, 0))
 	f.Add([]byte("MHA1S\x01\x01\x00\x7f"))
 	f.Add(encodeSnapshot(1, 2, false, []string{"a"}, topictree.Share{Group: "g", Filter: "j/#"}))
-	f.Add(encodeDelta(1, 3, false, []Change{{Add: true, Filter: "j/#", Group: "g"}, {Filter: "y"}}))
+	f.Add(encodeDelta(1, 3, false, []Change{{Add: true, Filter: "j/#", Group: "g"}, {Filter: "y"}}, 0))
+	f.Add(encodeDelta(1, 3, false, []Change{{Add: true, Filter: "j/#"}, {Filter: "y", Group: "g"}}, 1796130738000000000))
 	f.Fuzz(func(t *testing.T, p []byte) {
 		m, err := decodeInterest(p, Limits{MaxFilters: 1000, MaxFilterBytes: 1000})
 		if err != nil {
@@ -138,7 +167,7 @@ func FuzzDecodeInterest(f *testing.F) {
 		if m.Snapshot {
 			again = encodeSnapshot(m.Epoch, m.Seq, m.All, m.Filters, m.Shares...)
 		} else {
-			again = encodeDelta(m.Epoch, m.Seq, m.All, m.Changes)
+			again = encodeDelta(m.Epoch, m.Seq, m.All, m.Changes, m.Stamp)
 		}
 		m2, err := decodeInterest(again, Limits{MaxFilters: 1000, MaxFilterBytes: 1000})
 		if err != nil || !reflect.DeepEqual(m, m2) {

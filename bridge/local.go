@@ -157,6 +157,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		a.ann.checkOwn(topic, m.Payload)
 		m.Ack()
 	case strings.HasPrefix(topic, "$SYS/"):
+		a.model.readAt = m.Received
 		a.handleSys(topic, m.Payload)
 		m.Ack()
 	case a.in.handle(ctx, m): // a relay addressed to this node, republished
@@ -171,7 +172,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 			return
 		}
 		if stamp, relay := a.ret.local(ctx, m); relay { // a stored retained value is no write
-			relayToPeers(m, epoch, a.peerList(), a.shares, stamp)
+			a.catchUp.relay(m, epoch, a.peerList(), a.shares, stamp)
 		}
 	}
 }
@@ -179,8 +180,8 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 // afterBatch announces the batch's interest changes as one delta, refreshes the snapshot when
 // due, and keeps the state file current.
 func (a *Agent) afterBatch() {
-	if changes := a.model.Drain(); len(changes) > 0 {
-		a.ann.changed(changes)
+	if changes, addedAt := a.model.DrainStamped(); len(changes) > 0 {
+		a.ann.changed(changes, addedAt)
 	}
 	if due, dirty := a.ann.nextSnapshot(); dirty && !time.Now().Before(due) {
 		a.ann.snapshot()

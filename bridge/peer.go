@@ -42,6 +42,9 @@ type peer struct {
 	// for an agent that predates it), 0 until its status arrives: relays to it are encoded in
 	// that version (relaywire.go), in the current one while it is 0.
 	wire atomic.Int32
+	// interestWire is the interest message version the peer's agent reads (its status'
+	// interest_wire; 0 until a signed status says, or for an agent that predates it).
+	interestWire atomic.Int32
 	// signedAt is when (unix ns, this clock) the last signed status of the peer was taken: an
 	// unsigned one may lower wire only when none came for trustedStatusWindow.
 	signedAt atomic.Int64
@@ -64,9 +67,11 @@ type peerEnv struct {
 	conn   connSettings
 	wire   relayWire // encodes the relays the sender publishes
 	signer *signer   // checks the peer's interest messages
-	limits *atomic.Pointer[Limits]
-	log    *slog.Logger
-	push   *retainedPush // runs when the link comes up or the peer's agent starts
+	// catchUp applies the peer's interest messages, and relays what a late subscription missed.
+	catchUp *catchUp
+	limits  *atomic.Pointer[Limits]
+	log     *slog.Logger
+	push    *retainedPush // runs when the link comes up or the peer's agent starts
 
 	bufferMessages, bufferBytes, maxInflight int
 }

@@ -74,6 +74,8 @@ func (p *peer) statusMessage(m *message, newest *time.Time) {
 		AgentUp   bool      `json:"agent_up"`
 		Time      time.Time `json:"time"`
 		RelayWire int       `json:"relay_wire"`
+		// InterestWire: the interest message version it reads; absent before version 3.
+		InterestWire int `json:"interest_wire"`
 	}
 	payload, err := p.env.signer.openJSON(m.Topic, m.Payload)
 	if err != nil {
@@ -85,8 +87,13 @@ func (p *peer) statusMessage(m *message, newest *time.Time) {
 		// never raise it, and not while the peer's own signed statuses keep coming: a client
 		// that forges one cannot strip the identity off relays to a live, upgraded agent.
 		recent := time.Since(time.Unix(0, p.signedAt.Load())) < trustedStatusWindow
-		if !recent && json.Unmarshal(m.Payload, &st) == nil && max(st.RelayWire, 1) < p.wireVersion() {
-			p.wire.Store(int32(max(st.RelayWire, 1)))
+		if !recent && json.Unmarshal(m.Payload, &st) == nil {
+			if max(st.RelayWire, 1) < p.wireVersion() {
+				p.wire.Store(int32(max(st.RelayWire, 1)))
+			}
+			if int32(st.InterestWire) < p.interestWire.Load() {
+				p.interestWire.Store(int32(st.InterestWire))
+			}
 		}
 		return
 	}
@@ -99,6 +106,7 @@ func (p *peer) statusMessage(m *message, newest *time.Time) {
 	// The relay wire version first: an agent of an earlier release sends no time, so its statuses
 	// all look like replays below, yet its wire version must be known.
 	p.wire.Store(int32(max(st.RelayWire, 1)))
+	p.interestWire.Store(int32(st.InterestWire))
 	if st.AgentUp && !st.Time.After(*newest) {
 		return // a replay, or the retained copy of one already taken
 	}
@@ -165,7 +173,7 @@ func (p *peer) interestMessage(m *message, gap *gapLogger) {
 		p.log.Warn("interest message on the wrong topic refused: relaying everything to this peer", "topic", m.Topic)
 		return
 	}
-	if !p.interest.apply(msg, lim.MaxFilters) {
+	if !p.env.catchUp.apply(p, msg, lim.MaxFilters) {
 		gap.log(p, msg, p.interest.Len(), lim.MaxFilters)
 	} else if p.interest.Known() {
 		gap.at = time.Time{} // the next gap is a new episode

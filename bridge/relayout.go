@@ -14,7 +14,9 @@ import (
 // gets its acknowledgement once every one of those relays is settled. epoch is that of the local
 // session m arrived on (epoch.go): with m's packet id it is the relay's identity, and m's DUP
 // flag marks it as a possible repeat. stamp orders a retained write (retainedState.local).
-func relayToPeers(m *message, epoch uint64, peers []*peer, shares *shareRouter, stamp uint64) {
+// It returns the peers it went to, bit i for peers[i] (the first 64), and the properties it
+// gave them (nil when it went nowhere or had none).
+func relayToPeers(m *message, epoch uint64, peers []*peer, shares *shareRouter, stamp uint64) (sent uint64, props *relayProps) {
 	var dests [16]*peer
 	to := dests[:0]
 	for _, p := range peers {
@@ -25,9 +27,17 @@ func relayToPeers(m *message, epoch uint64, peers []*peer, shares *shareRouter, 
 	to = shares.route(m.Topic, peers, to)
 	if len(to) == 0 {
 		m.Ack()
-		return
+		return 0, nil
 	}
-	props := propsOf(m) // one copy for every peer: relays never change it
+	for _, p := range to {
+		for i, q := range peers[:min(len(peers), 64)] {
+			if q == p {
+				sent |= 1 << i
+				break
+			}
+		}
+	}
+	props = propsOf(m) // one copy for every peer: relays never change it
 	var g *ackGroup
 	if m.QoS > 0 {
 		g = &ackGroup{msg: m}
@@ -37,6 +47,7 @@ func relayToPeers(m *message, epoch uint64, peers []*peer, shares *shareRouter, 
 		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, retain: m.Retain, group: g,
 			mid: m.ID, epoch: epoch, repeat: m.Dup, stamp: stamp, props: props})
 	}
+	return sent, props
 }
 
 // send publishes queued relays until ctx ends: one at a time when idle, many per forward

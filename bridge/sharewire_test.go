@@ -26,7 +26,7 @@ func TestInterestSharesRoundTrip(t *testing.T) {
 		t.Fatalf("snapshot round trip: %+v", m)
 	}
 	changes := []Change{{Add: true, Filter: "jobs/#", Group: "g"}, {Filter: "b"}, {Filter: "+/b", Group: "h h"}}
-	p = encodeDelta(1, 2, true, changes)
+	p = encodeDelta(1, 2, true, changes, 0)
 	if !strings.HasPrefix(string(p), "MHA2D") {
 		t.Fatalf("a delta with shares is not version 2: %q", p[:5])
 	}
@@ -46,7 +46,7 @@ func TestInterestWithoutSharesStaysVersion1(t *testing.T) {
 	if got := encodeSnapshot(1, 2, false, []string{"a/#", "b"}); string(got) != string(v1Snapshot) {
 		t.Fatalf("snapshot without shares = %q, want version 1 %q", got, v1Snapshot)
 	}
-	if got := encodeDelta(1, 3, false, []Change{{Add: true, Filter: "a/#"}, {Filter: "b"}}); string(got) != string(v1Delta) {
+	if got := encodeDelta(1, 3, false, []Change{{Add: true, Filter: "a/#"}, {Filter: "b"}}, 0); string(got) != string(v1Delta) {
 		t.Fatalf("delta without shares = %q, want version 1 %q", got, v1Delta)
 	}
 	m, err := decodeInterest(v1Snapshot, Limits{})
@@ -69,10 +69,10 @@ func TestInterestWithoutSharesStaysVersion1(t *testing.T) {
 // does not know the same way.
 func TestInterestUnknownVersionRefused(t *testing.T) {
 	p := encodeSnapshot(1, 1, false, nil, topictree.Share{Group: "g", Filter: "a"})
-	p[3] = '3'
+	p[3] = '4'
 	_, err := decodeInterest(p, Limits{})
-	if !errors.Is(err, ErrBadMessage) || !strings.Contains(err.Error(), `no "MHA1" or "MHA2" header`) {
-		t.Fatalf("version 3 = %v, want a refusal that names the versions", err)
+	if !errors.Is(err, ErrBadMessage) || !strings.Contains(err.Error(), `no "MHA1", "MHA2" or "MHA3" header`) {
+		t.Fatalf("version 4 = %v, want a refusal that names the versions", err)
 	}
 	for name, p := range map[string][]byte{
 		"share name with '/'": []byte("MHA2S\x01\x01\x00\x01\x03g/h\x01a"),

@@ -63,6 +63,9 @@ type Status struct {
 	// RelayWire is the relay batch version the agent reads (doc.go); an agent without it reads
 	// version 1 only, and its peers send it that.
 	RelayWire int `json:"relay_wire,omitempty"`
+	// InterestWire is the interest message version the agent reads (interestwire.go): 3 reads
+	// stamped deltas, which its peers send only then.
+	InterestWire int `json:"interest_wire,omitempty"`
 	// LastError is the newest failure of the agent's connections, named "local broker <addr>: "
 	// or "peer <name>: ", kept after the connection recovers.
 	LastError     string    `json:"last_error,omitempty"`
@@ -87,6 +90,9 @@ type Status struct {
 	// Expired counts relays from peers whose MQTT 5 Message Expiry Interval ran out on the way:
 	// not republished.
 	Expired uint64 `json:"expired_relays,omitempty"`
+	// CaughtUp counts relays sent to a peer after the fact: local publishes read after a peer's
+	// client subscribed, before the news of it arrived (catchup.go).
+	CaughtUp uint64 `json:"caught_up_relays,omitempty"`
 	// Forged counts relays dropped for a missing or wrong signature; Oversized those over the
 	// payload limit.
 	Forged    uint64 `json:"forged_relays"`
@@ -115,11 +121,13 @@ func (a *Agent) Status() Status {
 	s.Node = a.opts.Node
 	s.AgentUp = true
 	s.RelayWire = relayWireVersion
+	s.InterestWire = interestWireVersion
 	s.LocalUp = a.localConn() != nil
 	s.Time = time.Now().UTC()
 	s.Republished = a.in.republished.Load()
 	s.Repeats = a.in.repeats.Load()
 	s.Expired = a.in.expired.Load()
+	s.CaughtUp = a.catchUp.caughtUp.Load()
 	s.InboxDropped = a.inbox.dropped.Load()
 	s.Forged = a.in.forged.Load()
 	s.ControlBytes = a.ann.controlBytes.Load()
@@ -226,7 +234,7 @@ func (a *Agent) publishStatus() {
 // run's version and start and no time (the last live status tells when it was last seen).
 func (a *Agent) willPayload() []byte {
 	b, _ := json.Marshal(Status{Node: a.opts.Node, Version: a.opts.Version, Started: a.status.Started,
-		RelayWire: relayWireVersion})
+		RelayWire: relayWireVersion, InterestWire: interestWireVersion})
 	return a.signer.sealJSON(a.topics.Status(a.opts.Node), b)
 }
 
@@ -235,7 +243,7 @@ func (a *Agent) willPayload() []byte {
 func (a *Agent) stopPayload() []byte {
 	s := a.Status()
 	b, _ := json.Marshal(Status{Node: a.opts.Node, Version: a.opts.Version, Started: s.Started,
-		RelayWire: relayWireVersion, Time: s.Time, LastError: s.LastError, LastErrorTime: s.LastErrorTime})
+		RelayWire: relayWireVersion, InterestWire: interestWireVersion, Time: s.Time, LastError: s.LastError, LastErrorTime: s.LastErrorTime})
 	return a.signer.sealJSON(a.topics.Status(a.opts.Node), b)
 }
 

@@ -46,6 +46,8 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 	fmt.Fprintf(w, "mosquitto_ha_repeated_relays_total{%s} %d\n", node, s.Repeats)
 	counter("mosquitto_ha_expired_relays_total", "Relays from peers whose MQTT 5 Message Expiry Interval ran out on the way: not republished, as one broker would not deliver them.")
 	fmt.Fprintf(w, "mosquitto_ha_expired_relays_total{%s} %d\n", node, s.Expired)
+	counter("mosquitto_ha_caught_up_relays_total", "Local publishes relayed to a peer after the fact: read after one of its clients subscribed, before the news of that subscription arrived.")
+	fmt.Fprintf(w, "mosquitto_ha_caught_up_relays_total{%s} %d\n", node, s.CaughtUp)
 	counter("mosquitto_ha_refused_total", "Input refused by this agent, by cause.")
 	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"forged_relay\"} %d\n", node, s.Forged)
 	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"oversized_relay\"} %d\n", node, s.Oversized)
