@@ -65,6 +65,10 @@
 // "lost": a PUBACK or an arrival is credited to the connection current when labcheck handled it,
 // which is never earlier than the one that carried it.
 //
+// `labcheck sameid --config FILE --first b1 --second b2` connects one client id to b1 and then
+// to b2 directly and reports whether the older connection was closed, as one broker closes it
+// (--first and --second the same broker: the lone-broker oracle).
+//
 // `labcheck hastat --socket PATH` prints each server's state from an HAProxy stats socket (the
 // lab uses it to wait until every broker is UP behind every HAProxy).
 //
@@ -127,6 +131,9 @@ const (
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "hastat" {
 		return runHAStat(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "sameid" {
+		return runSameID(args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "run" {
 		args = args[1:]
