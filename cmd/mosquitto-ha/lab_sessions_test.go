@@ -166,3 +166,28 @@ func sameClientID(t *testing.T, l *lab, s sessionTargets) string {
 	return fmt.Sprintf("Same client id (fault 8): one broker: %s, newer connected %v; b1 then b2: %s, newer connected %v.",
 		closed(oracle), oracle.NewerConnected, closed(cluster), cluster.NewerConnected)
 }
+
+// waitUpBehindHAProxy waits until both HAProxy hosts have broker b UP (lab.sh wait would also
+// wait for every agent to settle, 10 s and more after a broker restart: the subscriber's return
+// must come while messages are still being published).
+func (l *lab) waitUpBehindHAProxy(t *testing.T, b string, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		up := 0
+		for _, lb := range []string{"lb1", "lb2"} {
+			out, err := exec.Command("ip", "netns", "exec", "mha-"+lb, l.labcheck, "hastat",
+				"--socket", filepath.Join(labDir, lb, "admin.sock")).Output()
+			if err == nil && strings.Contains(string(out), " "+b+" UP") {
+				up++
+			}
+		}
+		if up == 2 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not UP behind both HAProxy hosts within %s", b, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -533,14 +533,14 @@ func TestLabFailover(t *testing.T) {
 			// saved), restarts 3 s later, and the subscriber returns there (its connection is
 			// closed once b1 is UP behind HAProxy; the client-id hash sends it back to b1).
 			c := l.startCheck(t, append([]string{"--subscribe", "once", "--sub-broker", "b1",
-				"--duration", "14s", "--drain", "4s"}, targets.dupArgs()...)...)
+				"--duration", "11s", "--drain", "4s"}, targets.dupArgs()...)...)
 			time.Sleep(2 * time.Second)
 			t0 := c.mark(t, "fault")
 			l.with("MHA_KILL_SIGNAL=TERM").must(t, "fault", "kill-broker", "b1")
 			time.Sleep(time.Until(t0.Add(3 * time.Second)))
 			c.mark(t, "restart")
 			l.must(t, "fault", "start-broker", "b1")
-			l.must(t, "wait", "30")
+			l.waitUpBehindHAProxy(t, "b1", 15*time.Second)
 			c.mark(t, "reconnect-sub (return to b1)")
 			rep := c.finish(t)
 			row := failoverRow{fault: "broker b1 stopped (SIGTERM; the subscriber's broker), restarted 3 s later, the subscriber returns there; subscribed once", vip: -1, rep: rep, once: true}

@@ -56,6 +56,11 @@ func TestAnalyseSubscribeOnceNeverReceivingAgain(t *testing.T) {
 		t.Errorf("subscribe %q lost %d lost on survivors %d mark %+v, want once, 20, 20, 20 published 0 received",
 			r.Subscribe, r.Lost, r.LostOnSurvivors, r.Marks[0])
 	}
+	// It never receives again: an open outage from its last arrival (seq 10, +1 ms) to the last
+	// send (seq 30), and no recovery.
+	if r.Marks[0].RecoverMs != -1 || r.Marks[0].LongestGapMs != 199 || len(r.Gaps) != 1 || !r.Gaps[0].Open {
+		t.Errorf("mark %+v gaps %+v, want no recovery after an open outage of 199 ms", r.Marks[0], r.Gaps)
+	}
 }
 
 func TestAnalysePerMarkStranded(t *testing.T) {

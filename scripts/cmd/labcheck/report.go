@@ -49,6 +49,9 @@ type gap struct {
 	StartUnixMs int64 `json:"start_unix_ms"`
 	EndUnixMs   int64 `json:"end_unix_ms"`
 	Ms          int64 `json:"ms"`
+	// Open: the subscriber never received a new message again before the publisher stopped
+	// (EndUnixMs is the last send, Ms counts up to it).
+	Open bool `json:"open,omitempty"`
 }
 
 type report struct {
@@ -222,8 +225,15 @@ func analyse(in analysisInput) *report {
 	lastSent := in.sent[len(in.sent)-1]
 	for i := 1; i < len(firsts); i++ {
 		if d := firsts[i].t.Sub(firsts[i-1].t); d > threshold && firsts[i-1].t.Before(lastSent) {
-			r.Gaps = append(r.Gaps, gap{firsts[i-1].t.UnixMilli(), firsts[i].t.UnixMilli(), d.Milliseconds()})
+			r.Gaps = append(r.Gaps, gap{StartUnixMs: firsts[i-1].t.UnixMilli(), EndUnixMs: firsts[i].t.UnixMilli(), Ms: d.Milliseconds()})
 		}
+	}
+	if n := len(firsts); n > 0 && lastSent.Sub(firsts[n-1].t) > threshold {
+		// Nothing new arrived after this while messages were still being sent: an outage that
+		// had not ended when the publisher stopped (the subscribe-once subscriber on a broker
+		// without its session).
+		last := firsts[n-1].t
+		r.Gaps = append(r.Gaps, gap{StartUnixMs: last.UnixMilli(), EndUnixMs: lastSent.UnixMilli(), Ms: lastSent.Sub(last).Milliseconds(), Open: true})
 	}
 
 	// Marks: the outage that followed each, and when the subscriber received again.
@@ -241,10 +251,13 @@ func analyse(in analysisInput) *report {
 			}
 		}
 		m.RecoverMs = -1
-		if outage != nil {
+		switch {
+		case outage != nil && outage.Open:
+			m.LongestGapMs = outage.Ms
+		case outage != nil:
 			m.LongestGapMs = outage.Ms
 			m.RecoverMs = max(0, outage.EndUnixMs-m.UnixMs)
-		} else {
+		default:
 			for _, a := range firsts {
 				if !a.sent.Before(m.t) && !a.t.Before(m.t) {
 					m.RecoverMs = a.t.Sub(m.t).Milliseconds()
