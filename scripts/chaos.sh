@@ -12,8 +12,10 @@
 # many IoT apps do; labcheck --subscribe once): it receives after a move only what the cluster's
 # sessions give it (issue 13).
 #
-# Issue 13's targets (0 lost, 0 stranded, duplicates at most 1% of the messages sent) are
-# binding when MHA_SESSION_TARGETS=1 (the default below, once sessions follow their client);
+# Issue 13's targets (0 lost, 0 stranded, duplicates at most 1% of the messages sent, and no
+# reception gap over 10 s: a subscribe-once subscriber left deaf on a broker without its session
+# gets everything late when it happens to go home, which the first three figures do not show;
+# the resubscribing subscriber's longest gap was 4.1-5.8 s in 240 s runs) are binding when MHA_SESSION_TARGETS=1 (the default below, once sessions follow their client);
 # otherwise a --subscribe-once run only measures (its losses do not fail it), and the default
 # subscriber passes on 0 lost as before.
 #
@@ -147,8 +149,10 @@ for m in r.get("marks", []):
     k = m["label"].split()[0]
     by_kind[k] = by_kind.get(k, 0) + m.get("duplicates", 0)
     n_kind[k] = n_kind.get(k, 0) + 1
-    f = fig_kind.setdefault(k, {"faults": 0, "published": 0, "received": 0, "lost": 0, "stranded": 0, "duplicates": 0})
+    f = fig_kind.setdefault(k, {"faults": 0, "published": 0, "received": 0, "lost": 0, "stranded": 0, "duplicates": 0,
+                                "longest_gap_ms": 0})
     f["faults"] += 1
+    f["longest_gap_ms"] = max(f["longest_gap_ms"], m.get("longest_gap_ms", 0))
     for key in ("published", "received", "stranded", "duplicates"):
         f[key] += m.get(key, 0)
     f["lost"] += m.get("lost_on_survivors", m.get("lost", 0))
@@ -156,7 +160,8 @@ if r.get("duplicates_before_marks"):
     by_kind["before-any-fault"] = r["duplicates_before_marks"]
 lost = r.get("lost_on_survivors", r["lost"])
 dup_pct = 100.0 * r["duplicates"] / max(r["sent"], 1)
-targets_met = lost == 0 and r.get("stranded", 0) == 0 and dup_pct <= 1.0
+longest_gap = max([g["ms"] for g in r.get("gaps", [])] or [0])
+targets_met = lost == 0 and r.get("stranded", 0) == 0 and dup_pct <= 1.0 and longest_gap <= 10000
 if binding:
     ok = targets_met and flat
 elif subscribe == "once":
@@ -182,9 +187,10 @@ print("   duplicates per fault kind: " + (", ".join(f"{k} {v} ({n_kind.get(k, 0)
 print(f"   subscriber subscribes {subscribe}; per fault kind, the messages published after its faults:")
 for k, f in sorted(fig_kind.items()):
     print(f"     {k}: {f['faults']} faults, published {f['published']}, received {f['received']}, lost {f['lost']}, "
-          f"stranded {f['stranded']}, duplicates {f['duplicates']} ({100.0 * f['duplicates'] / max(f['published'], 1):.1f}%)")
-print(f"   issue 13 targets (0 lost, 0 stranded, duplicates <= 1%: {dup_pct:.2f}%): "
-      f"{'met' if targets_met else 'not met'}{'' if binding else ' (not binding: MHA_SESSION_TARGETS unset)'}")
+          f"stranded {f['stranded']}, duplicates {f['duplicates']} ({100.0 * f['duplicates'] / max(f['published'], 1):.1f}%), "
+          f"longest gap after one {f['longest_gap_ms'] / 1000:.2f} s")
+print(f"   issue 13 targets (0 lost, 0 stranded, duplicates <= 1%: {dup_pct:.2f}%, longest gap <= 10 s: {longest_gap / 1000:.2f} s): "
+      f"{'met' if targets_met else 'not met'}{'' if binding else ' (not binding; MHA_SESSION_TARGETS=1 makes them so)'}")
 print("\n".join(lines))
 if ok:
     print("chaos: PASS" if binding or subscribe != "once" else "chaos: MEASURED (subscribe once, targets not binding)")
@@ -194,6 +200,8 @@ else:
         why.append(f"stranded {r['stranded']}")
     if binding and dup_pct > 1.0:
         why.append(f"duplicates {dup_pct:.2f}% > 1%")
+    if binding and longest_gap > 10000:
+        why.append(f"reception gap {longest_gap / 1000:.2f} s > 10 s")
     if not flat:
         why.append("agent memory grew")
     print(f"chaos: FAIL ({', '.join(why)})")

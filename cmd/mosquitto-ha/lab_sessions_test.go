@@ -1,7 +1,7 @@
 package main
 
 // Issue 13 in the lab (TestLabFailover faults 6 to 8): the targets of sessions that follow their
-// client, binding with MHA_SESSION_TARGETS=1 and reported otherwise, the table of the subscribe-
+// client, binding with MHA_SESSION_TARGETS=1 (or sessionTargetsBinding) and reported otherwise, the table of the subscribe-
 // once rows, and the same-client-id probe.
 //
 // The targets: after a fault of its broker the subscribe-once subscriber receives again within
@@ -25,6 +25,11 @@ import (
 	"time"
 )
 
+// sessionTargetsBinding is whether issue 13's targets are asserted when MHA_SESSION_TARGETS is
+// unset ("1" asserts them, "0" does not). Flip it to true when sessions follow their client
+// (and scripts/chaos.sh's session_targets default to 1).
+const sessionTargetsBinding = false
+
 type sessionTargets struct {
 	binding  bool
 	dupMsgs  int
@@ -35,8 +40,17 @@ type sessionTargets struct {
 
 func sessionTargetsFromEnv(t *testing.T) sessionTargets {
 	t.Helper()
-	s := sessionTargets{binding: os.Getenv("MHA_SESSION_TARGETS") == "1", dupMsgs: 200, dupAge: 2 * time.Second,
+	s := sessionTargets{binding: sessionTargetsBinding, dupMsgs: 200, dupAge: 2 * time.Second,
 		recover: 3 * time.Second, takeover: time.Second}
+	switch v := os.Getenv("MHA_SESSION_TARGETS"); v {
+	case "1":
+		s.binding = true
+	case "0":
+		s.binding = false
+	case "":
+	default:
+		t.Fatalf("MHA_SESSION_TARGETS %q: want 1 (assert issue 13's targets) or 0 (measure only)", v)
+	}
 	if v := os.Getenv("MHA_SESSION_DUP_MSGS"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 0 {
@@ -52,7 +66,7 @@ func sessionTargetsFromEnv(t *testing.T) sessionTargets {
 		s.dupAge = d
 	}
 	if !s.binding {
-		t.Log("MHA_SESSION_TARGETS unset: faults 6 to 8 (issue 13) measure and report; their targets are not asserted")
+		t.Log("issue 13's targets not binding (MHA_SESSION_TARGETS=1 makes them so): faults 6 to 8 measure and report")
 	}
 	return s
 }
@@ -98,7 +112,7 @@ func (s sessionTargets) notes(rep *labReport) []string {
 		out = append(out, "duplicate bound exceeded: "+strings.Join(rep.DupBoundViolations, "; "))
 	}
 	if !s.binding {
-		out = append(out, "targets not binding (MHA_SESSION_TARGETS unset)")
+		out = append(out, "targets not binding")
 	}
 	return out
 }
