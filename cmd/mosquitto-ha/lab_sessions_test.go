@@ -119,12 +119,13 @@ func (s sessionTargets) notes(rep *labReport) []string {
 
 // sessionTable renders the subscribe-once rows: the columns of failoverTable without the VIP
 // (no load balancer fault), with the loss split into lost on surviving brokers and stranded.
-func sessionTable(rows []failoverRow) string {
+// Rows are numbered from first, after the rows of failoverTable.
+func sessionTable(rows []failoverRow, first int) string {
 	var b strings.Builder
 	b.WriteString("| # | fault | subscriber receives again | longest gap | sent | acked | received | lost on surviving brokers | stranded | duplicates | dead letters | notes |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i, r := range rows {
-		fmt.Fprintf(&b, "| %d | %s | %s | %s | %d | %d | %d | %d | %d | %d | %d | %s |\n", i+1, r.fault,
+		fmt.Fprintf(&b, "| %d | %s | %s | %s | %d | %d | %d | %d | %d | %d | %d | %s |\n", first+i, r.fault,
 			seconds(r.recoverMs), seconds(r.gapMs), r.rep.Sent, r.rep.Acked, r.rep.Received, r.rep.LostOnSurvivors,
 			r.rep.Stranded, r.rep.Duplicates, r.rep.DeadLetters, strings.Join(r.notes, "; "))
 	}

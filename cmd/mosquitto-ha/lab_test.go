@@ -595,7 +595,7 @@ func TestLabFailover(t *testing.T) {
 	}
 	table := failoverTable(plain)
 	if len(once) > 0 {
-		table += "\n" + sessionTable(once)
+		table += "\n" + sessionTable(once, len(plain)+1)
 	}
 	if sameIDLine != "" {
 		table += "\n" + sameIDLine + "\n"
