@@ -8,13 +8,26 @@
 # counts as arrived when labcheck's return visit collects it there ("stranded": see
 # docs/failover.md); the summary reports how many.
 #
+# --subscribe-once: the subscriber subscribes on its first connection only and never again (as
+# many IoT apps do; labcheck --subscribe once): it receives after a move only what the cluster's
+# sessions give it (issue 13).
+#
+# Issue 13's targets (0 lost, 0 stranded, duplicates at most 1% of the messages sent, and no
+# reception gap over 10 s: a subscribe-once subscriber left deaf on a broker without its session
+# gets everything late when it happens to go home, which the first three figures do not show;
+# the resubscribing subscriber's longest gap was 4.1-5.8 s in 240 s runs) are binding when MHA_SESSION_TARGETS=1 (the default below, once sessions follow their client);
+# otherwise a --subscribe-once run only measures (its losses do not fail it), and the default
+# subscriber passes on 0 lost as before.
+#
 #   scripts/chaos.sh [--duration 60] [--brokers 3] [--seed N] [--rate 100] [--smoke] [--report FILE]
+#                    [--subscribe-once]
 #
 # Needs root (the lab is network namespaces). Exit 0 when nothing acknowledged was lost.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-duration=60 brokers=3 seed=$RANDOM rate=100 report=""
+duration=60 brokers=3 seed=$RANDOM rate=100 report="" subscribe=every
+session_targets=${MHA_SESSION_TARGETS:-0} # flip the default to 1 once sessions follow their client
 while [ $# -gt 0 ]; do
   case "$1" in
     --duration) duration="$2"; shift 2 ;;
@@ -23,7 +36,8 @@ while [ $# -gt 0 ]; do
     --rate) rate="$2"; shift 2 ;;
     --report) report="$2"; shift 2 ;;
     --smoke) duration=20; shift ;;
-    -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
+    --subscribe-once) subscribe=once; shift ;;
+    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
     *) echo "chaos.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
 done
@@ -40,14 +54,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-echo "== chaos: $duration s, $brokers brokers, seed $seed, $rate msg/s (logs in $out)"
+echo "== chaos: $duration s, $brokers brokers, seed $seed, $rate msg/s, subscriber subscribes $subscribe, session targets $([ "$session_targets" = 1 ] && echo binding || echo not binding) (logs in $out)"
 lab up --brokers "$brokers" >"$out/up.log" 2>&1 || { cat "$out/up.log"; exit 1; }
 
 # The checker publishes for the whole run, then drains; faults stop 8 s before its end. Each
 # fault's kind goes to the checker's stdin as a mark, so its report blames every duplicate on the
 # last fault before it.
 mkfifo "$out/marks"
-lab check --duration "${duration}s" --rate "$rate" --drain 30s --gap 1s <"$out/marks" >"$out/check.json" 2>"$out/check.err" &
+lab check --duration "${duration}s" --rate "$rate" --drain 30s --gap 1s --subscribe "$subscribe" <"$out/marks" >"$out/check.json" 2>"$out/check.err" &
 checker=$!
 exec 3>"$out/marks"
 
@@ -100,9 +114,10 @@ exec 3>&-
 wait "$checker" || true
 kill "$sampler" 2>/dev/null || true
 
-python3 - "$out/check.json" "$out/rss.txt" "$faults" "$duration" "$seed" "${report:-}" <<'PY'
+python3 - "$out/check.json" "$out/rss.txt" "$faults" "$duration" "$seed" "${report:-}" "$subscribe" "$session_targets" <<'PY'
 import json, sys, statistics
-check_path, rss_path, faults, duration, seed, report = sys.argv[1:7]
+check_path, rss_path, faults, duration, seed, report, subscribe, session_targets = sys.argv[1:9]
+binding = session_targets == "1"
 try:
     r = json.load(open(check_path))
 except Exception as e:
@@ -127,23 +142,41 @@ for (node, pid), s in sorted(inc.items()):
     if s[-1][0] - warm[0] >= 20 and grew > max(warm[1] // 2, 8192):
         flat = False
     lines.append(f"   agent {node} pid {pid}: {len(s)} samples over {span} s, RSS {first} -> {last} kB (peak {peak})")
-ok = r["lost"] == 0 and flat
 # Duplicates per fault kind: each mark is "<kind> <broker> <lb>", and carries the duplicates that
-# arrived after it and before the next mark.
-by_kind, n_kind = {}, {}
+# arrived after it and before the next mark, and the fate of the messages published in between.
+by_kind, n_kind, fig_kind = {}, {}, {}
 for m in r.get("marks", []):
     k = m["label"].split()[0]
     by_kind[k] = by_kind.get(k, 0) + m.get("duplicates", 0)
     n_kind[k] = n_kind.get(k, 0) + 1
+    f = fig_kind.setdefault(k, {"faults": 0, "published": 0, "received": 0, "lost": 0, "stranded": 0, "duplicates": 0,
+                                "longest_gap_ms": 0})
+    f["faults"] += 1
+    f["longest_gap_ms"] = max(f["longest_gap_ms"], m.get("longest_gap_ms", 0))
+    for key in ("published", "received", "stranded", "duplicates"):
+        f[key] += m.get(key, 0)
+    f["lost"] += m.get("lost_on_survivors", m.get("lost", 0))
 if r.get("duplicates_before_marks"):
     by_kind["before-any-fault"] = r["duplicates_before_marks"]
-summary = {"seed": int(seed), "duration_s": int(duration), "faults": int(faults), "sent": r["sent"], "acked": r["acked"],
+lost = r.get("lost_on_survivors", r["lost"])
+dup_pct = 100.0 * r["duplicates"] / max(r["sent"], 1)
+longest_gap = max([g["ms"] for g in r.get("gaps", [])] or [0])
+targets_met = lost == 0 and r.get("stranded", 0) == 0 and dup_pct <= 1.0 and longest_gap <= 10000
+if binding:
+    ok = targets_met and flat
+elif subscribe == "once":
+    ok = flat  # a measurement: its losses are the figures
+else:
+    ok = r["lost"] == 0 and flat
+summary = {"seed": int(seed), "duration_s": int(duration), "subscribe": subscribe, "session_targets_binding": binding,
+           "faults": int(faults), "sent": r["sent"], "acked": r["acked"],
            "received": r["received"], "lost": r["lost"], "duplicates": r["duplicates"],
            "dead_letters": r.get("dead_letters", 0), "stranded": r.get("stranded", 0),
            "waiting_in_left_sessions": r.get("waiting_in_left_sessions", 0),
            "longest_gap_ms": max([g["ms"] for g in r.get("gaps", [])] or [0]),
-           "duplicates_by_fault": by_kind, "faults_by_kind": n_kind,
-           "memory_flat": flat, "passed": ok}
+           "lost_on_survivors": lost, "duplicates_pct": round(dup_pct, 2),
+           "duplicates_by_fault": by_kind, "faults_by_kind": n_kind, "by_fault_kind": fig_kind,
+           "session_targets_met": targets_met, "memory_flat": flat, "passed": ok}
 print(f"chaos: {faults} faults in {duration} s (seed {seed}): sent {r['sent']}, acked {r['acked']}, received {r['received']}, "
       f"lost {r['lost']}, duplicates {r['duplicates']}, longest reception gap {summary['longest_gap_ms'] / 1000:.2f} s")
 if summary["waiting_in_left_sessions"]:
@@ -151,8 +184,27 @@ if summary["waiting_in_left_sessions"]:
           f"{summary['stranded']} of them never delivered live (stranded on {r.get('stranded_on', {})}); "
           f"collected by returning there")
 print("   duplicates per fault kind: " + (", ".join(f"{k} {v} ({n_kind.get(k, 0)} faults)" for k, v in sorted(by_kind.items())) or "none"))
+print(f"   subscriber subscribes {subscribe}; per fault kind, the messages published after its faults:")
+for k, f in sorted(fig_kind.items()):
+    print(f"     {k}: {f['faults']} faults, published {f['published']}, received {f['received']}, lost {f['lost']}, "
+          f"stranded {f['stranded']}, duplicates {f['duplicates']} ({100.0 * f['duplicates'] / max(f['published'], 1):.1f}%), "
+          f"longest gap after one {f['longest_gap_ms'] / 1000:.2f} s")
+print(f"   issue 13 targets (0 lost, 0 stranded, duplicates <= 1%: {dup_pct:.2f}%, longest gap <= 10 s: {longest_gap / 1000:.2f} s): "
+      f"{'met' if targets_met else 'not met'}{'' if binding else ' (not binding; MHA_SESSION_TARGETS=1 makes them so)'}")
 print("\n".join(lines))
-print("chaos: PASS" if ok else f"chaos: FAIL (lost {r['lost']}{'' if flat else ', agent memory grew'})")
+if ok:
+    print("chaos: PASS" if binding or subscribe != "once" else "chaos: MEASURED (subscribe once, targets not binding)")
+else:
+    why = [f"lost {lost}"] if lost and (binding or subscribe != "once") else []
+    if binding and r.get("stranded", 0):
+        why.append(f"stranded {r['stranded']}")
+    if binding and dup_pct > 1.0:
+        why.append(f"duplicates {dup_pct:.2f}% > 1%")
+    if binding and longest_gap > 10000:
+        why.append(f"reception gap {longest_gap / 1000:.2f} s > 10 s")
+    if not flat:
+        why.append("agent memory grew")
+    print(f"chaos: FAIL ({', '.join(why)})")
 if r["lost"]:
     print("   lost sequence numbers:", r.get("lost_seqs", [])[:20])
 if report:

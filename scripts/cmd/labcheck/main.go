@@ -21,13 +21,21 @@
 //     on their own every --retry. On every connection each subscribes to a marker filter
 //     `labcheck/<run>/conn/<role>/<n>` (n counts its TCP connections): the broker's log line
 //     for it tells which broker carried connection n. The subscriber also subscribes to the data
-//     topic on every connection, since a session on a new broker starts empty.
+//     topic on every connection, since a session on a new broker starts empty. With
+//     --subscribe once it subscribes to the data topic once, on the connection placement
+//     accepted, and never again, as many IoT apps do: after a move it receives only what the
+//     cluster's sessions give it (issue 13). Its marker subscriptions go on (QoS 0, a topic
+//     nobody publishes to): they change nothing it receives.
 //  4. Warm-up. The publisher sends sequence 0 until the subscriber gets one (the subscription
 //     has reached the publisher's broker through the agents), then prints a "ready:" line on
 //     stderr and publishes sequence 1, 2, ... at --rate for --duration. Payload (big endian):
 //     sequence (8 bytes), send time in unix nanoseconds (8), run id (8).
 //  5. Marks. Every line read on stdin is a mark (a fault, a heal) stamped with the time it was
-//     read; labcheck reports how long after each mark the subscriber received again.
+//     read; labcheck reports how long after each mark the subscriber received again, and per
+//     mark the duplicates that arrived after it and what became of the messages published
+//     after it (received, lost, stranded). A mark whose first word is "reconnect-sub" also
+//     closes the subscriber's TCP connection, so that it reconnects through the VIP (the
+//     client-id hash sends it back to its own broker once that is up again: its return there).
 //  6. Drain. After the last publish it waits at most --drain for acknowledgements and arrivals.
 //  7. Return visits. A subscriber that moved (its broker went down, or an HAProxy marked it
 //     down) left its persistent session behind, and that session went on drawing messages:
@@ -49,16 +57,25 @@
 //     on the broker it moved to (a new session only receives what is published after its
 //     subscription took effect, so those messages were routed to B alone).
 //
-// Every other acknowledged message that never arrives is lost. The attribution errs towards
+// Every other acknowledged message that never arrives is lost. "Lost on survivors" is stricter:
+// every acknowledged message never received whose PUBACK came from a broker other than --dead,
+// subscriber-side dead letters included (a cluster whose sessions follow their client delivers
+// those too). With --dup-bound-msgs and --dup-bound-age the report says whether every mark kept
+// the duplicate bound (dup_bound_ok), and which did not. The attribution errs towards
 // "lost": a PUBACK or an arrival is credited to the connection current when labcheck handled it,
 // which is never earlier than the one that carried it.
+//
+// `labcheck sameid --config FILE --first b1 --second b2` connects one client id to b1 and then
+// to b2 directly and reports whether the older connection was closed, as one broker closes it
+// (--first and --second the same broker: the lone-broker oracle).
 //
 // `labcheck hastat --socket PATH` prints each server's state from an HAProxy stats socket (the
 // lab uses it to wait until every broker is UP behind every HAProxy).
 //
 // Files: main.go (flags), brokers.go (the cluster file), observers.go (step 1), placement.go (2),
 // pair.go (3 to 6, and check, which runs every step), recorder.go (what was sent, acknowledged
-// and received), sessions.go (7), report.go (the JSON report and its analysis), hastat.go.
+// and received), sessions.go (7), report.go (the JSON report and its analysis), perfault.go
+// (per mark figures, the duplicate bound), sameid.go (`labcheck sameid`), hastat.go.
 //
 // Exit status: 0 when the run completed (loss is a measurement), 1 for setup errors, 2 for usage.
 package main
@@ -100,11 +117,23 @@ type options struct {
 	retry      time.Duration
 	idPrefix   string
 	maxRuntime time.Duration
+	subscribe  string
+	dupMsgs    int
+	dupAge     time.Duration
 }
+
+// The subscriber's modes (--subscribe).
+const (
+	subscribeEvery = "every" // subscribes on every connection (a session on a new broker starts empty)
+	subscribeOnce  = "once"  // subscribes on its first connection only, as many IoT apps do
+)
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "hastat" {
 		return runHAStat(args[1:], stdout, stderr)
+	}
+	if len(args) > 0 && args[0] == "sameid" {
+		return runSameID(args[1:], stdout, stderr)
 	}
 	if len(args) > 0 && args[0] == "run" {
 		args = args[1:]
@@ -126,6 +155,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.keepalive, "keepalive", time.Second, "MQTT keepalive of the pair (whole seconds)")
 	fs.DurationVar(&o.retry, "retry", 200*time.Millisecond, "reconnect interval")
 	fs.StringVar(&o.idPrefix, "id-prefix", "", "client id prefix (default: lc-<random>)")
+	fs.StringVar(&o.subscribe, "subscribe", subscribeEvery, "the subscriber subscribes on \"every\" connection, or \"once\" (its first) and relies on its persistent session after that")
+	fs.IntVar(&o.dupMsgs, "dup-bound-msgs", -1, "duplicate bound: at most this many duplicates after each mark (-1: not checked; the report says whether it held)")
+	fs.DurationVar(&o.dupAge, "dup-bound-age", 0, "duplicate bound: no duplicate of a message first received longer than this before the mark (0: not checked)")
 	fs.DurationVar(&o.maxRuntime, "timeout", 0, "hard bound on the whole run (default: warmup + duration + drain + 30s + 15s per broker)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
@@ -143,6 +175,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	if o.subBroker != "" && o.subBroker == o.pubBroker {
 		fmt.Fprintln(stderr, "labcheck: --sub-broker and --pub-broker must differ")
+		return exitUsage
+	}
+	if o.subscribe != subscribeEvery && o.subscribe != subscribeOnce {
+		fmt.Fprintf(stderr, "labcheck: --subscribe %q: want %q or %q\n", o.subscribe, subscribeEvery, subscribeOnce)
 		return exitUsage
 	}
 	if o.rate <= 0 || o.rate > 10000 || o.duration <= 0 || o.keepalive < time.Second {

@@ -26,6 +26,8 @@ type connCounter struct {
 	n atomic.Int64
 	// skip is the last connection of the placement attempts that landed on the wrong broker.
 	skip atomic.Int64
+	// cur is the connection dialled last (a net.Conn).
+	cur atomic.Value
 }
 
 func (c *connCounter) dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
@@ -34,7 +36,16 @@ func (c *connCounter) dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error)
 		return nil, err
 	}
 	c.n.Add(1)
+	c.cur.Store(conn)
 	return conn, nil
+}
+
+// drop closes the current TCP connection, as a network blip would: the client reconnects on
+// its own.
+func (c *connCounter) drop() {
+	if conn, ok := c.cur.Load().(net.Conn); ok {
+		conn.Close()
+	}
 }
 
 func pairOptions(o options, id string, cc *connCounter) *mqtt.ClientOptions {
@@ -79,6 +90,11 @@ func check(ctx context.Context, o options, brokers brokerList, stdin io.Reader, 
 	onMessage := func(_ mqtt.Client, m mqtt.Message) { rec.record(topic, runID, m, subConns.n.Load(), "") }
 	subOpts := pairOptions(o, subID, &subConns).SetDefaultPublishHandler(onMessage)
 	subOpts.SetOnConnectHandler(func(c mqtt.Client) {
+		if o.subscribe == subscribeOnce {
+			// Only the marker: the data topic is subscribed once, below, after placement.
+			c.Subscribe(marker("sub", subConns.n.Load()), 0, nil)
+			return
+		}
 		// A session on a broker it never saw starts empty: subscribe on every connection.
 		c.SubscribeMultiple(map[string]byte{topic: 1, marker("sub", subConns.n.Load()): 0}, onMessage)
 	})
@@ -118,6 +134,13 @@ func check(ctx context.Context, o options, brokers brokerList, stdin io.Reader, 
 		return nil, err
 	}
 	defer sub.Disconnect(100)
+	if o.subscribe == subscribeOnce {
+		// The one subscription of its life, on the broker placement chose.
+		tok := sub.Subscribe(topic, 1, onMessage)
+		if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+			return nil, fmt.Errorf("sub %s: subscribe %s: %v", subID, topic, tok.Error())
+		}
+	}
 	pub, err := connectOn("pub", pubID, pubOpts, &pubConns, pubB)
 	if err != nil {
 		return nil, err
@@ -167,6 +190,10 @@ warm:
 			marksMu.Lock()
 			marks = append(marks, mark{Label: label, t: time.Now()})
 			marksMu.Unlock()
+			if strings.Fields(label)[0] == "reconnect-sub" {
+				logf("mark %q: closing the subscriber's connection %d", label, subConns.n.Load())
+				subConns.drop()
+			}
 		}
 	}()
 
@@ -223,6 +250,12 @@ warm:
 	// routed there after it left (see the package doc). A real client gets those messages when it
 	// connects to that broker again; labcheck goes there directly and collects them.
 	subConnsNow := obs.connectionsAfter("sub", subID, subConns.skip.Load())
+	if o.subscribe == subscribeOnce {
+		// A visit connects as the subscriber: in a cluster with one connection per client id it
+		// would close the live one, which would come back and close the visit. The subscriber
+		// leaves first (a clean DISCONNECT: its session stays), as a client that moves does.
+		sub.Disconnect(100)
+	}
 	for _, b := range brokersLeft(subConnsNow) {
 		n, err := returnVisit(ctx, brokers.addr(b), subID, func(m mqtt.Message) { rec.record(topic, runID, m, 0, b) })
 		if err != nil {
@@ -259,13 +292,19 @@ warm:
 		pubID:     pubID,
 		run:       run,
 		rate:      o.rate,
+		subscribe: o.subscribe,
+		dupMsgs:   o.dupMsgs,
+		dupAge:    o.dupAge,
 	}
 	for k, v := range rec.acks {
 		in.acks[k] = v
 	}
 	rec.mu.Unlock()
 	rep := analyse(in)
-	logf("sent %d acked %d received %d lost %d duplicates %d dead letters %d stranded %d (waiting in left sessions %d)",
-		rep.Sent, rep.Acked, rep.Received, rep.Lost, rep.Duplicates, rep.DeadLetters, rep.Stranded, rep.WaitingInLeftSessions)
+	logf("sent %d acked %d received %d lost %d duplicates %d dead letters %d stranded %d (waiting in left sessions %d) lost on survivors %d",
+		rep.Sent, rep.Acked, rep.Received, rep.Lost, rep.Duplicates, rep.DeadLetters, rep.Stranded, rep.WaitingInLeftSessions, rep.LostOnSurvivors)
+	if !rep.DupBoundOK {
+		logf("duplicate bound exceeded: %s", strings.Join(rep.DupBoundViolations, "; "))
+	}
 	return rep, nil
 }

@@ -24,6 +24,17 @@ type mark struct {
 	// Duplicates are the repeated live deliveries that arrived after this mark and before the
 	// next one: what the fault the mark names cost in duplicates.
 	Duplicates int `json:"duplicates"`
+	// DupOldestMs is how long before the mark the subscriber had first received the oldest of
+	// those duplicates (0: none, or all first received after the mark): the time side of the
+	// duplicate bound.
+	DupOldestMs int64 `json:"dup_oldest_ms"`
+	// Published counts the messages published after this mark and before the next one;
+	// Received, Lost, LostOnSurvivors and Stranded are the run's figures of those messages.
+	Published       int `json:"published"`
+	Received        int `json:"received"`
+	Lost            int `json:"lost"`
+	LostOnSurvivors int `json:"lost_on_survivors"`
+	Stranded        int `json:"stranded"`
 }
 
 type connInfo struct {
@@ -38,19 +49,25 @@ type gap struct {
 	StartUnixMs int64 `json:"start_unix_ms"`
 	EndUnixMs   int64 `json:"end_unix_ms"`
 	Ms          int64 `json:"ms"`
+	// Open: the subscriber never received a new message again before the publisher stopped
+	// (EndUnixMs is the last send, Ms counts up to it).
+	Open bool `json:"open,omitempty"`
 }
 
 type report struct {
-	Run         string  `json:"run"`
-	SubID       string  `json:"sub_id"`
-	PubID       string  `json:"pub_id"`
-	SubBroker   string  `json:"sub_broker"`
-	PubBroker   string  `json:"pub_broker"`
-	Rate        float64 `json:"rate"`
-	WarmupMs    int64   `json:"warmup_ms"`
-	StartUnixMs int64   `json:"start_unix_ms"`
-	StopUnixMs  int64   `json:"stop_unix_ms"`
-	EndUnixMs   int64   `json:"end_unix_ms"`
+	Run       string  `json:"run"`
+	SubID     string  `json:"sub_id"`
+	PubID     string  `json:"pub_id"`
+	SubBroker string  `json:"sub_broker"`
+	PubBroker string  `json:"pub_broker"`
+	Rate      float64 `json:"rate"`
+	// Subscribe is "every" (the subscriber subscribes on every connection) or "once" (it
+	// subscribed on its first connection and never again).
+	Subscribe   string `json:"subscribe"`
+	WarmupMs    int64  `json:"warmup_ms"`
+	StartUnixMs int64  `json:"start_unix_ms"`
+	StopUnixMs  int64  `json:"stop_unix_ms"`
+	EndUnixMs   int64  `json:"end_unix_ms"`
 	// Sent is how many messages were published, Acked how many got a PUBACK.
 	Sent  int `json:"sent"`
 	Acked int `json:"acked"`
@@ -84,19 +101,32 @@ type report struct {
 	// so possibly queued inside the broker when it died, DeadSubNoSession published after it,
 	// while the subscriber had no live session anywhere (buffered for the dead broker by the
 	// publisher's agent, or published before the new subscription took effect).
-	DeadPubSide      int        `json:"dead_pub_side"`
-	DeadSubSide      int        `json:"dead_sub_side"`
-	DeadSubQueued    int        `json:"dead_sub_queued"`
-	DeadSubNoSession int        `json:"dead_sub_no_session"`
-	Invalid          int        `json:"invalid"`
-	GapThresholdMs   int64      `json:"gap_threshold_ms"`
-	Gaps             []gap      `json:"gaps"`
-	Marks            []mark     `json:"marks"`
-	SubConnections   []connInfo `json:"sub_connections"`
-	PubConnections   []connInfo `json:"pub_connections"`
-	LatencyP50Ms     float64    `json:"latency_p50_ms"`
-	LatencyP99Ms     float64    `json:"latency_p99_ms"`
-	LatencyMaxMs     float64    `json:"latency_max_ms"`
+	DeadPubSide      int `json:"dead_pub_side"`
+	DeadSubSide      int `json:"dead_sub_side"`
+	DeadSubQueued    int `json:"dead_sub_queued"`
+	DeadSubNoSession int `json:"dead_sub_no_session"`
+	// LostOnSurvivors were acknowledged on a publisher connection to a broker other than the
+	// --dead one and never received, neither live nor from a session the subscriber left: Lost
+	// plus the subscriber-side dead letters. A cluster whose sessions follow their client owes
+	// every one of them (issue 13); the subscriber-side window excuses none.
+	LostOnSurvivors     int      `json:"lost_on_survivors"`
+	LostOnSurvivorsSeqs []uint64 `json:"lost_on_survivors_seqs,omitempty"`
+	// The duplicate bound (--dup-bound-msgs, --dup-bound-age; -1 and 0: not checked) and
+	// whether every mark kept it: at most DupBoundMsgs duplicates per mark, none of a message
+	// first received more than DupBoundAgeMs before the mark.
+	DupBoundMsgs       int        `json:"dup_bound_msgs"`
+	DupBoundAgeMs      int64      `json:"dup_bound_age_ms"`
+	DupBoundOK         bool       `json:"dup_bound_ok"`
+	DupBoundViolations []string   `json:"dup_bound_violations,omitempty"`
+	Invalid            int        `json:"invalid"`
+	GapThresholdMs     int64      `json:"gap_threshold_ms"`
+	Gaps               []gap      `json:"gaps"`
+	Marks              []mark     `json:"marks"`
+	SubConnections     []connInfo `json:"sub_connections"`
+	PubConnections     []connInfo `json:"pub_connections"`
+	LatencyP50Ms       float64    `json:"latency_p50_ms"`
+	LatencyP99Ms       float64    `json:"latency_p99_ms"`
+	LatencyMaxMs       float64    `json:"latency_max_ms"`
 }
 
 type analysisInput struct {
@@ -113,6 +143,10 @@ type analysisInput struct {
 	subBroker, pubBroker     string
 	subID, pubID, run        string
 	rate                     float64
+	subscribe                string
+	// dupMsgs < 0 and dupAge <= 0: the duplicate bound is not checked.
+	dupMsgs int
+	dupAge  time.Duration
 }
 
 // maxSeqs bounds the sequence lists in the report.
@@ -121,10 +155,14 @@ const maxSeqs = 50
 func analyse(in analysisInput) *report {
 	r := &report{
 		Run: in.run, SubID: in.subID, PubID: in.pubID, SubBroker: in.subBroker, PubBroker: in.pubBroker,
-		Rate: in.rate, WarmupMs: in.warmup.Milliseconds(), StartUnixMs: in.start.UnixMilli(),
+		Rate: in.rate, Subscribe: in.subscribe, WarmupMs: in.warmup.Milliseconds(), StartUnixMs: in.start.UnixMilli(),
 		StopUnixMs: in.stopPub.UnixMilli(), EndUnixMs: in.finished.UnixMilli(),
 		Sent: len(in.sent) - 1, Acked: len(in.acks),
 		Invalid: in.invalid, DeadBroker: in.dead, Gaps: []gap{}, Marks: []mark{},
+		DupBoundMsgs: in.dupMsgs, DupBoundAgeMs: in.dupAge.Milliseconds(),
+	}
+	if r.Subscribe == "" {
+		r.Subscribe = subscribeEvery
 	}
 	sort.SliceStable(in.arrivals, func(i, j int) bool { return in.arrivals[i].t.Before(in.arrivals[j].t) })
 	// Messages collected on return visits are counted apart: they never reached the live
@@ -156,6 +194,9 @@ func analyse(in analysisInput) *report {
 				r.DuplicatesBeforeMarks++
 			} else {
 				in.marks[i].Duplicates++
+				if age := in.marks[i].t.Sub(first[a.seq].t).Milliseconds(); age > in.marks[i].DupOldestMs {
+					in.marks[i].DupOldestMs = age
+				}
 			}
 			continue
 		}
@@ -184,8 +225,15 @@ func analyse(in analysisInput) *report {
 	lastSent := in.sent[len(in.sent)-1]
 	for i := 1; i < len(firsts); i++ {
 		if d := firsts[i].t.Sub(firsts[i-1].t); d > threshold && firsts[i-1].t.Before(lastSent) {
-			r.Gaps = append(r.Gaps, gap{firsts[i-1].t.UnixMilli(), firsts[i].t.UnixMilli(), d.Milliseconds()})
+			r.Gaps = append(r.Gaps, gap{StartUnixMs: firsts[i-1].t.UnixMilli(), EndUnixMs: firsts[i].t.UnixMilli(), Ms: d.Milliseconds()})
 		}
+	}
+	if n := len(firsts); n > 0 && lastSent.Sub(firsts[n-1].t) > threshold {
+		// Nothing new arrived after this while messages were still being sent: an outage that
+		// had not ended when the publisher stopped (the subscribe-once subscriber on a broker
+		// without its session).
+		last := firsts[n-1].t
+		r.Gaps = append(r.Gaps, gap{StartUnixMs: last.UnixMilli(), EndUnixMs: lastSent.UnixMilli(), Ms: lastSent.Sub(last).Milliseconds(), Open: true})
 	}
 
 	// Marks: the outage that followed each, and when the subscriber received again.
@@ -203,10 +251,13 @@ func analyse(in analysisInput) *report {
 			}
 		}
 		m.RecoverMs = -1
-		if outage != nil {
+		switch {
+		case outage != nil && outage.Open:
+			m.LongestGapMs = outage.Ms
+		case outage != nil:
 			m.LongestGapMs = outage.Ms
 			m.RecoverMs = max(0, outage.EndUnixMs-m.UnixMs)
-		} else {
+		default:
 			for _, a := range firsts {
 				if !a.sent.Before(m.t) && !a.t.Before(m.t) {
 					m.RecoverMs = a.t.Sub(m.t).Milliseconds()
@@ -227,6 +278,7 @@ func analyse(in analysisInput) *report {
 		acked = append(acked, seq)
 	}
 	sort.Slice(acked, func(i, j int) bool { return acked[i] < acked[j] })
+	missing := map[uint64]string{} // acknowledged, never received live: "stranded", "lost", "dead-sub", "dead-pub"
 	for _, seq := range acked {
 		if _, got := first[seq]; got {
 			continue
@@ -237,6 +289,7 @@ func analyse(in analysisInput) *report {
 				r.StrandedOn = map[string]int{}
 			}
 			r.StrandedOn[b]++
+			missing[seq] = "stranded"
 			if len(r.StrandedSeqs) < maxSeqs {
 				r.StrandedSeqs = append(r.StrandedSeqs, seq)
 			}
@@ -249,6 +302,20 @@ func analyse(in analysisInput) *report {
 			if seq > w[0] && seq < w[1] {
 				subSide = true
 			}
+		}
+		if !pubSide {
+			r.LostOnSurvivors++
+			if len(r.LostOnSurvivorsSeqs) < maxSeqs {
+				r.LostOnSurvivorsSeqs = append(r.LostOnSurvivorsSeqs, seq)
+			}
+		}
+		switch {
+		case pubSide:
+			missing[seq] = "dead-pub"
+		case subSide:
+			missing[seq] = "dead-sub"
+		default:
+			missing[seq] = "lost"
 		}
 		switch {
 		case pubSide || subSide:
@@ -273,6 +340,8 @@ func analyse(in analysisInput) *report {
 			}
 		}
 	}
+	perMark(r, in, first, missing)
+	checkDupBound(r)
 	return r
 }
 
