@@ -53,6 +53,15 @@ type Agent struct {
 
 	inbox inbox
 
+	// Sessions that follow their client (sessions.go); sess is nil when they are off.
+	sessOpts                SessionOptions
+	sess                    *sessionRegistry // owned by the dispatcher, but for its locked parts
+	sessWork                *sessionWorker
+	sessChanged             atomic.Bool // a peer's registry arrived
+	sessPlanned             time.Time   // dispatcher's
+	sessHeld, sessConnected atomic.Int64
+	sessBytes               atomic.Uint64
+
 	// localOnce: the local connection came up before; sessionLost: a later one found no
 	// session (noteSession, sys.go).
 	localOnce, sessionLost atomic.Bool
@@ -137,6 +146,19 @@ func New(opts Options) (*Agent, error) {
 		bufferBytes: opts.BufferBytes, maxInflight: opts.MaxInflight,
 		push: &retainedPush{node: opts.Node, topics: a.topics, conn: conn, localAddr: opts.Local,
 			localTLS: opts.LocalTLS, state: a.ret}}
+	if opts.Sessions.Enabled {
+		if err := CheckSessionPatterns(opts.Sessions.Clients); err != nil {
+			return nil, err
+		}
+		a.sessOpts = opts.Sessions
+		a.sess = newSessionRegistry(a.model.ignore)
+		a.sessWork = newSessionWorker(opts.Local, opts.LocalTLS, conn, a.sess, opts.Sessions.ConnectRate, a.log.With("worker", "sessions"))
+		a.peerEnv.sessions = a.sess
+		a.peerEnv.sessionsChanged = func() {
+			a.sessChanged.Store(true)
+			a.inbox.wake()
+		}
+	}
 	var peers []*peer
 	for _, p := range opts.Peers {
 		peers = append(peers, newPeer(p, a.peerEnv))
@@ -216,6 +238,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	for _, p := range a.peerList() {
 		p.start(ctx, &wg)
+	}
+	if a.sessionsOn() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.sessWork.run(ctx)
+		}()
 	}
 	wg.Add(1)
 	go func() {

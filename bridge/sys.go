@@ -33,6 +33,9 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 		if restarted {
 			a.log.Info("local broker restarted: dropping clean sessions")
 			a.model.brokerRestarted()
+			if a.sessionsOn() {
+				a.sess.brokerRestarted()
+			}
 			a.record(journalEntry{Op: "restart"})
 		}
 		if a.sessionLost.Swap(false) && !restarted && !a.brokerStart.IsZero() {
@@ -87,6 +90,10 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	}
 	a.model.Apply(ev)
 	a.record(journalEntry{Event: &ev})
+	if a.sessionsOn() {
+		own := ev.Kind == sysparse.Connected && a.sess.isOwn(connectAddress(string(payload)))
+		a.sess.event(ev, own)
+	}
 }
 
 // takeoverLog is when a takeover of a cluster id was last logged, and how many since were not.
