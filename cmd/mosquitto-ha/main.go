@@ -112,8 +112,9 @@ func agentOptions(cfg *Config, node string, log *slog.Logger) (bridge.Options, e
 		ClusterSecret:    secret,
 		Limits: bridge.Limits{MaxFilters: lim.MaxFilters, MaxFilterBytes: lim.MaxFilterBytes,
 			MaxInterestBytes: lim.MaxInterestBytes, MaxPayloadBytes: lim.MaxPayloadBytes},
-		Logger:  log,
-		Version: shortVersion(),
+		Sessions: cfg.Agent.Sessions.options(),
+		Logger:   log,
+		Version:  shortVersion(),
 	}
 	for _, p := range cfg.Nodes {
 		if p.Name == n.Name {
