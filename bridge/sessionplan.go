@@ -236,6 +236,9 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) {
 	}
 	drain := h.e.Conn && holderLive
 	switch {
+	case cl != nil && cl.SubsUnknown && drain && time.Since(synced) >= syncRetry:
+		// Made anew: then every subscription it holds is in the log (sessionJob.fresh).
+		w.submit(sessionJob{kind: jobSync, id: id, want: h.e.Subs, add: maps.Clone(h.e.Subs), drain: true, holderLive: live, fresh: true})
 	case cl == nil || len(add) > 0 || len(del) > 0:
 		// At once for filters not synced yet; again only after syncRetry for ones a sync sent
 		// that the log does not show yet.

@@ -195,7 +195,7 @@ type sessionRegistry struct {
 	// ownAddrs are the local addresses of the agent's connections made with clients' ids,
 	// written by the worker before CONNECT, read by the dispatcher from connect lines.
 	addrMu   sync.Mutex
-	ownAddrs map[string]time.Time
+	ownAddrs map[string]ownConn
 	// live mirrors the ids in own with conn set, for the worker (sessionwork.go).
 	live sync.Map
 }
@@ -225,26 +225,35 @@ func (r *sessionRegistry) drop(id string) {
 }
 
 func newSessionRegistry(ignore func(id string) bool) *sessionRegistry {
-	return &sessionRegistry{clock: newHLC(maxClockSkew), own: map[string]*localSession{}, ownAddrs: map[string]time.Time{}, ignore: ignore}
+	return &sessionRegistry{clock: newHLC(maxClockSkew), own: map[string]*localSession{}, ownAddrs: map[string]ownConn{}, ignore: ignore}
+}
+
+// ownConn is one of the agent's connections made with a client's id.
+type ownConn struct {
+	at time.Time
+	// fresh: it recreates a session the agent's previous connection ended (clean): the session
+	// holds exactly the subscriptions the log shows from now on.
+	fresh bool
 }
 
 // addOwn records the local address of one of the agent's connections made with a client's id.
-func (r *sessionRegistry) addOwn(addr string) {
+func (r *sessionRegistry) addOwn(addr string, fresh bool) {
 	r.addrMu.Lock()
 	defer r.addrMu.Unlock()
-	for a, at := range r.ownAddrs {
-		if time.Since(at) > time.Minute {
+	for a, c := range r.ownAddrs {
+		if time.Since(c.at) > time.Minute {
 			delete(r.ownAddrs, a)
 		}
 	}
-	r.ownAddrs[addr] = time.Now()
+	r.ownAddrs[addr] = ownConn{at: time.Now(), fresh: fresh}
 }
 
-func (r *sessionRegistry) isOwn(addr string) bool {
+// ownAddr reports whether addr is one of the agent's connections, and whether it is fresh.
+func (r *sessionRegistry) ownAddr(addr string) (own, fresh bool) {
 	r.addrMu.Lock()
 	defer r.addrMu.Unlock()
-	_, ok := r.ownAddrs[addr]
-	return ok
+	c, ok := r.ownAddrs[addr]
+	return ok, c.fresh
 }
 
 // connectAddress is the "<ip>:<port>" of a connect line ("New client connected from <ip>:<port>

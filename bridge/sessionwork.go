@@ -48,6 +48,11 @@ type sessionJob struct {
 	// holderLive, with drain, is asked before each acknowledgement: once the holder is lost
 	// (its client may be moving here) nothing more is acknowledged and the drain ends.
 	holderLive func() bool
+	// fresh, with drain (jobSync): the session is first ended (a clean connect: it holds only
+	// duplicates, its client being connected to a reachable holder), then made anew, so that
+	// its subscriptions are exactly the ones the log shows (a session the agent cannot account
+	// for after a gap in its log keeps it wanting everything, accounting.go).
+	fresh bool
 }
 
 // Drain timing: after CONNACK Mosquitto sends the queued messages at once (its in-flight window,
@@ -205,8 +210,21 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 	}
 	// The agent's connections with clients' ids are MQTT 3.1.1 (mqttconn speaks no 3.1) without
 	// a will; the broker tells them from the client's by their address (sessions.go).
+	if j.fresh {
+		if j.holderLive != nil && !j.holderLive() {
+			return
+		}
+		o := w.conn.options(j.id, 4, true, w.tls)
+		o.Dialed = func(a net.Addr) { w.reg.addOwn(a.String(), false) }
+		c, _, err := mqttconn.Dial(ctx, w.addr, o, func(*message) {})
+		if err != nil {
+			w.failed.Add(1)
+			return
+		}
+		c.Close()
+	}
 	o := w.conn.options(j.id, 4, j.clean, w.tls)
-	o.Dialed = func(a net.Addr) { w.reg.addOwn(a.String()) }
+	o.Dialed = func(a net.Addr) { w.reg.addOwn(a.String(), j.fresh) }
 	var got atomic.Uint64
 	var last atomic.Int64
 	var stopped atomic.Bool

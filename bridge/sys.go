@@ -88,10 +88,18 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	if ev.Truncated {
 		a.log.Warn("truncated log line: widening", "line_bytes", len(payload), "widened", ev.Widened)
 	}
+	own, fresh := false, false
+	if a.sessionsOn() && ev.Kind == sysparse.Connected {
+		own, fresh = a.sess.ownAddr(connectAddress(string(payload)))
+	}
 	a.model.Apply(ev)
 	a.record(journalEntry{Event: &ev})
 	if a.sessionsOn() {
-		own := ev.Kind == sysparse.Connected && a.sess.isOwn(connectAddress(string(payload)))
+		if fresh && len(ev.Readings) <= 1 && !ev.Truncated {
+			// The agent's previous connection with this id ended its session (clean): the
+			// one this connect starts has only the subscriptions the log shows next.
+			a.model.freshSession(ev.ClientID)
+		}
 		a.sess.event(ev, own)
 	}
 }
