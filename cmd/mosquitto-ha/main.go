@@ -214,7 +214,11 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		ClientID: topics.ClientPrefix() + f.node + "-check", Username: opts.Username,
 		Password: opts.Password, Timeout: 3 * time.Second, Topics: topics, ProveWildcard: true})
 	failed := false
-	for _, flt := range probeFaults(cfg, f.node, opts.Local, res, err) {
+	faults := probeFaults(cfg, f.node, opts.Local, res, err)
+	if err == nil && opts.Sessions.Enabled {
+		faults = append(faults, sessionFaults(ctx, cfg, opts)...)
+	}
+	for _, flt := range faults {
 		fmt.Fprintf(stderr, "node %s: %s\n", f.node, flt)
 		failed = failed || !flt.warning
 	}
