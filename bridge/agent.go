@@ -54,13 +54,13 @@ type Agent struct {
 	inbox inbox
 
 	// Sessions that follow their client (sessions.go); sess is nil when they are off.
-	sessOpts                SessionOptions
-	sess                    *sessionRegistry // owned by the dispatcher, but for its locked parts
-	sessWork                *sessionWorker
-	sessChanged             atomic.Bool // a peer's registry arrived
-	sessPlanned             time.Time   // dispatcher's
-	sessHeld, sessConnected atomic.Int64
-	sessBytes               atomic.Uint64
+	sessOpts                              SessionOptions
+	sess                                  *sessionRegistry // owned by the dispatcher, but for its locked parts
+	sessWork                              *sessionWorker
+	sessChanged                           atomic.Bool // a peer's registry arrived
+	sessPlanned                           time.Time   // dispatcher's
+	sessHeld, sessConnected, sessReplicas atomic.Int64
+	sessBytes                             atomic.Uint64
 
 	// localOnce: the local connection came up before; sessionLost: a later one found no
 	// session (noteSession, sys.go).

@@ -21,14 +21,16 @@ func (a *Agent) sessionsOn() bool { return a.sess != nil }
 // sessionsMinInterval, once the earlier run's registry was read (adoptSessions).
 func (a *Agent) publishSessions(newest map[string]heldBy) {
 	r := a.sess
-	if !r.dirty || time.Since(r.last) < sessionsMinInterval {
+	if !r.loaded && !r.upAt.IsZero() && time.Since(r.upAt) >= sessionsStartGrace {
+		r.loaded, r.dirty = true, true // no earlier registry came: this run's is the first
+	}
+	// A large registry is published less often: 1 ms per KiB of the last one, at least
+	// sessionsMinInterval (10,000 clients, about 1 MiB: once a second at most).
+	if !r.dirty || time.Since(r.last) < max(sessionsMinInterval, time.Duration(r.lastBytes/1024)*time.Millisecond) {
 		return
 	}
 	if !r.loaded {
-		if r.upAt.IsZero() || time.Since(r.upAt) < sessionsStartGrace {
-			return
-		}
-		r.loaded = true
+		return
 	}
 	c := a.localConn()
 	if c == nil {
@@ -59,7 +61,7 @@ func (a *Agent) publishSessions(newest map[string]heldBy) {
 	a.log.Debug("session registry published", "sessions", len(msg.Sessions), "bytes", len(b))
 	c.Publish(topic, 1, true, a.signer.sealJSON(topic, b), nil)
 	a.sessBytes.Add(uint64(len(b)))
-	r.last, r.dirty = time.Now(), false
+	r.last, r.dirty, r.lastBytes = time.Now(), false, len(b)
 }
 
 // adoptSessions takes in this node's retained registry, published by an earlier run of the
@@ -136,6 +138,13 @@ func (a *Agent) planSessions() {
 	}
 	a.sessPlanned = time.Now()
 	newest := a.newestHeld()
+	if !a.sess.loaded {
+		// Until the earlier run's registry is read, a client connected here may look held
+		// elsewhere: acting for it would close its connection.
+		a.publishSessions(newest)
+		return
+	}
+	replicas := 0
 	w := a.sessWork
 	for id, h := range newest {
 		s := a.sess.own[id]
@@ -152,8 +161,11 @@ func (a *Agent) planSessions() {
 			}
 			a.sess.drop(id) // it moved: what it left here is a replica, or removed below
 		}
-		a.planReplica(id, h, w)
+		if a.planReplica(id, h, w) {
+			replicas++
+		}
 	}
+	a.sessReplicas.Store(int64(replicas))
 	a.publishSessions(newest)
 	held, conn := 0, 0
 	for id, s := range a.sess.own {
@@ -181,12 +193,15 @@ func (a *Agent) takeover(id string, h heldBy, clean bool) {
 	}
 }
 
-// planReplica keeps this node's copy of a session held on h.node as the options say.
-func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) {
-	if a.sess.liveHere(id) {
-		return
-	}
+// planReplica keeps this node's copy of a session held on h.node as the options say. It reports
+// whether the broker holds a replica of it.
+func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool) {
 	cl := a.model.clients[id]
+	if a.sess.liveHere(id) || cl != nil && cl.Connected {
+		// Its client is connected here (or the model says so: an agent that restarted may not
+		// have its stamp yet); a connection with its id would close the client's.
+		return false
+	}
 	hp := h.p
 	live := func() bool { return hp.Up() && !hp.interest.agentDown.Load() }
 	holderLive := live()
@@ -207,7 +222,7 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) {
 	if h.e.Clean {
 		// A clean connect anywhere ends the session everywhere, as on one broker [MQTT-3.1.2-6].
 		remove()
-		return
+		return false
 	}
 	if !a.inReplicaSet(id, h.node) {
 		// Not one of its replicas: a session it left here only collects duplicates. Removed
@@ -215,7 +230,7 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) {
 		if h.e.Conn && holderLive {
 			remove()
 		}
-		return
+		return false
 	}
 	add := map[string]byte{}
 	var del []string
@@ -248,6 +263,7 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) {
 	case drain && time.Since(drained) >= a.sessOpts.DrainInterval:
 		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, holderLive: live})
 	}
+	return cl != nil
 }
 
 // subsOf is c's subscriptions, none for a nil client.
@@ -302,7 +318,7 @@ func (a *Agent) sessionsStatus() *SessionsStatus {
 		return nil
 	}
 	w := a.sessWork
-	s := &SessionsStatus{Replicas: w.replicas(), Takeovers: w.takeovers.Load(), Drains: w.drains.Load(),
+	s := &SessionsStatus{Replicas: int(a.sessReplicas.Load()), Takeovers: w.takeovers.Load(), Drains: w.drains.Load(),
 		DrainedMessages: w.drained.Load(), ReplicaSyncs: w.syncs.Load(), Removed: w.removed.Load(),
 		Refused: w.refused.Load(), Failed: w.failed.Load(), Pending: w.pendingCount(),
 		Held: int(a.sessHeld.Load()), Connected: int(a.sessConnected.Load())}

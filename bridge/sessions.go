@@ -185,6 +185,8 @@ type sessionRegistry struct {
 	own   map[string]*localSession
 	dirty bool
 	last  time.Time // of the last publication
+	// lastBytes is the size of the last publication, which spaces the next (publishSessions).
+	lastBytes int
 	// loaded: the agent's own retained registry (an earlier run's) was read, or the grace after
 	// the local connection came up passed without one; publications wait for it.
 	loaded bool

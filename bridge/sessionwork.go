@@ -141,19 +141,6 @@ func (w *sessionWorker) pendingCount() int {
 	return len(w.urgent) + len(w.queue)
 }
 
-// replicas counts the client ids the worker synced a replica for.
-func (w *sessionWorker) replicas() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	n := 0
-	for _, s := range w.state {
-		if !s.synced.IsZero() {
-			n++
-		}
-	}
-	return n
-}
-
 func (w *sessionWorker) next() (sessionJob, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
