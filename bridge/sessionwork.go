@@ -280,6 +280,7 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 		w.drained.Add(got.Load())
 		st.drained = time.Now()
 	}
+	w.log.Debug("session job done", "client", j.id, "job", j.kind, "acknowledged", got.Load())
 }
 
 // wait returns once the broker sent nothing for drainQuiet, or after drainMax.
