@@ -77,11 +77,19 @@ func TestSessionsAgentKill9DuringDrains(t *testing.T) {
 			}
 		}(i, pub)
 	}
+	port := mosqtest.FreePort(t)
 	for round := 0; round < 3; round++ {
 		time.Sleep(700 * time.Millisecond)
 		agents[1].Kill() // in the middle of its drains, or between two
-		agents[1] = startAgentProc(t, cfg, "b2")
+		agents[1] = startAgentProcArgs(t, cfg, "b2", "--metrics", fmt.Sprintf("127.0.0.1:%d", port))
 		waitLog(t, agents[1], `job=drain`, 15*time.Second)
+	}
+	// The replica and its drains are in b2's metrics.
+	m := getMetrics(t, port)
+	for _, want := range []string{`mosquitto_ha_session_replicas{node="b2"} 1`, `mosquitto_ha_session_connections_total{node="b2",job="drain"} `} {
+		if !strings.Contains(m, want) {
+			t.Errorf("b2's metrics lack %s", want)
+		}
 	}
 	killed := []int64{next[0].Load(), next[1].Load()}
 	brokers[0].Kill()
