@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -232,19 +233,28 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 		}
 		return false
 	}
+	// A replica never joins a shared subscription: the broker would hand the group's messages
+	// to it, where a drain takes them from the group's live members. (A replica found by its
+	// client lacks them: docs/semantics.md.)
+	want := map[string]byte{}
+	for f, q := range h.e.Subs {
+		if !strings.HasPrefix(f, "$share/") {
+			want[f] = q
+		}
+	}
 	add := map[string]byte{}
 	var del []string
 	// What the broker's session of id holds: the log's account, unless the session predates
 	// what the agent read and no sync of this run made it.
 	known := cl != nil && (!cl.SubsUnknown || !synced.IsZero())
-	for f, q := range h.e.Subs {
+	for f, q := range want {
 		if have, ok := cl.subsOf()[f]; !known || !ok || have != q {
 			add[f] = q
 		}
 	}
 	if known && !h.e.SubsUnknown {
 		for f := range cl.Subs {
-			if _, ok := h.e.Subs[f]; !ok {
+			if _, ok := want[f]; !ok {
 				del = append(del, f)
 			}
 		}
@@ -253,12 +263,12 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 	switch {
 	case cl != nil && cl.SubsUnknown && drain && time.Since(synced) >= syncRetry:
 		// Made anew: then every subscription it holds is in the log (sessionJob.fresh).
-		w.submit(sessionJob{kind: jobSync, id: id, want: h.e.Subs, add: maps.Clone(h.e.Subs), drain: true, holderLive: live, fresh: true})
+		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, holderLive: live, fresh: true})
 	case cl == nil || len(add) > 0 || len(del) > 0:
 		// At once for filters not synced yet; again only after syncRetry for ones a sync sent
 		// that the log does not show yet.
-		if synced.IsZero() || !maps.Equal(syncedSubs, h.e.Subs) || time.Since(synced) >= syncRetry {
-			w.submit(sessionJob{kind: jobSync, id: id, want: h.e.Subs, add: add, del: del, drain: drain, holderLive: live})
+		if synced.IsZero() || !maps.Equal(syncedSubs, want) || time.Since(synced) >= syncRetry {
+			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, holderLive: live})
 		}
 	case drain && time.Since(drained) >= a.sessOpts.DrainInterval:
 		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, holderLive: live})

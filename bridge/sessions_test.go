@@ -230,8 +230,15 @@ func TestSessionOfflineClientBrokerKilled(t *testing.T) {
 	c := startSessionCluster(t, 3)
 	sub := connect(t, c.brokers[0].Addr, "offline", false)
 	sub.subscribe("o/#", 1)
+	sub.subscribe("$share/g/jobs/#", 1) // never replicated: a replica would take the group's messages
 	c.waitReplicas(1, 1, 1)
 	c.waitReplicas(2, 1, 1)
+	time.Sleep(500 * time.Millisecond) // a replica sync that would add the share has run
+	for i := 1; i < 3; i++ {
+		if n := c.agent(i).Status().LocalFilters; n != 1 {
+			t.Errorf("%s: %d local filters, want 1 (o/#, not the $share subscription)", c.names[i], n)
+		}
+	}
 	sub.c.Disconnect(50)
 	time.Sleep(300 * time.Millisecond)
 	p2, p3 := connect(t, c.brokers[1].Addr, "pub-o2", true), connect(t, c.brokers[2].Addr, "pub-o3", true)
