@@ -70,6 +70,10 @@ func (a *Agent) publishSessions(newest map[string]heldBy) {
 func (a *Agent) adoptSessions(payload []byte) {
 	r := a.sess
 	if r.loaded {
+		// No-local keeps this run's publications away: somebody else wrote this node's
+		// registry. Restored at the next publication.
+		r.dirty = true
+		a.log.Warn("foreign publish on this node's session registry: restoring it", "bytes", len(payload))
 		return
 	}
 	r.loaded, r.dirty = true, true

@@ -259,3 +259,36 @@ func TestSessionOfflineClientBrokerKilled(t *testing.T) {
 	checkSequence(t, back, "o/b2", 40, 10*time.Second)
 	checkSequence(t, back, "o/b3", 40, 10*time.Second)
 }
+
+// A registry that is not signed with the cluster secret is refused and counted: a client that
+// claims a victim's client id connected elsewhere does not get the victim's connection closed.
+func TestSessionForgedRegistryRefused(t *testing.T) {
+	c := newCluster(t, 2, func(i int, o *bridge.Options) { withSecret(i, o); withSessions(i, o) })
+	for i := range c.brokers {
+		c.startAgent(i)
+	}
+	c.waitSettled()
+	lost := make(chan struct{}, 1)
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + c.brokers[0].Addr).SetClientID("victim").SetCleanSession(false).
+		SetAutoReconnect(false).SetConnectionLostHandler(func(mqtt.Client, error) { lost <- struct{}{} })
+	victim := mqtt.NewClient(o)
+	if tok := victim.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer victim.Disconnect(0)
+	stamp := uint64(time.Now().Add(time.Second).UnixMilli()) << 16
+	forged := fmt.Sprintf(`{"version":1,"node":"b2","sessions":[{"id":"victim","conn":true,"since":%d,"proto":4}]}`, stamp)
+	intruder := connect(t, c.brokers[1].Addr, "intruder", true)
+	intruder.publish(bridge.NewTopics("t", "$forward/").Sessions("b2"), 1, true, forged)
+	waitFor(t, 5*time.Second, "b1 to refuse the forged registry", func() string {
+		if s := c.agent(0).Status().Sessions; s.RegistryRefused == 0 {
+			return fmt.Sprintf("%+v", s)
+		}
+		return ""
+	})
+	select {
+	case <-lost:
+		t.Errorf("the victim's connection was closed by a forged registry")
+	case <-time.After(time.Second):
+	}
+}
