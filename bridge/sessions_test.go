@@ -45,7 +45,9 @@ func takeoverProbe(t *testing.T, first, second, id string, limit time.Duration) 
 	if tok := old.Subscribe("probe/"+id, 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
 		t.Fatalf("subscribe: %v", tok.Error())
 	}
-	time.Sleep(300 * time.Millisecond) // the registries settle: not part of the promise
+	// Apart by more than the agents' reading of their log lines: closer connects on two brokers
+	// are ordered by when each agent read its line (docs/semantics.md).
+	time.Sleep(300 * time.Millisecond)
 	var newLost atomic.Bool
 	o2 := mqtt.NewClientOptions().AddBroker("tcp://" + second).SetClientID(id).SetCleanSession(false).
 		SetAutoReconnect(false).SetConnectionLostHandler(func(mqtt.Client, error) { newLost.Store(true) })
