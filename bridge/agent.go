@@ -57,8 +57,9 @@ type Agent struct {
 	sessOpts                              SessionOptions
 	sess                                  *sessionRegistry // owned by the dispatcher, but for its locked parts
 	sessWork                              *sessionWorker
-	sessChanged                           atomic.Bool // a peer's registry arrived
-	sessPlanned                           time.Time   // dispatcher's
+	sessChanged                           atomic.Bool       // a peer's registry arrived
+	sessPlanned                           time.Time         // dispatcher's
+	sessNewest                            map[string]heldBy // dispatcher's: the peers' registries merged (sessionplan.go)
 	sessHeld, sessConnected, sessReplicas atomic.Int64
 	sessBytes                             atomic.Uint64
 
@@ -331,6 +332,7 @@ func (a *Agent) applyPeers(ctx context.Context, wg *sync.WaitGroup, want []PeerA
 		a.log.Info("peer added", "peer", pa.Name, "addr", pa.Address)
 	}
 	a.peers.Store(&next)
+	a.sessNewest = nil // the registries of removed peers no longer count
 	for _, p := range old {
 		p.stop()
 		p.queue.setParked(true) // a removed peer: nothing waits for it any more

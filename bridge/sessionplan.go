@@ -129,8 +129,10 @@ func (a *Agent) newestHeld() map[string]heldBy {
 	return out
 }
 
-// sessionPlanEvery is how often the plan runs without a registry change (drains come due).
-const sessionPlanEvery = 100 * time.Millisecond
+// sessionPlanEvery is how often the plan runs without a registry change (drains come due): a
+// quarter of the default drain interval, so a drain is at most that late. The plan walks every
+// session the peers list (about 100 ns each: 100,000 sessions cost 10 ms of the dispatcher).
+const sessionPlanEvery = 250 * time.Millisecond
 
 // planSessions runs on the dispatcher after each batch.
 func (a *Agent) planSessions() {
@@ -142,7 +144,10 @@ func (a *Agent) planSessions() {
 		return
 	}
 	a.sessPlanned = time.Now()
-	newest := a.newestHeld()
+	if changed || a.sessNewest == nil {
+		a.sessNewest = a.newestHeld()
+	}
+	newest := a.sessNewest
 	if !a.sess.loaded {
 		// Until the earlier run's registry is read, a client connected here may look held
 		// elsewhere: acting for it would close its connection.
@@ -335,7 +340,7 @@ func (a *Agent) sessionsStatus() *SessionsStatus {
 	s := &SessionsStatus{Replicas: int(a.sessReplicas.Load()), Takeovers: w.takeovers.Load(), Drains: w.drains.Load(),
 		DrainedMessages: w.drained.Load(), ReplicaSyncs: w.syncs.Load(), Removed: w.removed.Load(),
 		Refused: w.refused.Load(), Failed: w.failed.Load(), Pending: w.pendingCount(),
-		Held: int(a.sessHeld.Load()), Connected: int(a.sessConnected.Load())}
+		Held: int(a.sessHeld.Load()), Connected: int(a.sessConnected.Load()), RegistryBytes: a.sessBytes.Load()}
 	for _, p := range a.peerList() {
 		s.RegistryRefused += p.registryRefused.Load()
 	}

@@ -353,6 +353,8 @@ type SessionsStatus struct {
 	RegistryRefused uint64 `json:"registry_refused"`
 	// Pending is the session work waiting for the worker.
 	Pending int `json:"pending"`
+	// RegistryBytes counts the registry bytes this agent published.
+	RegistryBytes uint64 `json:"registry_bytes"`
 }
 
 // brokerRestarted: the broker lost every connection (and every clean session).

@@ -215,7 +215,9 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		Password: opts.Password, Timeout: 3 * time.Second, Topics: topics, ProveWildcard: true})
 	failed := false
 	faults := probeFaults(cfg, f.node, opts.Local, res, err)
-	if err == nil && opts.Sessions.Enabled {
+	// The session check needs a broker that answers and takes the agent's credentials; a
+	// probe that failed otherwise (e.g. its own connections taken over) does not stop it.
+	if opts.Sessions.Enabled && !errors.Is(err, bridge.ErrProbeNoListener) && !errors.Is(err, bridge.ErrProbeRefused) {
 		faults = append(faults, sessionFaults(ctx, cfg, opts)...)
 	}
 	for _, flt := range faults {
