@@ -53,6 +53,8 @@ type peer struct {
 	// peer is away: its clients may be moving here.
 	sessions        atomic.Pointer[map[string]sessionEntry]
 	registryRefused atomic.Uint64
+	// statusSeen is when (unix ns) the peer's last live status was taken.
+	statusSeen atomic.Int64
 }
 
 // wireVersion is the relay wire version to write to the peer.

@@ -124,6 +124,9 @@ func (p *peer) statusMessage(m *message, newest *time.Time) {
 	if st.Time.After(*newest) {
 		*newest = st.Time
 	}
+	if st.AgentUp {
+		p.statusSeen.Store(time.Now().UnixNano())
+	}
 	p.agentStatus(st.AgentUp)
 	if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
 		p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")

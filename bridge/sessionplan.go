@@ -213,7 +213,12 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 		return false
 	}
 	hp := h.p
-	live := func() bool { return hp.Up() && !hp.interest.agentDown.Load() }
+	// The holder is reachable: its link is up, its agent up and its status fresh (one comes
+	// every statusInterval); a stale status may be an agent that hangs, or a broker going away.
+	live := func() bool {
+		return hp.Up() && !hp.interest.agentDown.Load() &&
+			time.Since(time.Unix(0, hp.statusSeen.Load())) < 3*statusInterval
+	}
 	holderLive := live()
 	w.mu.Lock()
 	st := w.stateOf(id)
