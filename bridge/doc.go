@@ -346,11 +346,10 @@
 // 3.1.1), acknowledges nothing and disconnects; Mosquitto closes the older connection and keeps
 // the session with whatever was unacknowledged [MQTT-3.1.4-2]. Every other node (or
 // sessions.replicas of them, by rendezvous hashing of the client id) keeps a replica of a
-// persistent session: connect as the id, subscribe the holder's filters with their QoS,
-// disconnect; the interest model sees those subscriptions, so peers relay to it. While the
-// client is connected to a holder whose link is up and whose agent is up (a live status
-// within 6 s), the replica is
-// drained every sessions.drain_interval (connect, acknowledge what comes until 20 ms of quiet,
+// persistent session: connect as the id, subscribe the holder's filters with their QoS (not
+// its $share ones), disconnect; the interest model sees those subscriptions, so peers relay
+// to it. While the client is connected to a holder whose link is up and whose agent is up (a
+// live status within 6 s), the replica is drained every sessions.drain_interval (connect, acknowledge what comes until 20 ms of quiet,
 // at most 300 ms, disconnect; each acknowledgement first checks the holder is still up). It is
 // never drained while its client is offline or its holder unreachable. A clean connect
 // anywhere removes the replicas. One connection at a time per agent, at most
