@@ -230,6 +230,21 @@ func TestSessionFollowsClientAfterBrokerKill(t *testing.T) {
 // every QoS 1 message published on the survivors while it was offline, as its own broker would
 // have given it.
 func TestSessionOfflineClientBrokerKilled(t *testing.T) {
+	// The oracle: one broker keeps the session of a client offline and gives it what came.
+	lone := mosqtest.Start(t, mosqtest.Options{Extra: brokerExtra})
+	first := connect(t, lone.Addr, "offline-lone", false)
+	first.subscribe("o/#", 1)
+	first.c.Disconnect(50)
+	lp := connect(t, lone.Addr, "pub-lone", true)
+	for i := 0; i < 40; i++ {
+		lp.publish("o/b2", 1, false, fmt.Sprint(i))
+	}
+	again, lonePresent := reconnectNoSubscribe(t, lone.Addr, "offline-lone")
+	if !lonePresent {
+		t.Fatalf("lone broker: no session present: the oracle changed")
+	}
+	checkSequence(t, again, "o/b2", 40, 5*time.Second)
+
 	c := startSessionCluster(t, 3)
 	sub := connect(t, c.brokers[0].Addr, "offline", false)
 	sub.subscribe("o/#", 1)
@@ -256,8 +271,8 @@ func TestSessionOfflineClientBrokerKilled(t *testing.T) {
 		p3.publish("o/b3", 1, false, fmt.Sprint(i))
 	}
 	back, present := reconnectNoSubscribe(t, c.brokers[1].Addr, "offline")
-	if !present {
-		t.Errorf("no session present on b2")
+	if present != lonePresent {
+		t.Errorf("session present %v on b2 after b1 was killed, one broker: %v", present, lonePresent)
 	}
 	checkSequence(t, back, "o/b2", 40, 10*time.Second)
 	checkSequence(t, back, "o/b3", 40, 10*time.Second)
