@@ -53,6 +53,16 @@ type Agent struct {
 
 	inbox inbox
 
+	// Sessions that follow their client (sessions.go); sess is nil when they are off.
+	sessOpts                              SessionOptions
+	sess                                  *sessionRegistry // owned by the dispatcher, but for its locked parts
+	sessWork                              *sessionWorker
+	sessChanged                           atomic.Bool       // a peer's registry arrived
+	sessPlanned                           time.Time         // dispatcher's
+	sessNewest                            map[string]heldBy // dispatcher's: the peers' registries merged (sessionplan.go)
+	sessHeld, sessConnected, sessReplicas atomic.Int64
+	sessBytes                             atomic.Uint64
+
 	// localOnce: the local connection came up before; sessionLost: a later one found no
 	// session (noteSession, sys.go).
 	localOnce, sessionLost atomic.Bool
@@ -137,6 +147,19 @@ func New(opts Options) (*Agent, error) {
 		bufferBytes: opts.BufferBytes, maxInflight: opts.MaxInflight,
 		push: &retainedPush{node: opts.Node, topics: a.topics, conn: conn, localAddr: opts.Local,
 			localTLS: opts.LocalTLS, state: a.ret}}
+	if opts.Sessions.Enabled {
+		if err := CheckSessionPatterns(opts.Sessions.Clients); err != nil {
+			return nil, err
+		}
+		a.sessOpts = opts.Sessions
+		a.sess = newSessionRegistry(a.model.ignore)
+		a.sessWork = newSessionWorker(opts.Local, opts.LocalTLS, conn, a.sess, opts.Sessions.ConnectRate, a.log.With("worker", "sessions"))
+		a.peerEnv.sessions = a.sess
+		a.peerEnv.sessionsChanged = func() {
+			a.sessChanged.Store(true)
+			a.inbox.wake()
+		}
+	}
 	var peers []*peer
 	for _, p := range opts.Peers {
 		peers = append(peers, newPeer(p, a.peerEnv))
@@ -216,6 +239,13 @@ func (a *Agent) Run(ctx context.Context) error {
 	}()
 	for _, p := range a.peerList() {
 		p.start(ctx, &wg)
+	}
+	if a.sessionsOn() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.sessWork.run(ctx)
+		}()
 	}
 	wg.Add(1)
 	go func() {
@@ -302,6 +332,7 @@ func (a *Agent) applyPeers(ctx context.Context, wg *sync.WaitGroup, want []PeerA
 		a.log.Info("peer added", "peer", pa.Name, "addr", pa.Address)
 	}
 	a.peers.Store(&next)
+	a.sessNewest = nil // the registries of removed peers no longer count
 	for _, p := range old {
 		p.stop()
 		p.queue.setParked(true) // a removed peer: nothing waits for it any more

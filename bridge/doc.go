@@ -69,6 +69,8 @@
 //	                                      broker from client id "mha-<cluster>-<node>-retained-
 //	                                      flood": ends the stored retained messages of the
 //	                                      agent's new session (see Retained convergence)
+//	$HA/<cluster>/<node>/sessions         the session registry JSON (below); QoS 1, retained,
+//	                                      at most every 100 ms when it changed
 //	$HA/<cluster>/probe/<nonce>           subscribed and unsubscribed by the startup probe
 //	<forward_prefix>T                     "$forward/T": one relay of a publish on T
 //	<forward_prefix-r>T                   "$forward-r/T": one relay of a retained publish on T
@@ -326,6 +328,33 @@
 // Whatever the secret, a relay whose publish would land on a reserved topic ($HA/<cluster>/...,
 // a forward topic, $SYS) is refused whole and counted as forged: no agent relays those.
 //
+// Sessions (sessions.go, sessionplan.go, sessionwork.go; on unless Options.Sessions says off).
+// Each agent publishes the clients its broker holds as their newest holder:
+//
+//	{"version":1,"node":"<node>","sessions":[{"id":"<client id>","conn":true,
+//	  "since":<HLC stamp of its last connect there>,"clean":false,"proto":4,
+//	  "subs":{"<filter>":<qos>},"subs_unknown":false}, ...],"sig":"<tag>"}
+//
+// signed like a status message. Only MQTT 3.1/3.1.1 clients are listed (a v5 client's Session
+// Expiry Interval is not logged). A peer's registry is refused whole (counted, logged; the last
+// accepted one stands) past limits.max_interest_bytes, 262,144 sessions, 4,096 filters a
+// session, with a wrong node, version, protocol, filter or QoS, or a stamp more than 30 s ahead.
+// The agent's own connections with a client's id are told from the client's by their address
+// in the connect line, so they never show as the client. A client id whose newest connect is
+// on another node while its client is connected here is taken over: the agent connects to its
+// broker as that id (clean session false unless either connect was clean, no will, MQTT
+// 3.1.1), acknowledges nothing and disconnects; Mosquitto closes the older connection and keeps
+// the session with whatever was unacknowledged [MQTT-3.1.4-2]. Every other node (or
+// sessions.replicas of them, by rendezvous hashing of the client id) keeps a replica of a
+// persistent session: connect as the id, subscribe the holder's filters with their QoS (not
+// its $share ones), disconnect; the interest model sees those subscriptions, so peers relay
+// to it. While the client is connected to a holder whose link is up and whose agent is up (a
+// live status within 6 s), the replica is drained every sessions.drain_interval (connect, acknowledge what comes until 20 ms of quiet,
+// at most 300 ms, disconnect; each acknowledgement first checks the holder is still up). It is
+// never drained while its client is offline or its holder unreachable. A clean connect
+// anywhere removes the replicas. One connection at a time per agent, at most
+// sessions.connect_rate a second, takeovers first.
+//
 // # Files
 //
 // agent.go (lifecycle), options.go (options and defaults), local.go (local connection and
@@ -336,6 +365,7 @@
 // choice for shared subscriptions), relayin.go (relays in), relaywire.go (relay layout),
 // epoch.go and dedupe.go (relay identity and repeats), retained.go (retained convergence and
 // push), hlc.go (the clock), retainreg.go (the register), retainverify.go (the verifier),
-// dollar.go ('$' subscriptions),
+// dollar.go ('$' subscriptions), sessions.go (the session registry), sessionplan.go (what the
+// registries ask for), sessionwork.go (connections with clients' ids),
 // topics.go (names), auth.go (signature), status.go (status), probe.go (startup probe).
 package bridge

@@ -294,6 +294,15 @@ func (l *localInterest) Apply(ev sysparse.Event) {
 	}
 }
 
+// freshSession records that the session a persistent connect of id just started is new (the
+// agent ended the previous one itself, see sessionwork.go): its subscriptions are all in the
+// log from here, whatever the agent's uncertainty about older sessions.
+func (l *localInterest) freshSession(id string) {
+	if c := l.clients[id]; c != nil && c.present && len(c.Subs) == 0 {
+		c.SubsUnknown = false
+	}
+}
+
 // touch records that a line named these clients.
 func (l *localInterest) touch(rs []sysparse.Reading) {
 	for _, r := range rs {

@@ -79,6 +79,9 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 			// QoS 1: queued in the session behind the stored retained messages (retained.go).
 			a.topics.FloodMarker(a.opts.Node): 1,
 		}
+		if a.sessionsOn() {
+			subs[a.topics.Sessions(a.opts.Node)] = 0 // an earlier run's registry (sessionplan.go)
+		}
 		if strings.HasPrefix(a.opts.ForwardPrefix, "$") {
 			for _, f := range a.topics.ForwardFilters() {
 				subs[f] = 2
@@ -156,6 +159,9 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 	case a.ann.isOwn(topic):
 		a.ann.checkOwn(topic, m.Payload)
 		m.Ack()
+	case a.sessionsOn() && topic == a.topics.Sessions(a.opts.Node):
+		a.adoptSessions(m.Payload)
+		m.Ack()
 	case strings.HasPrefix(topic, "$SYS/"):
 		a.model.readAt = m.Received
 		a.handleSys(topic, m.Payload)
@@ -188,6 +194,9 @@ func (a *Agent) afterBatch() {
 	}
 	if a.journal != nil {
 		a.persistState()
+	}
+	if a.sessionsOn() {
+		a.planSessions()
 	}
 	a.updateStatus()
 	if time.Since(a.lastStatus) >= statusInterval {

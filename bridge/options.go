@@ -44,7 +44,10 @@ type Options struct {
 	ClusterSecret []byte
 	// Limits bound what peers may send.
 	Limits Limits
-	Logger *slog.Logger
+	// Sessions makes persistent sessions follow their client across the cluster, and a client
+	// id have one connection cluster-wide (sessions.go); the zero value turns that off.
+	Sessions SessionOptions
+	Logger   *slog.Logger
 	// Version names the agent's build in its status messages (optional).
 	Version string
 }
@@ -135,6 +138,7 @@ func (o Options) withDefaults() Options {
 	o.SnapshotInterval = orDefault(o.SnapshotInterval, DefaultSnapshotInterval)
 	o.ProbeTimeout = orDefault(o.ProbeTimeout, DefaultProbeTimeout)
 	o.Limits = o.Limits.withDefaults()
+	o.Sessions = o.Sessions.withDefaults()
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

@@ -49,6 +49,12 @@ type peer struct {
 	// unsigned one may lower wire only when none came for trustedStatusWindow.
 	signedAt atomic.Int64
 	expired  atomic.Uint64 // relays whose message expired while they waited: not sent
+	// sessions is the peer's last accepted session registry (sessionplan.go), kept while the
+	// peer is away: its clients may be moving here.
+	sessions        atomic.Pointer[map[string]sessionEntry]
+	registryRefused atomic.Uint64
+	// statusSeen is when (unix ns) the peer's last live status was taken.
+	statusSeen atomic.Int64
 }
 
 // wireVersion is the relay wire version to write to the peer.
@@ -72,6 +78,10 @@ type peerEnv struct {
 	limits  *atomic.Pointer[Limits]
 	log     *slog.Logger
 	push    *retainedPush // runs when the link comes up or the peer's agent starts
+	// sessions, when sessions follow their client, checks the peers' registries' stamps;
+	// sessionsChanged tells the dispatcher one arrived.
+	sessions        *sessionRegistry
+	sessionsChanged func()
 
 	bufferMessages, bufferBytes, maxInflight int
 }

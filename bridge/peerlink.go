@@ -24,6 +24,7 @@ func (p *peer) newLink() *mqttconn.Link {
 		Log:     p.log,
 	}
 	status := env.topics.Status(p.name)
+	sessions := env.topics.Sessions(p.name)
 	var statusTime time.Time // of the newest status accepted; the reader is one goroutine
 	var gapLog gapLogger     // the same reader's
 	l.OnPublish = func(m *message) {
@@ -35,6 +36,12 @@ func (p *peer) newLink() *mqttconn.Link {
 			p.agentSeen.CompareAndSwap(0, 1) // no status: the peer's agent has not run yet
 		case status:
 			p.statusMessage(m, &statusTime)
+		case sessions:
+			if env.sessions != nil {
+				p.sessionsMessage(m)
+			} else {
+				m.Ack()
+			}
 		default:
 			p.interestMessage(m, &gapLog)
 		}
@@ -42,7 +49,11 @@ func (p *peer) newLink() *mqttconn.Link {
 	l.Up = func(ctx context.Context, c *mqttconn.Conn, _ bool) error {
 		// Until the marker returns, the retained snapshot may be behind: send everything.
 		p.interest.setSynced(false)
-		if err := c.Subscribe(ctx, map[string]byte{env.topics.InterestFilter(p.name): 1, marker: 1, status: 0}); err != nil {
+		subs := map[string]byte{env.topics.InterestFilter(p.name): 1, marker: 1, status: 0}
+		if env.sessions != nil {
+			subs[sessions] = 1
+		}
+		if err := c.Subscribe(ctx, subs); err != nil {
 			p.log.Warn("peer subscribe failed", "err", err)
 			return err
 		}
@@ -112,6 +123,9 @@ func (p *peer) statusMessage(m *message, newest *time.Time) {
 	}
 	if st.Time.After(*newest) {
 		*newest = st.Time
+	}
+	if st.AgentUp {
+		p.statusSeen.Store(time.Now().UnixNano())
 	}
 	p.agentStatus(st.AgentUp)
 	if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {

@@ -108,6 +108,8 @@ type Status struct {
 	SharedExtra uint64 `json:"shared_extra_deliveries"`
 	// SharedSplit lists the local shared subscriptions whose members sit on peers too.
 	SharedSplit []SharedSplit `json:"shared_split,omitempty"`
+	// Sessions is the state of sessions that follow their client, when on (sessions.go).
+	Sessions *SessionsStatus `json:"sessions,omitempty"`
 	// Retained is the state of retained convergence (retained.go).
 	Retained RetainedStatus `json:"retained"`
 	Peers    []PeerStatus   `json:"peers"`
@@ -137,6 +139,7 @@ func (a *Agent) Status() Status {
 		s.LastError, s.LastErrorTime = "local broker "+a.opts.Local+": "+e.Err.Error(), e.At.UTC()
 	}
 	s.Retained = a.ret.status()
+	s.Sessions = a.sessionsStatus()
 	peers := a.peerList()
 	s.SharedExtra = a.shares.extra.Load()
 	s.SharedSplit = splitShares(a.model.shares, peers)

@@ -33,6 +33,9 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 		if restarted {
 			a.log.Info("local broker restarted: dropping clean sessions")
 			a.model.brokerRestarted()
+			if a.sessionsOn() {
+				a.sess.brokerRestarted()
+			}
 			a.record(journalEntry{Op: "restart"})
 		}
 		if a.sessionLost.Swap(false) && !restarted && !a.brokerStart.IsZero() {
@@ -85,8 +88,20 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	if ev.Truncated {
 		a.log.Warn("truncated log line: widening", "line_bytes", len(payload), "widened", ev.Widened)
 	}
+	own, fresh := false, false
+	if a.sessionsOn() && ev.Kind == sysparse.Connected {
+		own, fresh = a.sess.ownAddr(connectAddress(string(payload)))
+	}
 	a.model.Apply(ev)
 	a.record(journalEntry{Event: &ev})
+	if a.sessionsOn() {
+		if fresh && len(ev.Readings) <= 1 && !ev.Truncated {
+			// The agent's previous connection with this id ended its session (clean): the
+			// one this connect starts has only the subscriptions the log shows next.
+			a.model.freshSession(ev.ClientID)
+		}
+		a.sess.event(ev, own)
+	}
 }
 
 // takeoverLog is when a takeover of a cluster id was last logged, and how many since were not.

@@ -53,6 +53,9 @@ func (t Topics) LastStatus(node string) string { return t.Status(node) + "/last"
 // LastStatusFilter matches the last live status of every agent of the cluster.
 func (t Topics) LastStatusFilter() string { return t.Control() + "+/status/last" }
 
+// Sessions is the retained session registry of node's agent (sessions.go).
+func (t Topics) Sessions(node string) string { return t.Control() + node + "/sessions" }
+
 // Synced is the marker node's agent publishes on peer's broker after subscribing to peer's
 // interest: it comes back after every retained message of that subscription.
 func (t Topics) Synced(node, peer string) string { return t.Control() + node + "/synced/" + peer }

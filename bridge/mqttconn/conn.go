@@ -132,6 +132,10 @@ type ConnectOptions struct {
 	WillRetain  bool
 	// TLS, when set, makes Dial use TLS (the encoder ignores it).
 	TLS *tls.Config
+	// Dialed, when set, is called with the connection's local address once the TCP connection
+	// is up and before CONNECT is sent (the encoder ignores it): the agent tells its own
+	// connections made with a client's id from the client's in the broker's connect lines.
+	Dialed func(local net.Addr)
 }
 
 // Dial connects and completes the MQTT handshake; it also reports the CONNACK's session present
@@ -161,6 +165,9 @@ func handshake(ctx context.Context, addr string, o ConnectOptions, onPublish fun
 	}
 	if err != nil {
 		return nil, false, err
+	}
+	if o.Dialed != nil {
+		o.Dialed(nc.LocalAddr())
 	}
 	// net sets TCP_NODELAY on TCP connections by default: no Nagle delay on relays.
 	c := &Conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10),

@@ -3,10 +3,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"mosquitto-ha/bridge"
 )
@@ -128,4 +130,23 @@ func deniedFaults(cfg *Config, res bridge.ProbeResult, account string, grant fun
 		}
 	}
 	return out
+}
+
+// sessionFaults checks that the agent's account may act for other client ids, as sessions that
+// follow their client need (agent.sessions): a warning, since relaying works without it.
+func sessionFaults(ctx context.Context, cfg *Config, opts bridge.Options) []fault {
+	err := bridge.CheckSessionRights(ctx, bridge.ProbeOptions{Address: opts.Local, TLS: opts.LocalTLS,
+		Username: opts.Username, Password: opts.Password, Timeout: 3 * time.Second})
+	if err == nil {
+		return nil
+	}
+	account := "the agent's connections"
+	if cfg.Agent.Username != "" {
+		account = fmt.Sprintf("the agent account %q", cfg.Agent.Username)
+	}
+	return []fault{{name: "sessions", warning: true,
+		what: fmt.Sprintf("%v. Sessions will not follow their clients to this broker, and a client id connected here and on another broker keeps both connections", err),
+		fix: fmt.Sprintf("let %s connect with any client id and subscribe to any ordinary filter: no use_username_as_clientid on the listener the agent uses (agent.local), "+
+			"no dynamic security client-id binding for the agent's username, and the ACL of `mosquitto-ha mosquitto --acl` (`topic readwrite #`); "+
+			"or turn them off: agent.sessions.enabled: false", account)}}
 }

@@ -137,3 +137,13 @@ func TestCheckForwardPrefixOpenToAnonymous(t *testing.T) {
 		[]string{`WARNING (forward prefix open): a client without credentials can publish to "$forward/"`, "grant $forward/#, $forward-r/#, $forward-b/# to `user mha-agent` alone", "agent.cluster_secret_file"},
 		[]string{"FAULT"})
 }
+
+// Sessions that follow their client need the agent account to act for any client id:
+// use_username_as_clientid gives every connection of the account one id, and check says so.
+// (The agent's own connections then take each other over too: the probe fails as well.)
+func TestCheckSessionsUsernameAsClientID(t *testing.T) {
+	cluster := faultBroker(t, mosqtest.Options{Extra: "use_username_as_clientid true\n"}, agentACLFor(), "agent-pw")
+	checkSays(t, cluster, 1,
+		[]string{"WARNING (sessions)", "use_username_as_clientid", "agent.sessions.enabled: false"},
+		[]string{"FAULT (wrong password)"})
+}

@@ -90,6 +90,46 @@ type AgentConfig struct {
 	TLS *TLSConfig `yaml:"tls"`
 	// Limits bound what peers may send.
 	Limits LimitsConfig `yaml:"limits"`
+	// Sessions make persistent sessions follow their client (issue 13).
+	Sessions SessionsConfig `yaml:"sessions"`
+}
+
+// SessionsConfig are the settings of sessions that follow their client (bridge.SessionOptions);
+// unset fields take bridge.DefaultSessionOptions.
+type SessionsConfig struct {
+	// Enabled turns the session registry, the client id takeover and replicas on (default true).
+	Enabled *bool `yaml:"enabled"`
+	// Clients are the client id patterns (path.Match) whose persistent sessions are replicated
+	// (default ["*"]).
+	Clients []string `yaml:"clients,omitempty"`
+	// Replicas is how many other nodes keep a replica of each session: 0 (default) every other
+	// node, -1 none (the takeover only).
+	Replicas int `yaml:"replicas"`
+	// DrainInterval is how often a replica is emptied while its client is connected elsewhere
+	// (default 1s): the duplicate bound of a failover.
+	DrainInterval time.Duration `yaml:"drain_interval"`
+	// ConnectRate bounds the agent's connections with clients' ids to its broker, per second
+	// (default 50).
+	ConnectRate int `yaml:"connect_rate"`
+}
+
+// options are the bridge settings of c.
+func (c SessionsConfig) options() bridge.SessionOptions {
+	o := bridge.DefaultSessionOptions()
+	if c.Enabled != nil {
+		o.Enabled = *c.Enabled
+	}
+	if len(c.Clients) > 0 {
+		o.Clients = c.Clients
+	}
+	o.Replicas = c.Replicas
+	if c.DrainInterval > 0 {
+		o.DrainInterval = c.DrainInterval
+	}
+	if c.ConnectRate > 0 {
+		o.ConnectRate = c.ConnectRate
+	}
+	return o
 }
 
 // LimitsConfig bounds what a peer may send; 0 takes the default.
@@ -359,6 +399,16 @@ func (c *Config) validate() *multierror.Error {
 	positive("limits.max_filter_bytes", a.Limits.MaxFilterBytes)
 	positive("limits.max_interest_bytes", a.Limits.MaxInterestBytes)
 	positive("limits.max_payload_bytes", a.Limits.MaxPayloadBytes)
+	if err := bridge.CheckSessionPatterns(a.Sessions.Clients); err != nil {
+		add("agent.sessions.clients: %v", err)
+	}
+	if a.Sessions.Replicas < -1 {
+		add("agent.sessions.replicas %d: want -1 (none), 0 (every other node) or a count", a.Sessions.Replicas)
+	}
+	if a.Sessions.DrainInterval < 0 || a.Sessions.DrainInterval > 0 && a.Sessions.DrainInterval < 100*time.Millisecond {
+		add("agent.sessions.drain_interval %s: want at least 100ms", a.Sessions.DrainInterval)
+	}
+	positive("sessions.connect_rate", a.Sessions.ConnectRate)
 	positive("buffer_messages", a.BufferMessages)
 	positive("buffer_bytes", a.BufferBytes)
 	if a.MaxInflight < 0 || a.MaxInflight > 20 {

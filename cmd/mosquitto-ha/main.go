@@ -112,8 +112,9 @@ func agentOptions(cfg *Config, node string, log *slog.Logger) (bridge.Options, e
 		ClusterSecret:    secret,
 		Limits: bridge.Limits{MaxFilters: lim.MaxFilters, MaxFilterBytes: lim.MaxFilterBytes,
 			MaxInterestBytes: lim.MaxInterestBytes, MaxPayloadBytes: lim.MaxPayloadBytes},
-		Logger:  log,
-		Version: shortVersion(),
+		Sessions: cfg.Agent.Sessions.options(),
+		Logger:   log,
+		Version:  shortVersion(),
 	}
 	for _, p := range cfg.Nodes {
 		if p.Name == n.Name {
@@ -213,7 +214,13 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		ClientID: topics.ClientPrefix() + f.node + "-check", Username: opts.Username,
 		Password: opts.Password, Timeout: 3 * time.Second, Topics: topics, ProveWildcard: true})
 	failed := false
-	for _, flt := range probeFaults(cfg, f.node, opts.Local, res, err) {
+	faults := probeFaults(cfg, f.node, opts.Local, res, err)
+	// The session check needs a broker that answers and takes the agent's credentials; a
+	// probe that failed otherwise (e.g. its own connections taken over) does not stop it.
+	if opts.Sessions.Enabled && !errors.Is(err, bridge.ErrProbeNoListener) && !errors.Is(err, bridge.ErrProbeRefused) {
+		faults = append(faults, sessionFaults(ctx, cfg, opts)...)
+	}
+	for _, flt := range faults {
 		fmt.Fprintf(stderr, "node %s: %s\n", f.node, flt)
 		failed = failed || !flt.warning
 	}

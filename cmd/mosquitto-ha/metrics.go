@@ -52,10 +52,33 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"forged_relay\"} %d\n", node, s.Forged)
 	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"oversized_relay\"} %d\n", node, s.Oversized)
 	fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"forged_own_interest\"} %d\n", node, s.ForgedInterest)
+	if s.Sessions != nil {
+		fmt.Fprintf(w, "mosquitto_ha_refused_total{%s,cause=\"session_registry\"} %d\n", node, s.Sessions.RegistryRefused)
+	}
 	counter("mosquitto_ha_inbox_dropped_total", "Local QoS 0 publishes dropped because the agent fell behind.")
 	fmt.Fprintf(w, "mosquitto_ha_inbox_dropped_total{%s} %d\n", node, s.InboxDropped)
 	counter("mosquitto_ha_shared_extra_deliveries_total", "Deliveries to a $share subscription beyond one per message: a local publish that had to reach several brokers with members of it (README, shared subscriptions).")
 	fmt.Fprintf(w, "mosquitto_ha_shared_extra_deliveries_total{%s} %d\n", node, s.SharedExtra)
+	if ss := s.Sessions; ss != nil {
+		gauge("mosquitto_ha_sessions_held", "Client ids this broker holds as their newest holder (issue 13), and of them the connected ones.")
+		fmt.Fprintf(w, "mosquitto_ha_sessions_held{%s,state=\"all\"} %d\n", node, ss.Held)
+		fmt.Fprintf(w, "mosquitto_ha_sessions_held{%s,state=\"connected\"} %d\n", node, ss.Connected)
+		gauge("mosquitto_ha_session_replicas", "Replicas on this broker of persistent sessions held on another.")
+		fmt.Fprintf(w, "mosquitto_ha_session_replicas{%s} %d\n", node, ss.Replicas)
+		gauge("mosquitto_ha_session_jobs_pending", "Connections with clients' ids waiting for the agent's session worker.")
+		fmt.Fprintf(w, "mosquitto_ha_session_jobs_pending{%s} %d\n", node, ss.Pending)
+		counter("mosquitto_ha_session_connections_total", "Connections the agent made to its broker with a client's id, by job and outcome.")
+		for _, c := range []struct {
+			job string
+			n   uint64
+		}{{"takeover", ss.Takeovers}, {"drain", ss.Drains}, {"replica_sync", ss.ReplicaSyncs}, {"remove", ss.Removed}, {"refused", ss.Refused}, {"failed", ss.Failed}} {
+			fmt.Fprintf(w, "mosquitto_ha_session_connections_total{%s,job=%q} %d\n", node, c.job, c.n)
+		}
+		counter("mosquitto_ha_session_drained_messages_total", "Messages replicas queued while their client was connected elsewhere, acknowledged by drains (duplicates a failover does not deliver).")
+		fmt.Fprintf(w, "mosquitto_ha_session_drained_messages_total{%s} %d\n", node, ss.DrainedMessages)
+		counter("mosquitto_ha_session_registry_bytes_total", "Bytes of session registry this agent published (retained on its broker, read by every peer).")
+		fmt.Fprintf(w, "mosquitto_ha_session_registry_bytes_total{%s} %d\n", node, ss.RegistryBytes)
+	}
 	gauge("mosquitto_ha_shared_split_subscriptions", "$share subscriptions with members on this broker and on peers (mosquitto-ha status names them).")
 	fmt.Fprintf(w, "mosquitto_ha_shared_split_subscriptions{%s} %d\n", node, len(s.SharedSplit))
 

@@ -168,6 +168,8 @@ func TestReloadPlanEveryField(t *testing.T) {
 		"agent.tls.ca": restart, "agent.tls.cert": restart, "agent.tls.key": restart, "agent.tls.server_name": restart,
 		"agent.limits.max_filters": live, "agent.limits.max_filter_bytes": live,
 		"agent.limits.max_interest_bytes": live, "agent.limits.max_payload_bytes": live,
+		"agent.sessions.clients": restart, "agent.sessions.replicas": restart,
+		"agent.sessions.drain_interval": restart, "agent.sessions.connect_rate": restart,
 		"load_balancer.vip": unused, "load_balancer.interface": unused, "load_balancer.listen": unused,
 		"load_balancer.check_interval": unused, "load_balancer.client_keepalive": unused,
 		"load_balancer.advert_interval": unused, "load_balancer.preempt": unused, "load_balancer.router_id": unused,

@@ -48,3 +48,29 @@ func TestHAProxyPinsFromClusterFile(t *testing.T) {
 		t.Fatalf("haproxy -c (apt-get install -y haproxy): %v\n%s", err, out)
 	}
 }
+
+// `status` and the metrics show what sessions that follow their client cost and did.
+func TestStatusAndMetricsShowSessions(t *testing.T) {
+	s := bridge.Status{Node: "b1", AgentUp: true, LocalUp: true, Time: time.Now(),
+		Sessions: &bridge.SessionsStatus{Held: 3, Connected: 2, Replicas: 5, Takeovers: 1, Drains: 40, DrainedMessages: 900, Refused: 2, RegistryRefused: 4}}
+	var out bytes.Buffer
+	printHealth(&out, []nodeHealth{{Node: "b1", Broker: brokerUp, BrokerUp: true, Agent: &s}})
+	for _, want := range []string{"sessions: 3 held (2 connected), 5 replicas, 1 takeovers, 40 drains (900 messages)", "2 refused by the broker"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	out.Reset()
+	writeMetrics(&out, s, time.Now())
+	for _, want := range []string{
+		`mosquitto_ha_sessions_held{node="b1",state="connected"} 2`,
+		`mosquitto_ha_session_replicas{node="b1"} 5`,
+		`mosquitto_ha_session_connections_total{node="b1",job="refused"} 2`,
+		`mosquitto_ha_session_drained_messages_total{node="b1"} 900`,
+		`mosquitto_ha_refused_total{node="b1",cause="session_registry"} 4`,
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("metrics lack %s:\n%s", want, out.String())
+		}
+	}
+}

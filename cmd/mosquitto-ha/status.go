@@ -296,6 +296,16 @@ func printHealth(w io.Writer, health []nodeHealth) {
 		if len(down) > 0 {
 			notes = append(notes, "peers down: "+strings.Join(down, ","))
 		}
+		if ss := s.Sessions; ss != nil {
+			// Sessions that follow their client (issue 13): what this broker holds, its
+			// replicas of sessions held elsewhere, and what it took over or drained.
+			n := fmt.Sprintf("sessions: %d held (%d connected), %d replicas, %d takeovers, %d drains (%d messages)",
+				ss.Held, ss.Connected, ss.Replicas, ss.Takeovers, ss.Drains, ss.DrainedMessages)
+			if ss.Refused > 0 {
+				n += fmt.Sprintf(", %d refused by the broker (the agent may not act for those client ids, see `mosquitto-ha acl`)", ss.Refused)
+			}
+			notes = append(notes, n)
+		}
 		if n := sharedSplitNote(s.SharedSplit); n != "" {
 			notes = append(notes, n)
 		}

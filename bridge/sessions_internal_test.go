@@ -1,0 +1,79 @@
+package bridge
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+)
+
+// A peer's registry is hostile input: every bound refuses it whole, with ErrRegistryRefused.
+func TestDecodeRegistryRefuses(t *testing.T) {
+	clock := newHLC(maxClockSkew)
+	now := clock.now()
+	ahead := stampOf(uint64(time.Now().Add(time.Hour).UnixMilli()), 0)
+	entry := func(id string, proto int, subs string) string {
+		return fmt.Sprintf(`{"id":%q,"conn":true,"since":%d,"proto":%d,"subs":{%s}}`, id, now, proto, subs)
+	}
+	many := make([]string, maxRegistryFilters+1)
+	for i := range many {
+		many[i] = fmt.Sprintf(`"f/%d":1`, i)
+	}
+	cases := map[string]string{
+		"not json":       `{"version":1,`,
+		"wrong node":     `{"version":1,"node":"b9","sessions":[]}`,
+		"wrong version":  `{"version":2,"node":"b2","sessions":[]}`,
+		"empty id":       `{"version":1,"node":"b2","sessions":[` + entry("", 4, "") + `]}`,
+		"mqtt 5":         `{"version":1,"node":"b2","sessions":[` + entry("x", 5, "") + `]}`,
+		"qos 3":          `{"version":1,"node":"b2","sessions":[` + entry("x", 4, `"a":3`) + `]}`,
+		"$SYS filter":    `{"version":1,"node":"b2","sessions":[` + entry("x", 4, `"$SYS/#":0`) + `]}`,
+		"too many subs":  `{"version":1,"node":"b2","sessions":[` + entry("x", 4, strings.Join(many, ",")) + `]}`,
+		"stamp too far":  fmt.Sprintf(`{"version":1,"node":"b2","sessions":[{"id":"x","since":%d,"proto":4}]}`, ahead),
+		"over the bytes": `{"version":1,"node":"b2","sessions":[` + entry(strings.Repeat("x", 2000), 4, "") + `]}`,
+	}
+	for name, in := range cases {
+		t.Run(name, func(t *testing.T) {
+			if _, err := decodeRegistry([]byte(in), "b2", 1000, clock); !errors.Is(err, ErrRegistryRefused) {
+				t.Errorf("got %v, want ErrRegistryRefused", err)
+			}
+		})
+	}
+	ok := `{"version":1,"node":"b2","sessions":[` + entry("x y", 4, `"a/#":1`) + `]}`
+	reg, err := decodeRegistry([]byte(ok), "b2", 1000, clock)
+	if err != nil || reg["x y"].Subs["a/#"] != 1 {
+		t.Fatalf("valid registry: %v %+v", err, reg)
+	}
+}
+
+func TestConnectAddress(t *testing.T) {
+	for line, want := range map[string]string{
+		"1796121482: New client connected from 127.0.0.1:42780 as v5 (p5, c1, k60).": "127.0.0.1:42780",
+		"New client connected from ::1:5 as a as b (p2, c0, k60).":                   "::1:5",
+		"New client connected from 127.0.0.1:1 as 1.2.3.4:5 as y (p2, c1, k60).":     "127.0.0.1:1",
+		"Client x disconnected.": "",
+	} {
+		if got := connectAddress(line); got != want {
+			t.Errorf("%q: got %q, want %q", line, got, want)
+		}
+	}
+}
+
+// The replicas of a client id are the first of its rendezvous order: stable, and a node that
+// leaves moves only the replicas it held.
+func TestRendezvous(t *testing.T) {
+	a := rendezvous("client-7", []string{"b1", "b2", "b3", "b4"})
+	b := rendezvous("client-7", []string{"b4", "b3", "b2", "b1"})
+	if strings.Join(a, ",") != strings.Join(b, ",") {
+		t.Fatalf("order depends on the input order: %v %v", a, b)
+	}
+	var rest []string
+	for _, n := range a {
+		if n != a[0] {
+			rest = append(rest, n)
+		}
+	}
+	if c := rendezvous("client-7", rest); strings.Join(c, ",") != strings.Join(a[1:], ",") {
+		t.Errorf("without %s: %v, want %v", a[0], c, a[1:])
+	}
+}

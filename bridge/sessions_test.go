@@ -1,0 +1,312 @@
+// Issue 13: sessions that follow the client, and one connection per client id cluster-wide.
+
+package bridge_test
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
+	"mosquitto-ha/bridge"
+	"mosquitto-ha/sysparse/mosqtest"
+)
+
+// withSessions turns sessions on with the defaults `mosquitto-ha` runs with.
+func withSessions(_ int, o *bridge.Options) { o.Sessions = bridge.DefaultSessionOptions() }
+
+// startSessionCluster starts n brokers and agents with sessions on.
+func startSessionCluster(t *testing.T, n int) *testCluster {
+	t.Helper()
+	c := newCluster(t, n, withSessions)
+	for i := range c.brokers {
+		c.startAgent(i)
+	}
+	c.waitSettled()
+	return c
+}
+
+// takeoverProbe connects a persistent client with id to first, then the same id to second, and
+// reports how long the first stayed connected after the second's CONNECT (-1: never closed
+// within limit) and whether the second stayed up until then.
+func takeoverProbe(t *testing.T, first, second, id string, limit time.Duration) (closedAfter time.Duration, secondUp bool) {
+	t.Helper()
+	lost := make(chan time.Time, 1)
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + first).SetClientID(id).SetCleanSession(false).
+		SetAutoReconnect(false).SetConnectionLostHandler(func(mqtt.Client, error) { lost <- time.Now() })
+	old := mqtt.NewClient(o)
+	if tok := old.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect %s to %s: %v", id, first, tok.Error())
+	}
+	defer old.Disconnect(0)
+	if tok := old.Subscribe("probe/"+id, 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	// Apart by more than the agents' reading of their log lines: closer connects on two brokers
+	// are ordered by when each agent read its line (docs/semantics.md).
+	time.Sleep(300 * time.Millisecond)
+	var newLost atomic.Bool
+	o2 := mqtt.NewClientOptions().AddBroker("tcp://" + second).SetClientID(id).SetCleanSession(false).
+		SetAutoReconnect(false).SetConnectionLostHandler(func(mqtt.Client, error) { newLost.Store(true) })
+	nc := mqtt.NewClient(o2)
+	at := time.Now()
+	if tok := nc.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect %s to %s: %v", id, second, tok.Error())
+	}
+	defer nc.Disconnect(0)
+	closedAfter = -1
+	select {
+	case l := <-lost:
+		closedAfter = l.Sub(at)
+	case <-time.After(limit):
+	}
+	time.Sleep(300 * time.Millisecond)
+	return closedAfter, nc.IsConnected() && !newLost.Load()
+}
+
+// README promise "client-id takeover": the same client id connected to two brokers keeps one
+// connection, the newer, as on one broker [MQTT-3.1.4-2]; the older is closed within 1 s.
+func TestSessionClientIDTakeover(t *testing.T) {
+	lone := mosqtest.Start(t, mosqtest.Options{Extra: brokerExtra})
+	lone0, up := takeoverProbe(t, lone.Addr, lone.Addr, "dup-lone", 2*time.Second)
+	if closed := lone0; closed < 0 || !up {
+		t.Fatalf("lone broker: older closed after %v, newer up %v: the oracle changed", closed, up)
+	}
+	c := startSessionCluster(t, 2)
+	const runs = 5
+	for i := 0; i < runs; i++ {
+		id := fmt.Sprintf("dup-%d", i)
+		from, to := c.brokers[i%2].Addr, c.brokers[(i+1)%2].Addr
+		closed, up := takeoverProbe(t, from, to, id, 3*time.Second)
+		t.Logf("run %d: older connection closed %v after the newer connect (lone broker: %v)", i, closed, lone0)
+		if closed < 0 || closed > time.Second || !up {
+			t.Errorf("run %d: older connection closed after %v (want within 1s; -1: never), newer up %v (want true)", i, closed, up)
+		}
+	}
+	if s := c.agent(0).Status().Sessions; s == nil || s.Takeovers+c.agent(1).Status().Sessions.Takeovers < runs {
+		t.Errorf("takeovers counted: %+v", s)
+	}
+}
+
+// seqPublisher publishes QoS 1 "0", "1", ... on topic at about rate a second, from addr.
+type seqPublisher struct {
+	next atomic.Int64
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+func startPublisher(t *testing.T, addr, id, topic string, every time.Duration) *seqPublisher {
+	pub := connect(t, addr, id, true)
+	p := &seqPublisher{stop: make(chan struct{})}
+	p.done.Add(1)
+	go func() {
+		defer p.done.Done()
+		for {
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(every):
+			}
+			n := p.next.Load()
+			if tok := pub.c.Publish(topic, 1, false, fmt.Sprint(n)); tok.WaitTimeout(5*time.Second) && tok.Error() == nil {
+				p.next.Add(1)
+			}
+		}
+	}()
+	return p
+}
+
+func (p *seqPublisher) halt() int { close(p.stop); p.done.Wait(); return int(p.next.Load()) }
+
+// seen counts each payload on topic.
+func seen(cl *client, topic string) map[string]int {
+	out := map[string]int{}
+	for _, m := range cl.messages() {
+		if m.Topic == topic {
+			out[m.Payload]++
+		}
+	}
+	return out
+}
+
+// reconnectNoSubscribe connects id with a persistent session and no subscription of its own.
+func reconnectNoSubscribe(t *testing.T, addr, id string) (*client, bool) {
+	t.Helper()
+	cl := &client{t: t}
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(false).
+		SetAutoReconnect(false).SetOrderMatters(true)
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		cl.mu.Lock()
+		cl.in = append(cl.in, received{m.Topic(), string(m.Payload()), m.Qos(), m.Retained()})
+		cl.mu.Unlock()
+	})
+	cl.c = mqtt.NewClient(o)
+	tok := cl.c.Connect()
+	if !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("reconnect %s to %s: %v", id, addr, tok.Error())
+	}
+	t.Cleanup(func() { cl.c.Disconnect(50) })
+	return cl, tok.(*mqtt.ConnectToken).SessionPresent()
+}
+
+// waitReplicas waits until agent i holds n replicas and its broker's clients hold filters
+// (the replicas' subscriptions, as the log shows them).
+func (c *testCluster) waitReplicas(i, n, filters int) {
+	c.t.Helper()
+	waitFor(c.t, 10*time.Second, fmt.Sprintf("%s to hold %d replicas", c.names[i], n), func() string {
+		if s := c.agent(i).Status(); s.Sessions == nil || s.Sessions.Replicas < n || s.LocalFilters < filters {
+			return fmt.Sprintf("%+v, %d filters", s.Sessions, s.LocalFilters)
+		}
+		return ""
+	})
+}
+
+// README promise "session continuity": a persistent client that subscribed once on b1 finds its
+// session on b2 after kill -9 of b1: session present, its subscription in force without
+// subscribing, every QoS 1 message published on the survivors after the kill, and duplicates
+// within the drain bound.
+func TestSessionFollowsClientAfterBrokerKill(t *testing.T) {
+	c := startSessionCluster(t, 3)
+	sub, _ := reconnectNoSubscribe(t, c.brokers[0].Addr, "follow") // subscribes once, never reconnects
+	sub.subscribe("f/#", 1)
+	c.waitReplicas(1, 1, 1)
+	c.waitReplicas(2, 1, 1)
+	const every = 20 * time.Millisecond // 50 messages a second
+	pub := startPublisher(t, c.brokers[2].Addr, "pub-f", "f/x", every)
+	time.Sleep(1200 * time.Millisecond) // the replicas drain at least once meanwhile
+	// b2's agent stops in the middle of its drains and starts again: its replica keeps
+	// everything the client may need (a stop cancels a drain; nothing unacknowledged is lost).
+	c.stopAgent(1)
+	time.Sleep(300 * time.Millisecond)
+	c.startAgent(1)
+	c.waitExact(1, "b2's agent back")
+	time.Sleep(1200 * time.Millisecond) // drains again
+	killedAt := int(pub.next.Load())
+	c.brokers[0].Kill()
+	time.Sleep(200 * time.Millisecond) // HAProxy's reconnect after a kill, about
+	moved, present := reconnectNoSubscribe(t, c.brokers[1].Addr, "follow")
+	if !present {
+		t.Errorf("no session present on b2 after b1 was killed")
+	}
+	time.Sleep(time.Second)
+	total := pub.halt()
+	waitFor(t, 10*time.Second, "every message published after the kill", func() string {
+		got := seen(moved, "f/x")
+		for k := killedAt; k < total; k++ {
+			if got[fmt.Sprint(k)] == 0 {
+				return fmt.Sprintf("%d missing (published %d..%d)", k, killedAt, total-1)
+			}
+		}
+		return ""
+	})
+	before, after := seen(sub, "f/x"), seen(moved, "f/x")
+	dups, lost := 0, 0
+	for k := 0; k < total; k++ {
+		n := before[fmt.Sprint(k)] + after[fmt.Sprint(k)]
+		switch {
+		case n == 0:
+			lost++
+		case n > 1:
+			dups += n - 1
+		}
+	}
+	// The bound: what a replica holds since its last drain, one DrainInterval of the
+	// subscriber's messages plus the drain's own time (300 ms at most) and the plan period
+	// (250 ms). Without drains it would be everything since the subscription (over 200).
+	bound := int((bridge.DefaultDrainInterval + 550*time.Millisecond) / every)
+	t.Logf("published %d (kill at %d), duplicates %d (bound %d), lost before the kill %d", total, killedAt, dups, bound, lost)
+	if dups > bound {
+		t.Errorf("%d duplicates after the failover, bound %d", dups, bound)
+	}
+	if s := c.agent(1).Status().Sessions; s.Drains == 0 {
+		t.Errorf("b2's replica was never drained: %+v", s)
+	}
+}
+
+// A persistent client offline while its broker is killed: on reconnecting to a survivor it gets
+// every QoS 1 message published on the survivors while it was offline, as its own broker would
+// have given it.
+func TestSessionOfflineClientBrokerKilled(t *testing.T) {
+	// The oracle: one broker keeps the session of a client offline and gives it what came.
+	lone := mosqtest.Start(t, mosqtest.Options{Extra: brokerExtra})
+	first := connect(t, lone.Addr, "offline-lone", false)
+	first.subscribe("o/#", 1)
+	first.c.Disconnect(50)
+	lp := connect(t, lone.Addr, "pub-lone", true)
+	for i := 0; i < 40; i++ {
+		lp.publish("o/b2", 1, false, fmt.Sprint(i))
+	}
+	again, lonePresent := reconnectNoSubscribe(t, lone.Addr, "offline-lone")
+	if !lonePresent {
+		t.Fatalf("lone broker: no session present: the oracle changed")
+	}
+	checkSequence(t, again, "o/b2", 40, 5*time.Second)
+
+	c := startSessionCluster(t, 3)
+	sub := connect(t, c.brokers[0].Addr, "offline", false)
+	sub.subscribe("o/#", 1)
+	sub.subscribe("$share/g/jobs/#", 1) // never replicated: a replica would take the group's messages
+	c.waitReplicas(1, 1, 1)
+	c.waitReplicas(2, 1, 1)
+	time.Sleep(500 * time.Millisecond) // a replica sync that would add the share has run
+	for i := 1; i < 3; i++ {
+		if n := c.agent(i).Status().LocalFilters; n != 1 {
+			t.Errorf("%s: %d local filters, want 1 (o/#, not the $share subscription)", c.names[i], n)
+		}
+	}
+	sub.c.Disconnect(50)
+	time.Sleep(300 * time.Millisecond)
+	p2, p3 := connect(t, c.brokers[1].Addr, "pub-o2", true), connect(t, c.brokers[2].Addr, "pub-o3", true)
+	for i := 0; i < 20; i++ {
+		p2.publish("o/b2", 1, false, fmt.Sprint(i))
+		p3.publish("o/b3", 1, false, fmt.Sprint(i))
+	}
+	time.Sleep(300 * time.Millisecond)
+	c.brokers[0].Kill()
+	for i := 20; i < 40; i++ {
+		p2.publish("o/b2", 1, false, fmt.Sprint(i))
+		p3.publish("o/b3", 1, false, fmt.Sprint(i))
+	}
+	back, present := reconnectNoSubscribe(t, c.brokers[1].Addr, "offline")
+	if present != lonePresent {
+		t.Errorf("session present %v on b2 after b1 was killed, one broker: %v", present, lonePresent)
+	}
+	checkSequence(t, back, "o/b2", 40, 10*time.Second)
+	checkSequence(t, back, "o/b3", 40, 10*time.Second)
+}
+
+// A registry that is not signed with the cluster secret is refused and counted: a client that
+// claims a victim's client id connected elsewhere does not get the victim's connection closed.
+func TestSessionForgedRegistryRefused(t *testing.T) {
+	c := newCluster(t, 2, func(i int, o *bridge.Options) { withSecret(i, o); withSessions(i, o) })
+	for i := range c.brokers {
+		c.startAgent(i)
+	}
+	c.waitSettled()
+	lost := make(chan struct{}, 1)
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + c.brokers[0].Addr).SetClientID("victim").SetCleanSession(false).
+		SetAutoReconnect(false).SetConnectionLostHandler(func(mqtt.Client, error) { lost <- struct{}{} })
+	victim := mqtt.NewClient(o)
+	if tok := victim.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	defer victim.Disconnect(0)
+	stamp := uint64(time.Now().Add(time.Second).UnixMilli()) << 16
+	forged := fmt.Sprintf(`{"version":1,"node":"b2","sessions":[{"id":"victim","conn":true,"since":%d,"proto":4}]}`, stamp)
+	intruder := connect(t, c.brokers[1].Addr, "intruder", true)
+	intruder.publish(bridge.NewTopics("t", "$forward/").Sessions("b2"), 1, true, forged)
+	waitFor(t, 5*time.Second, "b1 to refuse the forged registry", func() string {
+		if s := c.agent(0).Status().Sessions; s.RegistryRefused == 0 {
+			return fmt.Sprintf("%+v", s)
+		}
+		return ""
+	})
+	select {
+	case <-lost:
+		t.Errorf("the victim's connection was closed by a forged registry")
+	case <-time.After(time.Second):
+	}
+}

@@ -1,0 +1,326 @@
+// sessionwork.go owns the connections the agent makes to its own broker with a client's id
+// (sessions.go): a takeover (connect, acknowledge nothing, disconnect: the broker closes the
+// older connection and keeps the session with everything unacknowledged in it), a replica sync
+// (subscribe or unsubscribe the holder's filters), a drain (acknowledge what the replica queued
+// while its client was connected elsewhere) and a removal (connect clean). One connection at a
+// time, at most ConnectRate a second, takeovers first.
+
+package bridge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"log/slog"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"mosquitto-ha/bridge/mqttconn"
+)
+
+type sessionJobKind int
+
+const (
+	jobTakeover sessionJobKind = iota
+	jobSync
+	jobDrain
+	jobRemove
+)
+
+func (k sessionJobKind) String() string {
+	return [...]string{"takeover", "replica sync", "drain", "remove"}[k]
+}
+
+// sessionJob is one connection with a client's id.
+type sessionJob struct {
+	kind  sessionJobKind
+	id    string
+	want  map[string]byte // jobSync: the holder's filters
+	clean bool
+	add   map[string]byte
+	del   []string
+	// drain: acknowledge what the broker sends (the client is connected elsewhere, its holder
+	// is reachable); otherwise nothing is acknowledged and it stays in the session.
+	drain bool
+	// holderLive, with drain, is asked before each acknowledgement: once the holder is lost
+	// (its client may be moving here) nothing more is acknowledged and the drain ends.
+	holderLive func() bool
+	// fresh, with drain (jobSync): the session is first ended (a clean connect: it holds only
+	// duplicates, its client being connected to a reachable holder), then made anew, so that
+	// its subscriptions are exactly the ones the log shows (a session the agent cannot account
+	// for after a gap in its log keeps it wanting everything, accounting.go).
+	fresh bool
+}
+
+// Drain timing: after CONNACK Mosquitto sends the queued messages at once (its in-flight window,
+// then one per acknowledgement, about 20 us each here): a drain ends after drainQuiet without a
+// message, or after drainMax when live traffic keeps coming (the client gets that at its holder;
+// a shorter drain only leaves more duplicates, never a loss).
+const (
+	drainQuiet = 20 * time.Millisecond
+	drainMax   = 300 * time.Millisecond
+	// syncRetry is the least time between two syncs of one replica (the log must show the
+	// first before the plan sees it done).
+	syncRetry = 2 * time.Second
+	// refusedRetry is how long a client id the broker refused is left alone.
+	refusedRetry = time.Minute
+)
+
+// replicaState is the worker's memory of one client id.
+type replicaState struct {
+	drained, synced, refused time.Time
+	syncedSubs               map[string]byte // the holder's filters the last sync was for
+	removedSince             uint64          // the holder's stamp a removal was done for
+	takenSince               uint64          // the holder's stamp a takeover was done for
+}
+
+// sessionWorker runs session jobs against the local broker.
+type sessionWorker struct {
+	addr string
+	tls  *tls.Config
+	conn connSettings
+	reg  *sessionRegistry
+	log  *slog.Logger
+	rate int
+	// live reports whether the client is connected to the local broker now (the dispatcher's
+	// view, see sessionRegistry.live): a job for such a client is skipped.
+	live func(id string) bool
+
+	mu      sync.Mutex
+	urgent  []sessionJob // takeovers
+	queue   []sessionJob
+	pending map[string]bool
+	state   map[string]*replicaState
+	notify  chan struct{}
+
+	takeovers, drains, drained, syncs, removed, refused, failed atomic.Uint64
+}
+
+func newSessionWorker(addr string, tlsConf *tls.Config, conn connSettings, reg *sessionRegistry, rate int, log *slog.Logger) *sessionWorker {
+	return &sessionWorker{addr: addr, tls: tlsConf, conn: conn, reg: reg, log: log, rate: rate,
+		pending: map[string]bool{}, state: map[string]*replicaState{}, notify: make(chan struct{}, 1),
+		live: reg.liveHere}
+}
+
+// stateOf returns the worker's memory of id (created), under w.mu.
+func (w *sessionWorker) stateOf(id string) *replicaState {
+	s := w.state[id]
+	if s == nil {
+		s = &replicaState{}
+		w.state[id] = s
+	}
+	return s
+}
+
+// submit queues a job unless one for the id waits already. It reports whether it was queued.
+func (w *sessionWorker) submit(j sessionJob) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.pending[j.id] && j.kind != jobTakeover {
+		return false
+	}
+	w.pending[j.id] = true
+	if j.kind == jobTakeover {
+		w.urgent = append(w.urgent, j)
+	} else {
+		w.queue = append(w.queue, j)
+	}
+	select {
+	case w.notify <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+func (w *sessionWorker) pendingCount() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.urgent) + len(w.queue)
+}
+
+func (w *sessionWorker) next() (sessionJob, bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var j sessionJob
+	switch {
+	case len(w.urgent) > 0:
+		j, w.urgent = w.urgent[0], w.urgent[1:]
+	case len(w.queue) > 0:
+		j, w.queue = w.queue[0], w.queue[1:]
+	default:
+		return j, false
+	}
+	delete(w.pending, j.id)
+	return j, true
+}
+
+// run does the jobs until ctx ends: one connection at a time, at most rate a second.
+func (w *sessionWorker) run(ctx context.Context) {
+	gap := time.Second / time.Duration(w.rate)
+	for {
+		j, ok := w.next()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-w.notify:
+				continue
+			}
+		}
+		start := time.Now()
+		w.do(ctx, j)
+		if j.kind == jobTakeover {
+			continue // within a second of the newer connect: takeovers do not wait
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(gap - time.Since(start)):
+		}
+	}
+}
+
+// do runs one job.
+func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
+	if j.kind != jobTakeover && w.live(j.id) {
+		return // the client is here now: its session is its own
+	}
+	w.mu.Lock()
+	st := w.stateOf(j.id)
+	refused := time.Since(st.refused) < refusedRetry
+	w.mu.Unlock()
+	if refused && j.kind != jobTakeover {
+		return
+	}
+	// The agent's connections with clients' ids are MQTT 3.1.1 (mqttconn speaks no 3.1) without
+	// a will; the broker tells them from the client's by their address (sessions.go).
+	if j.fresh {
+		if j.holderLive != nil && !j.holderLive() {
+			return
+		}
+		o := w.conn.options(j.id, 4, true, w.tls)
+		o.Dialed = func(a net.Addr) { w.reg.addOwn(a.String(), false) }
+		c, _, err := mqttconn.Dial(ctx, w.addr, o, func(*message) {})
+		if err != nil {
+			w.failed.Add(1)
+			return
+		}
+		c.Close()
+	}
+	o := w.conn.options(j.id, 4, j.clean, w.tls)
+	o.Dialed = func(a net.Addr) { w.reg.addOwn(a.String(), j.fresh) }
+	var got atomic.Uint64
+	var last atomic.Int64
+	var stopped atomic.Bool
+	last.Store(time.Now().UnixNano())
+	onPublish := func(m *message) {
+		last.Store(time.Now().UnixNano())
+		if j.drain && !stopped.Load() {
+			if j.holderLive != nil && !j.holderLive() {
+				stopped.Store(true) // the holder is gone: what comes now may be the client's
+				return
+			}
+			m.Ack()
+			got.Add(1)
+		}
+		// Otherwise nothing is acknowledged: it stays in the session (in flight, sent again on
+		// the next connect [MQTT-4.4.0-1]).
+	}
+	dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, _, err := mqttconn.Dial(dctx, w.addr, o, onPublish)
+	if err == nil {
+		if len(j.add) > 0 {
+			err = c.Subscribe(dctx, j.add)
+		}
+		if err == nil && len(j.del) > 0 {
+			err = c.Unsubscribe(dctx, j.del)
+		}
+		if err == nil && j.drain {
+			w.wait(dctx, c, &last, &stopped)
+		}
+		c.Close()
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	st = w.stateOf(j.id)
+	switch {
+	case errors.Is(err, mqttconn.ErrRefused):
+		w.refused.Add(1)
+		if st.refused.IsZero() { // once per client id
+			w.log.Warn("the broker refuses the agent acting for a client id: its session is not replicated or taken over; allow the agent's account to use every client id (see `mosquitto-ha acl`)",
+				"client", j.id, "job", j.kind, "err", err)
+		}
+		st.refused = time.Now()
+		return
+	case err != nil && c == nil:
+		w.failed.Add(1)
+		w.log.Debug("session connection failed", "client", j.id, "job", j.kind, "err", err)
+		return
+	case err != nil:
+		// A client connecting while the agent drains takes the connection over: normal.
+		w.log.Debug("session connection ended early", "client", j.id, "job", j.kind, "err", err)
+	}
+	switch j.kind {
+	case jobTakeover:
+		w.takeovers.Add(1)
+		w.log.Info("client id connected on another broker: closed its older connection here", "client", j.id)
+	case jobSync:
+		w.syncs.Add(1)
+		st.synced, st.syncedSubs = time.Now(), j.want
+	case jobRemove:
+		w.removed.Add(1)
+		st.synced = time.Time{}
+	}
+	if j.drain {
+		w.drains.Add(1)
+		w.drained.Add(got.Load())
+		st.drained = time.Now()
+	}
+	w.log.Debug("session job done", "client", j.id, "job", j.kind, "acknowledged", got.Load())
+}
+
+// wait returns once the broker sent nothing for drainQuiet, or after drainMax.
+func (w *sessionWorker) wait(ctx context.Context, c *mqttconn.Conn, last *atomic.Int64, stopped *atomic.Bool) {
+	deadline := time.Now().Add(drainMax)
+	for time.Now().Before(deadline) && !stopped.Load() {
+		quiet := time.Since(time.Unix(0, last.Load()))
+		if quiet >= drainQuiet {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.Done():
+			return
+		case <-time.After(drainQuiet - quiet):
+		}
+	}
+}
+
+// rendezvous orders nodes for a client id (highest random weight hashing): the first n of the
+// order hold its replicas, and a node joining or leaving moves only the replicas it takes or held.
+func rendezvous(id string, nodes []string) []string {
+	type w struct {
+		node string
+		h    uint64
+	}
+	ws := make([]w, len(nodes))
+	for i, n := range nodes {
+		h := uint64(14695981039346656037) // FNV-1a 64
+		for _, b := range []byte(id + "\x00" + n) {
+			h ^= uint64(b)
+			h *= 1099511628211
+		}
+		ws[i] = w{n, h}
+	}
+	sort.Slice(ws, func(i, j int) bool { return ws[i].h > ws[j].h || ws[i].h == ws[j].h && ws[i].node < ws[j].node })
+	out := make([]string, len(ws))
+	for i, x := range ws {
+		out[i] = x.node
+	}
+	return out
+}
