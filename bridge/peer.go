@@ -171,6 +171,29 @@ func (p *peer) conn() *mqttconn.Conn {
 	return p.link.Conn()
 }
 
+// drainProbeTimeout bounds the round trip that proves a peer's broker reachable (answers): far
+// above a LAN's, far below the seconds a keepalive takes to notice a cut.
+const drainProbeTimeout = 300 * time.Millisecond
+
+// answers reports whether the peer's broker acknowledges a QoS 1 publish on topic, sent now on
+// the link, within drainProbeTimeout.
+func (p *peer) answers(ctx context.Context, topic string) bool {
+	c := p.conn()
+	if c == nil {
+		return false
+	}
+	done := make(chan error, 1)
+	c.Publish(topic, 1, false, nil, func(err error) { done <- err })
+	select {
+	case err := <-done:
+		return err == nil
+	case <-time.After(drainProbeTimeout):
+		return false
+	case <-ctx.Done():
+		return false
+	}
+}
+
 // waitConn blocks until the link is up and returns its connection.
 func (p *peer) waitConn(ctx context.Context) (*mqttconn.Conn, bool) {
 	for {

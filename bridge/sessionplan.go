@@ -8,6 +8,7 @@
 package bridge
 
 import (
+	"context"
 	"encoding/json"
 	"maps"
 	"slices"
@@ -219,6 +220,9 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 		return hp.Up() && !hp.interest.agentDown.Load() &&
 			time.Since(time.Unix(0, hp.statusSeen.Load())) < 3*statusInterval
 	}
+	// answers proves the holder's broker reachable now, by a round trip on the link (a link
+	// that is cut notices only at its keepalive, seconds later).
+	answers := func(ctx context.Context) bool { return hp.answers(ctx, a.topics.DrainProbe(a.opts.Node)) }
 	holderLive := live()
 	w.mu.Lock()
 	st := w.stateOf(id)
@@ -277,15 +281,15 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 	switch {
 	case cl != nil && cl.SubsUnknown && drain && time.Since(synced) >= syncRetry:
 		// Made anew: then every subscription it holds is in the log (sessionJob.fresh).
-		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, holderLive: live, fresh: true})
+		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, holderLive: live, holderAnswers: answers, fresh: true})
 	case cl == nil || len(add) > 0 || len(del) > 0:
 		// At once for filters not synced yet; again only after syncRetry for ones a sync sent
 		// that the log does not show yet.
 		if synced.IsZero() || !maps.Equal(syncedSubs, want) || time.Since(synced) >= syncRetry {
-			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, holderLive: live})
+			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, holderLive: live, holderAnswers: answers})
 		}
 	case drain && time.Since(drained) >= a.sessOpts.DrainInterval:
-		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, holderLive: live})
+		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, holderLive: live, holderAnswers: answers})
 	}
 	return cl != nil
 }

@@ -48,6 +48,9 @@ type sessionJob struct {
 	// holderLive, with drain, is asked before each acknowledgement: once the holder is lost
 	// (its client may be moving here) nothing more is acknowledged and the drain ends.
 	holderLive func() bool
+	// holderAnswers, with drain, proves the holder's broker reachable now, before each batch of
+	// acknowledgements (drainAcks): holderLive alone trusts a link that has not noticed a cut yet.
+	holderAnswers func(context.Context) bool
 	// fresh, with drain (jobSync): the session is first ended (a clean connect: it holds only
 	// duplicates, its client being connected to a reachable holder), then made anew, so that
 	// its subscriptions are exactly the ones the log shows (a session the agent cannot account
@@ -216,15 +219,11 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 	var last atomic.Int64
 	var stopped atomic.Bool
 	last.Store(time.Now().UnixNano())
+	held := &heldMessages{}
 	onPublish := func(m *message) {
 		last.Store(time.Now().UnixNano())
 		if j.drain && !stopped.Load() {
-			if j.holderLive != nil && !j.holderLive() {
-				stopped.Store(true) // the holder is gone: what comes now may be the client's
-				return
-			}
-			m.Ack()
-			got.Add(1)
+			held.add(m) // acknowledged by drainAcks once the holder answers
 		}
 		// Otherwise nothing is acknowledged: it stays in the session (in flight, sent again on
 		// the next connect [MQTT-4.4.0-1]).
@@ -240,7 +239,7 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 			err = c.Unsubscribe(dctx, j.del)
 		}
 		if err == nil && j.drain {
-			w.wait(dctx, c, &last, &stopped)
+			w.drainAcks(dctx, c, j, held, &last, &stopped, &got)
 		}
 		c.Close()
 	}
@@ -283,12 +282,49 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 	w.log.Debug("session job done", "client", j.id, "job", j.kind, "acknowledged", got.Load())
 }
 
-// wait returns once the broker sent nothing for drainQuiet, or after drainMax.
-func (w *sessionWorker) wait(ctx context.Context, c *mqttconn.Conn, last *atomic.Int64, stopped *atomic.Bool) {
+// heldMessages are what a drain received and has not acknowledged yet.
+type heldMessages struct {
+	mu sync.Mutex
+	ms []*message
+}
+
+func (h *heldMessages) add(m *message) {
+	h.mu.Lock()
+	h.ms = append(h.ms, m)
+	h.mu.Unlock()
+}
+
+func (h *heldMessages) take() []*message {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ms := h.ms
+	h.ms = nil
+	return ms
+}
+
+// drainAcks acknowledges what the drain receives, a batch at a time (at most the broker's
+// in-flight window, 20 by default), each batch only after the holder's broker answered a round
+// trip begun after the batch arrived: a holder whose link was cut a moment ago fails it (within
+// drainProbeTimeout), and its client, which may be moving here, finds every message since. It
+// returns once the broker sent nothing for drainQuiet, after drainMax, or when the holder does
+// not answer (stopped: nothing more is acknowledged; the rest stays in flight in the session).
+func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessionJob, held *heldMessages,
+	last *atomic.Int64, stopped *atomic.Bool, got *atomic.Uint64) {
 	deadline := time.Now().Add(drainMax)
-	for time.Now().Before(deadline) && !stopped.Load() {
+	for !stopped.Load() {
+		if ms := held.take(); len(ms) > 0 {
+			if (j.holderLive != nil && !j.holderLive()) || (j.holderAnswers != nil && !j.holderAnswers(ctx)) {
+				stopped.Store(true) // the holder is gone: what it held back may be the client's
+				return
+			}
+			for _, m := range ms {
+				m.Ack()
+			}
+			got.Add(uint64(len(ms)))
+			continue
+		}
 		quiet := time.Since(time.Unix(0, last.Load()))
-		if quiet >= drainQuiet {
+		if quiet >= drainQuiet || !time.Now().Before(deadline) {
 			return
 		}
 		select {
@@ -296,7 +332,7 @@ func (w *sessionWorker) wait(ctx context.Context, c *mqttconn.Conn, last *atomic
 			return
 		case <-c.Done():
 			return
-		case <-time.After(drainQuiet - quiet):
+		case <-time.After(min(drainQuiet-quiet, 5*time.Millisecond)):
 		}
 	}
 }

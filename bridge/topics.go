@@ -69,6 +69,10 @@ func (t Topics) RetainedMarker(name string) string { return t.Control() + name +
 // own broker from another connection, received by its local connection, never relayed.
 func (t Topics) FloodMarker(node string) string { return t.Control() + node + "/flood-marker" }
 
+// DrainProbe is the topic node's agent publishes to (QoS 1, nobody subscribes) on a peer's
+// broker to prove that broker reachable before a drain acknowledges anything (sessionwork.go).
+func (t Topics) DrainProbe(node string) string { return t.Control() + node + "/drain-probe" }
+
 // Control is the prefix of every control topic of the cluster.
 func (t Topics) Control() string { return "$HA/" + t.cluster + "/" }
 
