@@ -251,6 +251,11 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 		}
 		return false
 	}
+	if !holderLive {
+		// Its client may be moving here: a connection with its id now would close the client's
+		// (before the agent reads its connect line) and gains nothing; the replica stays as it is.
+		return cl != nil
+	}
 	// A replica never joins a shared subscription: the broker would hand the group's messages
 	// to it, where a drain takes them from the group's live members. (A replica found by its
 	// client lacks them: docs/semantics.md.)

@@ -129,7 +129,7 @@ func TestSessionsAgentKill9DuringDrains(t *testing.T) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d messages published after the kill of b1 missing, e.g. %s", len(missing), strings.Join(missing[:min(5, len(missing))], ", "))
+			t.Fatalf("%d messages published after the kill of b1 missing, e.g. %s\nb2 agent:\n%s\nb2 broker:\n%s", len(missing), strings.Join(missing[:min(5, len(missing))], ", "), agents[1].Out.String(), brokers[1].Output())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
