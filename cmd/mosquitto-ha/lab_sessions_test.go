@@ -71,6 +71,14 @@ func sessionTargetsFromEnv(t *testing.T) sessionTargets {
 	return s
 }
 
+// afterDowntime is the bound for a return to a broker that was down for d: the client's copy of
+// its session there drew messages (100 a second here) that no drain could take meanwhile.
+func (s sessionTargets) afterDowntime(d time.Duration) sessionTargets {
+	s.dupMsgs += int(d.Seconds() * 100)
+	s.dupAge += d
+	return s
+}
+
 // dupArgs gives labcheck the duplicate bound to check.
 func (s sessionTargets) dupArgs() []string {
 	return []string{"--dup-bound-msgs", strconv.Itoa(s.dupMsgs), "--dup-bound-age", s.dupAge.String()}
