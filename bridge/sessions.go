@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -197,7 +199,7 @@ type sessionRegistry struct {
 	// ownAddrs are the local addresses of the agent's connections made with clients' ids,
 	// written by the worker before CONNECT, read by the dispatcher from connect lines.
 	addrMu   sync.Mutex
-	ownAddrs map[string]ownConn
+	ownAddrs map[netip.AddrPort]ownConn
 	// live mirrors the ids in own with conn set, for the worker (sessionwork.go).
 	live sync.Map
 }
@@ -227,7 +229,7 @@ func (r *sessionRegistry) drop(id string) {
 }
 
 func newSessionRegistry(ignore func(id string) bool) *sessionRegistry {
-	return &sessionRegistry{clock: newHLC(maxClockSkew), own: map[string]*localSession{}, ownAddrs: map[string]ownConn{}, ignore: ignore}
+	return &sessionRegistry{clock: newHLC(maxClockSkew), own: map[string]*localSession{}, ownAddrs: map[netip.AddrPort]ownConn{}, ignore: ignore}
 }
 
 // ownConn is one of the agent's connections made with a client's id.
@@ -238,8 +240,31 @@ type ownConn struct {
 	fresh bool
 }
 
+// parseAddrPort reads an address as Go writes it ("[::1]:5", "127.0.0.1:5") or as Mosquitto
+// logs it ("::1:5", "::ffff:127.0.0.1:5"): the port is after the last colon. A 4-in-6 address is
+// its IPv4 address, so both forms of one connection compare equal.
+func parseAddrPort(s string) (netip.AddrPort, bool) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return netip.AddrPort{}, false
+	}
+	ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s[:i], "["), "]"))
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	port, err := strconv.ParseUint(s[i+1:], 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip.Unmap().WithZone(""), uint16(port)), true
+}
+
 // addOwn records the local address of one of the agent's connections made with a client's id.
 func (r *sessionRegistry) addOwn(addr string, fresh bool) {
+	ap, ok := parseAddrPort(addr)
+	if !ok {
+		return
+	}
 	r.addrMu.Lock()
 	defer r.addrMu.Unlock()
 	for a, c := range r.ownAddrs {
@@ -247,14 +272,18 @@ func (r *sessionRegistry) addOwn(addr string, fresh bool) {
 			delete(r.ownAddrs, a)
 		}
 	}
-	r.ownAddrs[addr] = ownConn{at: time.Now(), fresh: fresh}
+	r.ownAddrs[ap] = ownConn{at: time.Now(), fresh: fresh}
 }
 
 // ownAddr reports whether addr is one of the agent's connections, and whether it is fresh.
 func (r *sessionRegistry) ownAddr(addr string) (own, fresh bool) {
+	ap, ok := parseAddrPort(addr)
+	if !ok {
+		return false, false
+	}
 	r.addrMu.Lock()
 	defer r.addrMu.Unlock()
-	c, ok := r.ownAddrs[addr]
+	c, ok := r.ownAddrs[ap]
 	return ok, c.fresh
 }
 

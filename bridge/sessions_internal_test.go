@@ -77,3 +77,28 @@ func TestRendezvous(t *testing.T) {
 		t.Errorf("without %s: %v, want %v", a[0], c, a[1:])
 	}
 }
+
+// The agent records its connections' addresses as Go writes them; Mosquitto logs them its own
+// way ("::1:5", 4-in-6 on a dual-stack listener): both forms of one connection must match.
+func TestOwnAddrForms(t *testing.T) {
+	r := newSessionRegistry(func(string) bool { return false })
+	r.addOwn("[::1]:5", false)
+	r.addOwn("127.0.0.1:6", true)
+	r.addOwn("[fe80::1%lo]:7", false)
+	for addr, want := range map[string][2]bool{
+		"::1:5":              {true, false},
+		"[::1]:5":            {true, false},
+		"::1:6":              {false, false},
+		"127.0.0.1:6":        {true, true},
+		"::ffff:127.0.0.1:6": {true, true},
+		"fe80::1:7":          {true, false},
+		"fe80::1%lo:7":       {true, false},
+		"127.0.0.1:5":        {false, false},
+		"not an address":     {false, false},
+		"":                   {false, false},
+	} {
+		if own, fresh := r.ownAddr(addr); own != want[0] || fresh != want[1] {
+			t.Errorf("%q: own %v fresh %v, want %v", addr, own, fresh, want)
+		}
+	}
+}

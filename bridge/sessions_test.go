@@ -3,6 +3,7 @@
 package bridge_test
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -308,5 +309,49 @@ func TestSessionForgedRegistryRefused(t *testing.T) {
 	case <-lost:
 		t.Errorf("the victim's connection was closed by a forged registry")
 	case <-time.After(time.Second):
+	}
+}
+
+// An agent that reaches its broker over IPv6 knows its own connections in the broker's log
+// ("::1:port", where Go says "[::1]:port"): its drains never look like the client connecting
+// there, so the client's connection at its holder is never taken over.
+func TestSessionDrainsOverIPv6(t *testing.T) {
+	port6 := mosqtest.FreePort(t)
+	c := &testCluster{t: t, name: "t", dir: t.TempDir(), opts: func(i int, o *bridge.Options) {
+		withSessions(i, o)
+		if i == 0 {
+			o.Local = fmt.Sprintf("[::1]:%d", port6)
+		}
+	}, agents: make([]*bridge.Agent, 2), cancels: make([]context.CancelFunc, 2), dones: make([]chan error, 2)}
+	c.brokers = []*mosqtest.Broker{
+		mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra + fmt.Sprintf("listener %d ::1\n", port6)}),
+		mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra}),
+	}
+	c.names = []string{"b1", "b2"}
+	t.Cleanup(c.stopAll)
+	c.startAgent(0)
+	c.startAgent(1)
+	c.waitSettled()
+	var lost atomic.Int32
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + c.brokers[1].Addr).SetClientID("v6-x").SetCleanSession(false).
+		SetAutoReconnect(false).SetConnectionLostHandler(func(mqtt.Client, error) { lost.Add(1) })
+	x := mqtt.NewClient(o)
+	if tok := x.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer x.Disconnect(0)
+	if tok := x.Subscribe("v6/x", 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	waitFor(t, 10*time.Second, "b1 to drain its replica of v6-x", func() string {
+		if s := c.agent(0).Status().Sessions; s.Drains < 2 {
+			return fmt.Sprintf("%+v", s)
+		}
+		return ""
+	})
+	time.Sleep(time.Second)
+	if n, s := lost.Load(), c.agent(1).Status().Sessions; n > 0 || !x.IsConnected() || s.Takeovers > 0 {
+		t.Errorf("the client's connection at its holder was closed %d times (connected %v), takeovers on b2 %d: b1's drains looked like the client connecting there",
+			n, x.IsConnected(), s.Takeovers)
 	}
 }
