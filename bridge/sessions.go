@@ -61,6 +61,10 @@ const (
 	// sessionsMinInterval is the least time between two registry publications: a client id
 	// that connects on a second broker is taken over within about this plus a round trip.
 	sessionsMinInterval = 100 * time.Millisecond
+	// sessionsRepublish: the registry is published again this often unchanged, and on every
+	// local (re)connection: a retained copy a broker lost comes back, and peers can tell a
+	// registry that stopped coming (registryFresh) from one that did not change.
+	sessionsRepublish = 10 * time.Second
 	// sessionsStartGrace: after its local connection comes up the agent waits this long for
 	// its own retained registry (an earlier run's) before it publishes one.
 	sessionsStartGrace = 2 * time.Second
@@ -123,6 +127,10 @@ type sessionEntry struct {
 	Subs  map[string]byte `json:"subs,omitempty"`
 	// SubsUnknown: the session may hold subscriptions its agent never saw (they predate it).
 	SubsUnknown bool `json:"subs_unknown,omitempty"`
+	// NoReplica: its filters are more than a registry carries (maxRegistryFilters): peers keep
+	// no replica of it (one without them would tell its client "session present" and deliver
+	// nothing); the takeover still applies.
+	NoReplica bool `json:"no_replica,omitempty"`
 }
 
 // sessionsMsg is a registry message.
@@ -161,7 +169,7 @@ func decodeRegistry(payload []byte, node string, maxBytes int, clock *hlc) (map[
 			return nil, fmt.Errorf("%w: client %q: %d filters, limit %d", ErrRegistryRefused, e.ID, len(e.Subs), maxRegistryFilters)
 		}
 		for f, q := range e.Subs {
-			if f == "" || len(f) > maxFilterBytes || q > 2 || strings.HasPrefix(f, "$SYS") {
+			if !registryFilterOK(f, q) {
 				return nil, fmt.Errorf("%w: client %q: filter %q QoS %d", ErrRegistryRefused, e.ID, f, q)
 			}
 		}
@@ -173,10 +181,22 @@ func decodeRegistry(payload []byte, node string, maxBytes int, clock *hlc) (map[
 	return out, nil
 }
 
+// registryFilterOK reports whether a registry may carry filter f at QoS q: the publisher leaves
+// out what the reader refuses (a $SYS filter is the broker's own, a replica must not collect it),
+// so one client's filter never makes a whole registry refused.
+func registryFilterOK(f string, q byte) bool {
+	return f != "" && len(f) <= maxFilterBytes && q <= 2 && !strings.HasPrefix(f, "$SYS")
+}
+
 // localSession is a client id this node's broker holds as seen from the log.
 type localSession struct {
 	since uint64 // stamp of its client's last connect here
 	conn  bool   // its client is connected here (not one of the agent's own connections)
+	// seen: its connect line was read in this run since the last gap in the log. A connection
+	// restored from an earlier run, or one from before a gap, may have ended unseen: it is
+	// published as not connected (peers drain replicas only while it is), though the agent
+	// still never acts on it as if it were gone (liveHere).
+	seen  bool
 	clean bool
 	proto int
 }
@@ -189,6 +209,10 @@ type sessionRegistry struct {
 	last  time.Time // of the last publication
 	// lastBytes is the size of the last publication, which spaces the next (publishSessions).
 	lastBytes int
+	// oversizeWarned: the last warning of a registry too large to publish; warned: client ids
+	// warned of for filters a registry cannot carry.
+	oversizeWarned time.Time
+	warned         map[string]bool
 	// loaded: the agent's own retained registry (an earlier run's) was read, or the grace after
 	// the local connection came up passed without one; publications wait for it.
 	loaded bool
@@ -224,12 +248,13 @@ func (r *sessionRegistry) setConn(id string, s *localSession, conn bool) {
 // drop forgets id.
 func (r *sessionRegistry) drop(id string) {
 	delete(r.own, id)
+	delete(r.warned, id)
 	r.live.Delete(id)
 	r.dirty = true
 }
 
 func newSessionRegistry(ignore func(id string) bool) *sessionRegistry {
-	return &sessionRegistry{clock: newHLC(maxClockSkew), own: map[string]*localSession{}, ownAddrs: map[netip.AddrPort]ownConn{}, ignore: ignore}
+	return &sessionRegistry{clock: newHLC(maxClockSkew), own: map[string]*localSession{}, warned: map[string]bool{}, ownAddrs: map[netip.AddrPort]ownConn{}, ignore: ignore}
 }
 
 // ownConn is one of the agent's connections made with a client's id.
@@ -333,7 +358,7 @@ func (r *sessionRegistry) event(ev sysparse.Event, own bool) {
 			}
 			return
 		}
-		s = &localSession{since: r.clock.now(), clean: ev.CleanSession, proto: ev.Protocol + 2}
+		s = &localSession{since: r.clock.now(), seen: true, clean: ev.CleanSession, proto: ev.Protocol + 2}
 		r.own[ev.ClientID] = s
 		r.setConn(ev.ClientID, s, true)
 	case sysparse.Disconnected:
@@ -378,12 +403,24 @@ type SessionsStatus struct {
 	Refused uint64 `json:"refused"`
 	// Failed counts other failed session connections (the broker away, a timeout).
 	Failed uint64 `json:"failed"`
+	// Stale counts drains and removals dropped unrun because what they were planned on no
+	// longer held when their turn came (the client went offline or moved, a registry aged).
+	Stale uint64 `json:"stale"`
 	// RegistryRefused counts peers' registries refused (size, signature, content).
 	RegistryRefused uint64 `json:"registry_refused"`
 	// Pending is the session work waiting for the worker.
 	Pending int `json:"pending"`
 	// RegistryBytes counts the registry bytes this agent published.
 	RegistryBytes uint64 `json:"registry_bytes"`
+}
+
+// logGap: log lines may have been missed (the local connection was lost): a connection known
+// so far may have ended unseen.
+func (r *sessionRegistry) logGap() {
+	for _, s := range r.own {
+		s.seen = false
+	}
+	r.dirty = true
 }
 
 // brokerRestarted: the broker lost every connection (and every clean session).

@@ -355,3 +355,83 @@ func TestSessionDrainsOverIPv6(t *testing.T) {
 			n, x.IsConnected(), s.Takeovers)
 	}
 }
+
+// A drain planned while its client was connected at its holder, but whose turn comes (the
+// worker is rate-limited) after the client went offline, acknowledges nothing: the replica
+// keeps every message queued for the offline client, which finds them all there.
+func TestSessionQueuedDrainAfterClientLeft(t *testing.T) {
+	c := newCluster(t, 2, func(i int, o *bridge.Options) {
+		withSessions(i, o)
+		if i == 0 {
+			o.Sessions.ConnectRate = 1 // a queue of drains, each planned up to seconds before its turn
+		}
+	})
+	c.startAgent(0)
+	c.startAgent(1)
+	c.waitSettled()
+	const fillers = 3
+	for i := 0; i < fillers; i++ {
+		f, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, fmt.Sprintf("late-f%d", i))
+		f.subscribe(fmt.Sprintf("late/f%d", i), 1)
+	}
+	x, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, "late-x")
+	x.subscribe("late/x", 1)
+	c.waitReplicas(0, fillers+1, fillers+1)
+	time.Sleep(time.Second) // drains queued and running
+	x.c.Disconnect(0)
+	time.Sleep(500 * time.Millisecond) // b1 learns that late-x is offline
+	pub := startPublisher(t, c.brokers[0].Addr, "late-pub", "late/x", 100*time.Millisecond)
+	time.Sleep(4 * time.Second) // a full turn of the drain queue
+	total := pub.halt()
+	moved, present := reconnectNoSubscribe(t, c.brokers[0].Addr, "late-x")
+	if !present {
+		t.Fatalf("no session present on b1")
+	}
+	waitFor(t, 5*time.Second, "every message published while late-x was offline", func() string {
+		got := seen(moved, "late/x")
+		for k := 0; k < total; k++ {
+			if got[fmt.Sprint(k)] == 0 {
+				return fmt.Sprintf("%d of 0..%d missing (b1: %+v)", k, total-1, c.agent(0).Status().Sessions)
+			}
+		}
+		return ""
+	})
+}
+
+// What a holder publishes, its peers take: a client subscribed to $SYS filters does not make
+// its node's registry refused (the filter is left out, never replicated). And a connection the
+// holder's agent did not see connect in its current run (it restarted) may have ended unseen:
+// no replica of it is drained until its client connects again.
+func TestSessionRegistryAgreesAndRestart(t *testing.T) {
+	c := startSessionCluster(t, 2)
+	x, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, "reg-x")
+	x.subscribe("$SYS/broker/uptime", 0)
+	x.subscribe("reg/x", 1)
+	c.waitReplicas(0, 1, 1)
+	drains := func() uint64 { return c.agent(0).Status().Sessions.Drains }
+	waitFor(t, 5*time.Second, "b1 to drain its replica", func() string {
+		if d := drains(); d < 2 {
+			return fmt.Sprint(d)
+		}
+		return ""
+	})
+	if s := c.agent(0).Status(); s.Sessions.RegistryRefused > 0 || s.LocalFilters != 1 {
+		t.Errorf("b1 refused %d registries of b2, holds %d filters (want 0 and 1: reg/x, not the $SYS filter)", s.Sessions.RegistryRefused, s.LocalFilters)
+	}
+	c.stopAgent(1)
+	c.startAgent(1)
+	time.Sleep(2500 * time.Millisecond) // b2's agent reads its earlier registry and publishes its own
+	d0 := drains()
+	time.Sleep(2 * time.Second)
+	if d := drains(); d != d0 {
+		t.Errorf("b1 drained %d times a replica whose client b2's restarted agent never saw connect", d-d0)
+	}
+	x.c.Disconnect(0)
+	x, _ = reconnectNoSubscribe(t, c.brokers[1].Addr, "reg-x")
+	waitFor(t, 5*time.Second, "b1 to drain again once reg-x connected in b2's agent's run", func() string {
+		if d := drains(); d < d0+2 {
+			return fmt.Sprint(d - d0)
+		}
+		return ""
+	})
+}

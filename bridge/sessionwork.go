@@ -45,12 +45,17 @@ type sessionJob struct {
 	// drain: acknowledge what the broker sends (the client is connected elsewhere, its holder
 	// is reachable); otherwise nothing is acknowledged and it stays in the session.
 	drain bool
-	// holderLive, with drain, is asked before each acknowledgement: once the holder is lost
-	// (its client may be moving here) nothing more is acknowledged and the drain ends.
-	holderLive func() bool
+	// check, with drain or a removal, is asked when the job starts and before each batch of
+	// acknowledgements (sessionplan.go stillHeld): once the cluster no longer says what the
+	// plan saw (the client went offline or moved, its holder or its registry went stale),
+	// nothing more is acknowledged or removed and the job ends.
+	check func() bool
 	// holderAnswers, with drain, proves the holder's broker reachable now, before each batch of
-	// acknowledgements (drainAcks): holderLive alone trusts a link that has not noticed a cut yet.
+	// acknowledgements (drainAcks): check alone trusts a link that has not noticed a cut yet.
 	holderAnswers func(context.Context) bool
+	// at is when the plan made the job: a drain or removal older than a plan period is
+	// dropped (the next plan decides again on what the cluster says then).
+	at time.Time
 	// fresh, with drain (jobSync): the session is first ended (a clean connect: it holds only
 	// duplicates, its client being connected to a reachable holder), then made anew, so that
 	// its subscriptions are exactly the ones the log shows (a session the agent cannot account
@@ -100,6 +105,8 @@ type sessionWorker struct {
 	notify  chan struct{}
 
 	takeovers, drains, drained, syncs, removed, refused, failed atomic.Uint64
+	// stale counts drains and removals dropped because what they were decided on changed.
+	stale atomic.Uint64
 }
 
 func newSessionWorker(addr string, tlsConf *tls.Config, conn connSettings, reg *sessionRegistry, rate int, log *slog.Logger) *sessionWorker {
@@ -126,6 +133,7 @@ func (w *sessionWorker) submit(j sessionJob) bool {
 		return false
 	}
 	w.pending[j.id] = true
+	j.at = time.Now()
 	if j.kind == jobTakeover {
 		w.urgent = append(w.urgent, j)
 	} else {
@@ -174,8 +182,7 @@ func (w *sessionWorker) run(ctx context.Context) {
 			}
 		}
 		start := time.Now()
-		w.do(ctx, j)
-		if j.kind == jobTakeover {
+		if !w.do(ctx, j) || j.kind == jobTakeover {
 			continue // within a second of the newer connect: takeovers do not wait
 		}
 		select {
@@ -186,30 +193,36 @@ func (w *sessionWorker) run(ctx context.Context) {
 	}
 }
 
-// do runs one job.
-func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
+// do runs one job. It reports whether it connected (spent the connect rate).
+func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	if j.kind != jobTakeover && w.live(j.id) {
-		return // the client is here now: its session is its own
+		return false // the client is here now: its session is its own
 	}
 	w.mu.Lock()
 	st := w.stateOf(j.id)
 	refused := time.Since(st.refused) < refusedRetry
 	w.mu.Unlock()
 	if refused && j.kind != jobTakeover {
-		return
+		return false
+	}
+	if acts := j.drain || j.kind == jobRemove; acts && (time.Since(j.at) > sessionPlanEvery || j.check != nil && !j.check()) {
+		// Decided on what the cluster said then; the next plan decides again. A sync still
+		// subscribes, acknowledging nothing.
+		w.stale.Add(1)
+		if j.kind != jobSync || j.fresh {
+			return false
+		}
+		j.drain = false
 	}
 	// The agent's connections with clients' ids are MQTT 3.1.1 (mqttconn speaks no 3.1) without
 	// a will; the broker tells them from the client's by their address (sessions.go).
 	if j.fresh {
-		if j.holderLive != nil && !j.holderLive() {
-			return
-		}
 		o := w.conn.options(j.id, 4, true, w.tls)
 		o.Dialed = func(a net.Addr) { w.reg.addOwn(a.String(), false) }
 		c, _, err := mqttconn.Dial(ctx, w.addr, o, func(*message) {})
 		if err != nil {
 			w.failed.Add(1)
-			return
+			return true
 		}
 		c.Close()
 	}
@@ -254,11 +267,11 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 				"client", j.id, "job", j.kind, "err", err)
 		}
 		st.refused = time.Now()
-		return
+		return true
 	case err != nil && c == nil:
 		w.failed.Add(1)
 		w.log.Debug("session connection failed", "client", j.id, "job", j.kind, "err", err)
-		return
+		return true
 	case err != nil:
 		// A client connecting while the agent drains takes the connection over: normal.
 		w.log.Debug("session connection ended early", "client", j.id, "job", j.kind, "err", err)
@@ -280,6 +293,7 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 		st.drained = time.Now()
 	}
 	w.log.Debug("session job done", "client", j.id, "job", j.kind, "acknowledged", got.Load())
+	return true
 }
 
 // heldMessages are what a drain received and has not acknowledged yet.
@@ -313,7 +327,7 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 	deadline := time.Now().Add(drainMax)
 	for !stopped.Load() {
 		if ms := held.take(); len(ms) > 0 {
-			if (j.holderLive != nil && !j.holderLive()) || (j.holderAnswers != nil && !j.holderAnswers(ctx)) {
+			if (j.check != nil && !j.check()) || (j.holderAnswers != nil && !j.holderAnswers(ctx)) {
 				stopped.Store(true) // the holder is gone: what it held back may be the client's
 				return
 			}
