@@ -223,7 +223,10 @@ type sessionRegistry struct {
 	// ownAddrs are the local addresses of the agent's connections made with clients' ids,
 	// written by the worker before CONNECT, read by the dispatcher from connect lines.
 	addrMu   sync.Mutex
-	ownAddrs map[netip.AddrPort]ownConn
+	ownAddrs map[netip.AddrPort]*ownConn
+	// takenOver is the client id of the last log line, if it was "already connected, closing
+	// old connection" (on the dispatcher).
+	takenOver string
 	// live mirrors the ids in own with conn set, for the worker (sessionwork.go).
 	live sync.Map
 }
@@ -254,7 +257,7 @@ func (r *sessionRegistry) drop(id string) {
 }
 
 func newSessionRegistry(ignore func(id string) bool) *sessionRegistry {
-	return &sessionRegistry{clock: newHLC(maxClockSkew), own: map[string]*localSession{}, warned: map[string]bool{}, ownAddrs: map[netip.AddrPort]ownConn{}, ignore: ignore}
+	return &sessionRegistry{clock: newHLC(maxClockSkew), own: map[string]*localSession{}, warned: map[string]bool{}, ownAddrs: map[netip.AddrPort]*ownConn{}, ignore: ignore}
 }
 
 // ownConn is one of the agent's connections made with a client's id.
@@ -263,6 +266,11 @@ type ownConn struct {
 	// fresh: it recreates a session the agent's previous connection ended (clean): the session
 	// holds exactly the subscriptions the log shows from now on.
 	fresh bool
+	// line is closed once the dispatcher read the connection's connect line; tookOver (set
+	// before) tells that a "already connected, closing old connection" line for its id came
+	// right before it: the connection closed the client's own, live on this broker.
+	line     chan struct{}
+	tookOver bool
 }
 
 // parseAddrPort reads an address as Go writes it ("[::1]:5", "127.0.0.1:5") or as Mosquitto
@@ -285,10 +293,11 @@ func parseAddrPort(s string) (netip.AddrPort, bool) {
 }
 
 // addOwn records the local address of one of the agent's connections made with a client's id.
-func (r *sessionRegistry) addOwn(addr string, fresh bool) {
+func (r *sessionRegistry) addOwn(addr string, fresh bool) *ownConn {
+	c := &ownConn{at: time.Now(), fresh: fresh, line: make(chan struct{})}
 	ap, ok := parseAddrPort(addr)
 	if !ok {
-		return
+		return c // never matched: its line never comes, nothing is acknowledged
 	}
 	r.addrMu.Lock()
 	defer r.addrMu.Unlock()
@@ -297,11 +306,14 @@ func (r *sessionRegistry) addOwn(addr string, fresh bool) {
 			delete(r.ownAddrs, a)
 		}
 	}
-	r.ownAddrs[ap] = ownConn{at: time.Now(), fresh: fresh}
+	r.ownAddrs[ap] = c
+	return c
 }
 
 // ownAddr reports whether addr is one of the agent's connections, and whether it is fresh.
-func (r *sessionRegistry) ownAddr(addr string) (own, fresh bool) {
+// On the dispatcher: the connect line of addr was read (tookOver: a takeover line for its id
+// came right before).
+func (r *sessionRegistry) ownAddr(addr string, tookOver bool) (own, fresh bool) {
 	ap, ok := parseAddrPort(addr)
 	if !ok {
 		return false, false
@@ -309,7 +321,16 @@ func (r *sessionRegistry) ownAddr(addr string) (own, fresh bool) {
 	r.addrMu.Lock()
 	defer r.addrMu.Unlock()
 	c, ok := r.ownAddrs[ap]
-	return ok, c.fresh
+	if !ok {
+		return false, false
+	}
+	select {
+	case <-c.line: // a second line for one address: the first one stands
+	default:
+		c.tookOver = tookOver
+		close(c.line)
+	}
+	return true, c.fresh
 }
 
 // connectAddress is the "<ip>:<port>" of a connect line ("New client connected from <ip>:<port>
@@ -406,6 +427,10 @@ type SessionsStatus struct {
 	// Stale counts drains and removals dropped unrun because what they were planned on no
 	// longer held when their turn came (the client went offline or moved, a registry aged).
 	Stale uint64 `json:"stale"`
+	// ClosedLive counts the agent's connections with a client's id that found the client
+	// connected here before the agent read its connect line: closed at once, nothing
+	// acknowledged or removed (the client reconnects to its intact session).
+	ClosedLive uint64 `json:"closed_live"`
 	// RegistryRefused counts peers' registries refused (size, signature, content).
 	RegistryRefused uint64 `json:"registry_refused"`
 	// Pending is the session work waiting for the worker.

@@ -1,11 +1,16 @@
 package bridge
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"mosquitto-ha/bridge/mqttconn"
+	"mosquitto-ha/sysparse/mosqtest"
 )
 
 // A peer's registry is hostile input: every bound refuses it whole, with ErrRegistryRefused.
@@ -97,8 +102,106 @@ func TestOwnAddrForms(t *testing.T) {
 		"not an address":     {false, false},
 		"":                   {false, false},
 	} {
-		if own, fresh := r.ownAddr(addr); own != want[0] || fresh != want[1] {
+		if own, fresh := r.ownAddr(addr, false); own != want[0] || fresh != want[1] {
 			t.Errorf("%q: own %v fresh %v, want %v", addr, own, fresh, want)
 		}
+	}
+}
+
+// A drain or removal whose turn comes after its client connected to this broker, but before
+// the agent read the client's connect line (the race the live check cannot see), finds the
+// client by its own connect line (Mosquitto logs the takeover right before it): it closes
+// the connection at once, acknowledges nothing and removes nothing. The client reconnects to
+// its session intact, with everything in flight.
+func TestSessionJobFindsClientUnseen(t *testing.T) {
+	b := mosqtest.Start(t, mosqtest.Options{Extra: "sys_interval 1\n"})
+	a, err := New(Options{Cluster: "t", Node: "b1", Local: b.Addr, Sessions: DefaultSessionOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.sessWork.live = func(string) bool { return false } // the client's connect line is not read yet
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	within := func(what string, f func() bool) {
+		t.Helper()
+		for end := time.Now().Add(5 * time.Second); !f(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(end) {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+		}
+	}
+	within("the agent's local connection", func() bool { return a.Status().LocalUp })
+	opts := func(id string, clean bool) mqttconn.ConnectOptions {
+		return mqttconn.ConnectOptions{ClientID: id, Protocol: 4, CleanSession: clean, Keepalive: 10 * time.Second}
+	}
+	pub, _, err := mqttconn.Dial(ctx, b.Addr, opts("unseen-pub", true), func(*message) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	// connectUnacked connects id persistent, subscribes, and receives n messages it never
+	// acknowledges: they are in flight in its session.
+	connectUnacked := func(id string, n int) *mqttconn.Conn {
+		var got atomic.Int32
+		c, _, err := mqttconn.Dial(ctx, b.Addr, opts(id, false), func(*message) { got.Add(1) })
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Subscribe(ctx, map[string]byte{"unseen/" + id: 1}); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < n; i++ {
+			pub.Publish("unseen/"+id, 1, false, []byte(fmt.Sprint(i)), nil)
+		}
+		within(id+" to receive its messages", func() bool { return int(got.Load()) == n })
+		return c
+	}
+	x := connectUnacked("unseen-x", 5)
+	y := connectUnacked("unseen-y", 1)
+	w := a.sessWork
+	all := func() bool { return true }
+	w.submit(sessionJob{kind: jobDrain, id: "unseen-x", drain: true, check: all})
+	w.submit(sessionJob{kind: jobRemove, id: "unseen-y", clean: true, check: all})
+	within("both jobs to close the clients' connections", func() bool {
+		return isDone(x.Done()) && isDone(y.Done()) && w.pendingCount() == 0
+	})
+	time.Sleep(300 * time.Millisecond) // the jobs end
+	if n := w.drained.Load(); n > 0 {
+		t.Errorf("the drain acknowledged %d messages of a client connected here", n)
+	}
+	var again atomic.Int32
+	x2, present, err := mqttconn.Dial(ctx, b.Addr, opts("unseen-x", false), func(m *message) { again.Add(1); m.Ack() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x2.Close()
+	if !present {
+		t.Errorf("unseen-x: no session present after the drain")
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := again.Load(); n != 5 {
+		t.Errorf("unseen-x got %d of its 5 in-flight messages again, want 5", n)
+	}
+	y2, present, err := mqttconn.Dial(ctx, b.Addr, opts("unseen-y", false), func(m *message) { m.Ack() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer y2.Close()
+	if !present {
+		t.Errorf("unseen-y: its session was removed while it was connected")
+	}
+	if s := a.Status().Sessions; s.ClosedLive < 2 {
+		t.Errorf("closed_live %d, want 2: %+v", s.ClosedLive, s)
+	}
+}
+
+func isDone(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }

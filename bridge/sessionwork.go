@@ -105,8 +105,9 @@ type sessionWorker struct {
 	notify  chan struct{}
 
 	takeovers, drains, drained, syncs, removed, refused, failed atomic.Uint64
-	// stale counts drains and removals dropped because what they were decided on changed.
-	stale atomic.Uint64
+	// stale counts drains and removals dropped because what they were decided on changed;
+	// closedLive the session connections that found their client connected here unseen.
+	stale, closedLive atomic.Uint64
 }
 
 func newSessionWorker(addr string, tlsConf *tls.Config, conn connSettings, reg *sessionRegistry, rate int, log *slog.Logger) *sessionWorker {
@@ -216,6 +217,14 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	}
 	// The agent's connections with clients' ids are MQTT 3.1.1 (mqttconn speaks no 3.1) without
 	// a will; the broker tells them from the client's by their address (sessions.go).
+	if j.kind != jobTakeover && (j.clean || j.fresh) {
+		// A clean connect ends the session: first make sure the client is not connected here
+		// unseen (connected, its line not read yet), with a connect that keeps it.
+		if !w.probe(ctx, j.id) {
+			w.stale.Add(1)
+			return true
+		}
+	}
 	if j.fresh {
 		o := w.conn.options(j.id, 4, true, w.tls)
 		o.Dialed = func(a net.Addr) { w.reg.addOwn(a.String(), false) }
@@ -227,7 +236,8 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 		c.Close()
 	}
 	o := w.conn.options(j.id, 4, j.clean, w.tls)
-	o.Dialed = func(a net.Addr) { w.reg.addOwn(a.String(), j.fresh) }
+	var oc *ownConn
+	o.Dialed = func(a net.Addr) { oc = w.reg.addOwn(a.String(), j.fresh) }
 	var got atomic.Uint64
 	var last atomic.Int64
 	var stopped atomic.Bool
@@ -245,13 +255,22 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	defer cancel()
 	c, _, err := mqttconn.Dial(dctx, w.addr, o, onPublish)
 	if err == nil {
-		if len(j.add) > 0 {
+		// Until the agent read this connection's own connect line, what comes may be a live
+		// client's (its connection closed by this one): nothing is acknowledged, subscribed or
+		// unsubscribed before the line shows the connection closed nobody's.
+		mine := true
+		if j.drain || j.kind == jobSync {
+			if mine = w.ownLine(dctx, oc, j.id); !mine {
+				stopped.Store(true)
+			}
+		}
+		if mine && len(j.add) > 0 {
 			err = c.Subscribe(dctx, j.add)
 		}
-		if err == nil && len(j.del) > 0 {
+		if mine && err == nil && len(j.del) > 0 {
 			err = c.Unsubscribe(dctx, j.del)
 		}
-		if err == nil && j.drain {
+		if mine && err == nil && j.drain {
 			w.drainAcks(dctx, c, j, held, &last, &stopped, &got)
 		}
 		c.Close()
@@ -294,6 +313,51 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	}
 	w.log.Debug("session job done", "client", j.id, "job", j.kind, "acknowledged", got.Load())
 	return true
+}
+
+// ownLineWait bounds the wait for the agent's own connect line (read in milliseconds normally).
+const ownLineWait = time.Second
+
+// ownLine waits until the dispatcher read oc's connect line, and reports whether the connection
+// closed nobody's: false when the line did not come within ownLineWait, or when Mosquitto logged
+// right before it that the id was connected (the client connected here and the agent had not read
+// its line yet: the connection closed the client's, which reconnects to its session, intact
+// since the agent connects with clean session false).
+func (w *sessionWorker) ownLine(ctx context.Context, oc *ownConn, id string) bool {
+	if oc == nil {
+		return false
+	}
+	select {
+	case <-oc.line:
+	case <-ctx.Done():
+		return false
+	case <-time.After(ownLineWait):
+		w.log.Debug("own connect line not read in time: nothing acknowledged", "client", id)
+		return false
+	}
+	if oc.tookOver {
+		w.closedLive.Add(1)
+		w.log.Info("a session connection found its client connected here unseen: closed at once, nothing acknowledged", "client", id)
+		return false
+	}
+	return true
+}
+
+// probe connects as id with clean session false and disconnects, and reports whether that
+// closed nobody's connection (ownLine): a clean connect after it ends no live client's session,
+// but for a client that connects in the milliseconds between the two.
+func (w *sessionWorker) probe(ctx context.Context, id string) bool {
+	o := w.conn.options(id, 4, false, w.tls)
+	var oc *ownConn
+	o.Dialed = func(a net.Addr) { oc = w.reg.addOwn(a.String(), false) }
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, _, err := mqttconn.Dial(pctx, w.addr, o, func(*message) {})
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	return w.ownLine(pctx, oc, id)
 }
 
 // heldMessages are what a drain received and has not acknowledged yet.
