@@ -218,6 +218,15 @@ func (a *Agent) planSessions() {
 		}
 	}
 	a.sessReplicas.Store(int64(replicas))
+	if time.Since(a.sess.pruned) >= sessionStatePrune {
+		// The worker's memory of ids nobody lists any more (the cluster's registries, this
+		// broker's sessions, the log's clients) goes: it would grow with every id ever seen.
+		a.sess.pruned = time.Now()
+		w.prune(func(id string) bool {
+			_, listed := newest[id]
+			return listed || a.sess.own[id] != nil || a.model.clients[id] != nil
+		})
+	}
 	a.publishSessions(newest)
 	held, conn := 0, 0
 	for id, s := range a.sess.own {
@@ -232,18 +241,31 @@ func (a *Agent) planSessions() {
 	a.sessConnected.Store(int64(conn))
 }
 
-// takeover submits a takeover once per newer connect.
+// takeover submits a takeover once per newer connect, again after a failed one (the broker
+// away, a refusal) with a backoff (takeoverBackoff).
 func (a *Agent) takeover(id string, h heldBy, clean bool) {
 	w := a.sessWork
 	w.mu.Lock()
 	st := w.stateOf(id)
-	done := st.takenSince >= h.e.Since
-	st.takenSince = max(st.takenSince, h.e.Since)
+	due := st.takenSince < h.e.Since && !st.takeoverQueued && time.Since(st.takeoverTried) >= takeoverBackoff(st.takeoverFails)
+	st.takeoverQueued = st.takeoverQueued || due
 	w.mu.Unlock()
-	if !done {
-		w.submit(sessionJob{kind: jobTakeover, id: id, clean: clean})
+	if due {
+		w.submit(sessionJob{kind: jobTakeover, id: id, clean: clean, since: h.e.Since})
 	}
 }
+
+// takeoverBackoff is the wait before a takeover is tried again after fails failures: 250 ms,
+// doubling, at most 30 s.
+func takeoverBackoff(fails int) time.Duration {
+	if fails == 0 {
+		return 0
+	}
+	return min(250*time.Millisecond<<min(fails-1, 8), 30*time.Second)
+}
+
+// sessionStatePrune is how often the worker's memory of client ids is pruned.
+const sessionStatePrune = 10 * time.Second
 
 // planReplica keeps this node's copy of a session held on h.node as the options say. It reports
 // whether the broker holds a replica of it.

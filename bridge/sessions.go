@@ -213,6 +213,8 @@ type sessionRegistry struct {
 	// warned of for filters a registry cannot carry.
 	oversizeWarned time.Time
 	warned         map[string]bool
+	// pruned: when the worker's memory of client ids was last pruned (planSessions).
+	pruned time.Time
 	// loaded: the agent's own retained registry (an earlier run's) was read, or the grace after
 	// the local connection came up passed without one; publications wait for it.
 	loaded bool

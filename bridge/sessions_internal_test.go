@@ -205,3 +205,56 @@ func isDone(c <-chan struct{}) bool {
 		return false
 	}
 }
+
+// A takeover that failed (the broker away) is tried again after a backoff until one succeeds;
+// one that succeeded is not repeated for the same connect. The worker forgets ids nobody lists.
+func TestSessionTakeoverRetried(t *testing.T) {
+	b := mosqtest.Start(t, mosqtest.Options{})
+	a, err := New(Options{Cluster: "t", Node: "b1", Local: "127.0.0.1:1", Sessions: DefaultSessionOptions()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := a.sessWork
+	w.addr = "127.0.0.1:1" // nothing listens: the first attempt fails
+	h := heldBy{e: sessionEntry{ID: "retry-x", Conn: true, Since: 7, Proto: 4}, node: "b2"}
+	ctx := context.Background()
+	run := func() (ran bool) {
+		j, ok := w.next()
+		if ok {
+			w.do(ctx, j)
+		}
+		return ok
+	}
+	a.takeover("retry-x", h, false)
+	a.takeover("retry-x", h, false) // queued already: not twice
+	if n := w.pendingCount(); n != 1 {
+		t.Fatalf("%d takeovers queued, want 1", n)
+	}
+	run()
+	if a.takeover("retry-x", h, false); w.pendingCount() != 0 {
+		t.Fatalf("a failed takeover was tried again at once, without backoff")
+	}
+	time.Sleep(takeoverBackoff(1) + 20*time.Millisecond)
+	if a.takeover("retry-x", h, false); w.pendingCount() != 1 {
+		t.Fatalf("a failed takeover was not tried again after its backoff")
+	}
+	x, _, err := mqttconn.Dial(ctx, b.Addr, mqttconn.ConnectOptions{ClientID: "retry-x", Protocol: 4, Keepalive: 10 * time.Second}, func(*message) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer x.Close()
+	w.addr = b.Addr
+	run()
+	select {
+	case <-x.Done():
+	case <-time.After(2 * time.Second):
+		t.Fatal("the retried takeover did not close the older connection")
+	}
+	if a.takeover("retry-x", h, false); w.pendingCount() != 0 || w.takeovers.Load() != 1 {
+		t.Errorf("after a successful takeover: %d queued, %d counted, want 0 and 1", w.pendingCount(), w.takeovers.Load())
+	}
+	w.prune(func(id string) bool { return id != "retry-x" })
+	if len(w.state) != 0 {
+		t.Errorf("pruned state still holds %v", w.state)
+	}
+}

@@ -40,6 +40,7 @@ type sessionJob struct {
 	id    string
 	want  map[string]byte // jobSync: the holder's filters
 	clean bool
+	since uint64 // jobTakeover: the stamp of the newer connect elsewhere
 	add   map[string]byte
 	del   []string
 	// drain: acknowledge what the broker sends (the client is connected elsewhere, its holder
@@ -83,6 +84,22 @@ type replicaState struct {
 	syncedSubs               map[string]byte // the holder's filters the last sync was for
 	removedSince             uint64          // the holder's stamp a removal was done for
 	takenSince               uint64          // the holder's stamp a takeover was done for
+	// takeoverQueued: a takeover waits or runs; takeoverTried, takeoverFails: the last attempt
+	// and the failures in a row since the last success (takeoverBackoff).
+	takeoverQueued bool
+	takeoverTried  time.Time
+	takeoverFails  int
+}
+
+// prune forgets the ids keep refuses that no job waits for.
+func (w *sessionWorker) prune(keep func(id string) bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, st := range w.state {
+		if !w.pending[id] && !st.takeoverQueued && !keep(id) {
+			delete(w.state, id)
+		}
+	}
 }
 
 // sessionWorker runs session jobs against the local broker.
@@ -172,6 +189,9 @@ func (w *sessionWorker) next() (sessionJob, bool) {
 // run does the jobs until ctx ends: one connection at a time, at most rate a second.
 func (w *sessionWorker) run(ctx context.Context) {
 	gap := time.Second / time.Duration(w.rate)
+	// Takeovers do not wait for the rate (within a second of the newer connect), up to rate of
+	// them in a second: a burst beyond goes at the rate.
+	burstAt, burst := time.Now(), 0
 	for {
 		j, ok := w.next()
 		if !ok {
@@ -183,8 +203,16 @@ func (w *sessionWorker) run(ctx context.Context) {
 			}
 		}
 		start := time.Now()
-		if !w.do(ctx, j) || j.kind == jobTakeover {
-			continue // within a second of the newer connect: takeovers do not wait
+		if !w.do(ctx, j) {
+			continue
+		}
+		if j.kind == jobTakeover {
+			if time.Since(burstAt) >= time.Second {
+				burstAt, burst = time.Now(), 0
+			}
+			if burst++; burst <= w.rate {
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -278,6 +306,14 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	st = w.stateOf(j.id)
+	if j.kind == jobTakeover {
+		st.takeoverQueued, st.takeoverTried = false, time.Now()
+		if c == nil {
+			st.takeoverFails++ // tried again after takeoverBackoff
+		} else {
+			st.takenSince, st.takeoverFails = max(st.takenSince, j.since), 0
+		}
+	}
 	switch {
 	case errors.Is(err, mqttconn.ErrRefused):
 		w.refused.Add(1)
