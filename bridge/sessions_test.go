@@ -5,6 +5,7 @@ package bridge_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -431,6 +432,31 @@ func TestSessionRegistryAgreesAndRestart(t *testing.T) {
 	waitFor(t, 5*time.Second, "b1 to drain again once reg-x connected in b2's agent's run", func() string {
 		if d := drains(); d < d0+2 {
 			return fmt.Sprint(d - d0)
+		}
+		return ""
+	})
+}
+
+// An agent whose sessions are turned off publishes an empty registry (retained), so peers stop
+// acting on the one its earlier run published.
+func TestSessionsOffPublishesEmptyRegistry(t *testing.T) {
+	c := startSessionCluster(t, 2)
+	x, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, "off-x")
+	x.subscribe("off/x", 1)
+	c.waitReplicas(0, 1, 1)
+	if p := retainedPayload(t, c.brokers[1].Addr, "$HA/t/b2/sessions"); !strings.Contains(p, `"off-x"`) {
+		t.Fatalf("b2's registry does not list off-x: %s", p)
+	}
+	c.stopAgent(1)
+	c.opts = func(i int, o *bridge.Options) {
+		if i == 0 {
+			withSessions(i, o)
+		}
+	}
+	c.startAgent(1)
+	waitFor(t, 5*time.Second, "b2's registry to list no session", func() string {
+		if p := retainedPayload(t, c.brokers[1].Addr, "$HA/t/b2/sessions"); !strings.Contains(p, `"sessions":[]`) {
+			return p
 		}
 		return ""
 	})
