@@ -356,9 +356,10 @@
 // holder's link and agent are up (a live status within 6 s) and its registry was accepted within
 // 30 s, the replica is drained every sessions.drain_interval (connect, acknowledge what comes
 // until 20 ms of quiet, at most 300 ms, disconnect). All of that is checked again when the drain
-// starts (one planned more than 250 ms before is dropped) and before each acknowledgement, and
-// nothing is acknowledged before the agent read the drain's own connect line with no takeover
-// line for the id right before it (else the connection closed a client connected here unseen:
+// starts (one planned more than 250 ms before is dropped) and before each batch of
+// acknowledgements (with a round trip to the holder's broker), and nothing is acknowledged
+// before the agent read the drain's own connect line with no takeover line for the id right
+// before it (else the connection closed a client connected here unseen:
 // it disconnects at once). A removal's clean connect follows such a checked connect. It is
 // never drained while its client is offline or its holder unreachable. A clean connect
 // anywhere removes the replicas. One connection at a time per agent, at most

@@ -287,7 +287,7 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 	// that is cut notices only at its keepalive, seconds later).
 	answers := func(ctx context.Context) bool { return hp.answers(ctx, a.topics.DrainProbe(a.opts.Node)) }
 	// held: the holder still says its client is connected there, with a fresh registry
-	// (stillHeld); drains and removals ask again when they start and before each acknowledgement.
+	// (stillHeld); drains and removals ask again when they start and before each batch of acknowledgements.
 	held := a.stillHeld(id, h, true)
 	holderLive := live()
 	w.mu.Lock()
