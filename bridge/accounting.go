@@ -133,6 +133,9 @@ func (a *Agent) compareTick(total, known int, line uint64) {
 		// Every client accounted for is in the broker unless log lines were lost.
 		a.log.Warn("the broker holds fewer clients than the agent accounts for: log lines were lost", "clients", total, "accounted", known)
 		a.model.logGap()
+		if a.sessionsOn() {
+			a.sess.logGap()
+		}
 		a.acct.reset()
 		a.setWantAll("log lines were lost: the broker held fewer clients than the agent accounted for")
 	case a.ann.wantAll:

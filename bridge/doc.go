@@ -70,7 +70,8 @@
 //	                                      flood": ends the stored retained messages of the
 //	                                      agent's new session (see Retained convergence)
 //	$HA/<cluster>/<node>/sessions         the session registry JSON (below); QoS 1, retained,
-//	                                      at most every 100 ms when it changed
+//	                                      at most every 100 ms when it changed, and again
+//	                                      every 10 s and on each local reconnection
 //	$HA/<cluster>/probe/<nonce>           subscribed and unsubscribed by the startup probe
 //	<forward_prefix>T                     "$forward/T": one relay of a publish on T
 //	<forward_prefix-r>T                   "$forward-r/T": one relay of a retained publish on T
@@ -333,10 +334,13 @@
 //
 //	{"version":1,"node":"<node>","sessions":[{"id":"<client id>","conn":true,
 //	  "since":<HLC stamp of its last connect there>,"clean":false,"proto":4,
-//	  "subs":{"<filter>":<qos>},"subs_unknown":false}, ...],"sig":"<tag>"}
+//	  "subs":{"<filter>":<qos>},"subs_unknown":false,"no_replica":false}, ...],"sig":"<tag>"}
 //
 // signed like a status message. Only MQTT 3.1/3.1.1 clients are listed (a v5 client's Session
-// Expiry Interval is not logged). A peer's registry is refused whole (counted, logged; the last
+// Expiry Interval is not logged). "conn" is true only for a connection whose connect line this
+// run of the agent read since its last log gap. The publisher leaves out what readers refuse:
+// $SYS filters, and every filter of a session with more than 4,096 (then "no_replica": peers
+// keep no replica of it). An agent with sessions off publishes the registry with no session. A peer's registry is refused whole (counted, logged; the last
 // accepted one stands) past limits.max_interest_bytes, 262,144 sessions, 4,096 filters a
 // session, with a wrong node, version, protocol, filter or QoS, or a stamp more than 30 s ahead.
 // The agent's own connections with a client's id are told from the client's by their address
@@ -348,9 +352,15 @@
 // sessions.replicas of them, by rendezvous hashing of the client id) keeps a replica of a
 // persistent session: connect as the id, subscribe the holder's filters with their QoS (not
 // its $share ones), disconnect; the interest model sees those subscriptions, so peers relay
-// to it. While the client is connected to a holder whose link is up and whose agent is up (a
-// live status within 6 s), the replica is drained every sessions.drain_interval (connect, acknowledge what comes until 20 ms of quiet,
-// at most 300 ms, disconnect; each acknowledgement first checks the holder is still up). It is
+// to it. While the holder's current registry lists the client's same connect as connected, the
+// holder's link and agent are up (a live status within 6 s) and its registry was accepted within
+// 30 s, the replica is drained every sessions.drain_interval (connect, acknowledge what comes
+// until 20 ms of quiet, at most 300 ms, disconnect). All of that is checked again when the drain
+// starts (one planned more than 250 ms before is dropped) and before each batch of
+// acknowledgements (with a round trip to the holder's broker), and nothing is acknowledged
+// before the agent read the drain's own connect line with no takeover line for the id right
+// before it (else the connection closed a client connected here unseen:
+// it disconnects at once). A removal's clean connect follows such a checked connect. It is
 // never drained while its client is offline or its holder unreachable. A clean connect
 // anywhere removes the replicas. One connection at a time per agent, at most
 // sessions.connect_rate a second, takeovers first.

@@ -149,6 +149,11 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		})
 		a.setWantAll("local broker connection (re)established: log lines may have been missed")
 		a.ann.snapshotNow()
+		if a.sessionsOn() {
+			a.sess.logGap() // and republished now: the broker may have lost the retained copy
+		} else {
+			a.publishNoSessions()
+		}
 		return
 	}
 	if m.QoS > 0 && m.Conn() != a.localConn() {

@@ -53,6 +53,9 @@ type peer struct {
 	// peer is away: its clients may be moving here.
 	sessions        atomic.Pointer[map[string]sessionEntry]
 	registryRefused atomic.Uint64
+	// sessionsSeen is when (unix ns) the peer's registry was last accepted (its republication
+	// re-confirms it); 0 after a refused one: drains need a fresh registry (sessionplan.go).
+	sessionsSeen atomic.Int64
 	// statusSeen is when (unix ns) the peer's last live status was taken.
 	statusSeen atomic.Int64
 }

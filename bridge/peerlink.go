@@ -128,6 +128,9 @@ func (p *peer) statusMessage(m *message, newest *time.Time) {
 		p.statusSeen.Store(time.Now().UnixNano())
 	}
 	p.agentStatus(st.AgentUp)
+	if !st.AgentUp {
+		p.sessionsSeen.Store(0) // its registry is the stopped run's: no drain acts on it (sessionplan.go)
+	}
 	if p.interest.agentDown.Swap(!st.AgentUp) != !st.AgentUp && !st.AgentUp {
 		p.log.Warn("peer's agent is down: relaying everything to its broker, where its session queues it")
 	}

@@ -26,6 +26,11 @@ func (a *Agent) publishSessions(newest map[string]heldBy) {
 	if !r.loaded && !r.upAt.IsZero() && time.Since(r.upAt) >= sessionsStartGrace {
 		r.loaded, r.dirty = true, true // no earlier registry came: this run's is the first
 	}
+	if time.Since(r.last) >= sessionsRepublish {
+		// Unchanged, again: peers act on a registry only while it keeps coming (registryFresh),
+		// and a broker that lost the retained copy gets it back.
+		r.dirty = true
+	}
 	// A large registry is published less often: 1 ms per KiB of the last one, at least
 	// sessionsMinInterval (10,000 clients, about 1 MiB: once a second at most).
 	if !r.dirty || time.Since(r.last) < max(sessionsMinInterval, time.Duration(r.lastBytes/1024)*time.Millisecond) {
@@ -44,9 +49,25 @@ func (a *Agent) publishSessions(newest map[string]heldBy) {
 		if h, ok := newest[id]; ok && h.newer(s.since, a.opts.Node) {
 			continue // held elsewhere now
 		}
-		e := sessionEntry{ID: id, Conn: s.conn, Since: s.since, Clean: s.clean, Proto: s.proto}
+		// A connection not seen connecting in this run may be gone: not connected for peers.
+		e := sessionEntry{ID: id, Conn: s.conn && s.seen, Since: s.since, Clean: s.clean, Proto: s.proto}
 		if cl := a.model.clients[id]; cl != nil {
-			e.Subs, e.SubsUnknown = maps.Clone(cl.Subs), cl.SubsUnknown
+			e.SubsUnknown = cl.SubsUnknown
+			for f, q := range cl.Subs {
+				if registryFilterOK(f, q) {
+					if e.Subs == nil {
+						e.Subs = map[string]byte{}
+					}
+					e.Subs[f] = q
+				}
+			}
+			if len(e.Subs) > maxRegistryFilters {
+				e.Subs, e.NoReplica = nil, true
+				if !r.warned[id] {
+					r.warned[id] = true
+					a.log.Warn("client holds more filters than a session registry carries: its session is not replicated", "client", id, "filters", len(cl.Subs), "limit", maxRegistryFilters)
+				}
+			}
 		}
 		msg.Sessions = append(msg.Sessions, e)
 	}
@@ -55,8 +76,13 @@ func (a *Agent) publishSessions(newest map[string]heldBy) {
 		return
 	}
 	if lim := a.limits.Load().MaxInterestBytes; len(b) > lim {
-		a.log.Warn("session registry over the size peers accept: not published (raise limits.max_interest_bytes)", "bytes", len(b), "limit", lim)
-		r.last, r.dirty = time.Now(), false
+		// Not published, and tried again (still dirty) as the size spaces it: peers stop
+		// draining on the last one they have once it ages (registryFresh).
+		if time.Since(r.oversizeWarned) >= time.Minute {
+			r.oversizeWarned = time.Now()
+			a.log.Warn("session registry over the size peers accept: not published, peers stop draining replicas of this node's sessions (raise limits.max_interest_bytes)", "bytes", len(b), "limit", lim)
+		}
+		r.last, r.lastBytes = time.Now(), len(b)
 		return
 	}
 	topic := a.topics.Sessions(a.opts.Node)
@@ -64,6 +90,21 @@ func (a *Agent) publishSessions(newest map[string]heldBy) {
 	c.Publish(topic, 1, true, a.signer.sealJSON(topic, b), nil)
 	a.sessBytes.Add(uint64(len(b)))
 	r.last, r.dirty, r.lastBytes = time.Now(), false, len(b)
+}
+
+// publishNoSessions runs, with sessions off, on each local (re)connection: this node's registry
+// lists no session, retained, so peers stop acting on one an earlier run published.
+func (a *Agent) publishNoSessions() {
+	c := a.localConn()
+	if c == nil {
+		return
+	}
+	b, err := json.Marshal(sessionsMsg{Version: registryVersion, Node: a.opts.Node, Sessions: []sessionEntry{}})
+	if err != nil {
+		return
+	}
+	topic := a.topics.Sessions(a.opts.Node)
+	c.Publish(topic, 1, true, a.signer.sealJSON(topic, b), nil)
 }
 
 // adoptSessions takes in this node's retained registry, published by an earlier run of the
@@ -94,7 +135,7 @@ func (a *Agent) adoptSessions(payload []byte) {
 		if r.own[id] != nil {
 			continue
 		}
-		s := &localSession{since: e.Since, clean: e.Clean, proto: e.Proto}
+		s := &localSession{since: e.Since, clean: e.Clean, proto: e.Proto} // not seen in this run
 		r.own[id] = s
 		cl := a.model.clients[id]
 		r.setConn(id, s, e.Conn && cl != nil && cl.Connected)
@@ -177,6 +218,15 @@ func (a *Agent) planSessions() {
 		}
 	}
 	a.sessReplicas.Store(int64(replicas))
+	if time.Since(a.sess.pruned) >= sessionStatePrune {
+		// The worker's memory of ids nobody lists any more (the cluster's registries, this
+		// broker's sessions, the log's clients) goes: it would grow with every id ever seen.
+		a.sess.pruned = time.Now()
+		w.prune(func(id string) bool {
+			_, listed := newest[id]
+			return listed || a.sess.own[id] != nil || a.model.clients[id] != nil
+		})
+	}
 	a.publishSessions(newest)
 	held, conn := 0, 0
 	for id, s := range a.sess.own {
@@ -191,18 +241,31 @@ func (a *Agent) planSessions() {
 	a.sessConnected.Store(int64(conn))
 }
 
-// takeover submits a takeover once per newer connect.
+// takeover submits a takeover once per newer connect, again after a failed one (the broker
+// away, a refusal) with a backoff (takeoverBackoff).
 func (a *Agent) takeover(id string, h heldBy, clean bool) {
 	w := a.sessWork
 	w.mu.Lock()
 	st := w.stateOf(id)
-	done := st.takenSince >= h.e.Since
-	st.takenSince = max(st.takenSince, h.e.Since)
+	due := st.takenSince < h.e.Since && !st.takeoverQueued && time.Since(st.takeoverTried) >= takeoverBackoff(st.takeoverFails)
+	st.takeoverQueued = st.takeoverQueued || due
 	w.mu.Unlock()
-	if !done {
-		w.submit(sessionJob{kind: jobTakeover, id: id, clean: clean})
+	if due {
+		w.submit(sessionJob{kind: jobTakeover, id: id, clean: clean, since: h.e.Since})
 	}
 }
+
+// takeoverBackoff is the wait before a takeover is tried again after fails failures: 250 ms,
+// doubling, at most 30 s.
+func takeoverBackoff(fails int) time.Duration {
+	if fails == 0 {
+		return 0
+	}
+	return min(250*time.Millisecond<<min(fails-1, 8), 30*time.Second)
+}
+
+// sessionStatePrune is how often the worker's memory of client ids is pruned.
+const sessionStatePrune = 10 * time.Second
 
 // planReplica keeps this node's copy of a session held on h.node as the options say. It reports
 // whether the broker holds a replica of it.
@@ -223,6 +286,9 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 	// answers proves the holder's broker reachable now, by a round trip on the link (a link
 	// that is cut notices only at its keepalive, seconds later).
 	answers := func(ctx context.Context) bool { return hp.answers(ctx, a.topics.DrainProbe(a.opts.Node)) }
+	// held: the holder still says its client is connected there, with a fresh registry
+	// (stillHeld); drains and removals ask again when they start and before each batch of acknowledgements.
+	held := a.stillHeld(id, h, true)
 	holderLive := live()
 	w.mu.Lock()
 	st := w.stateOf(id)
@@ -232,7 +298,7 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 		if removedFor >= h.e.Since || cl == nil && synced.IsZero() {
 			return // nothing here, or removed for this connect already
 		}
-		if w.submit(sessionJob{kind: jobRemove, id: id, clean: true}) {
+		if w.submit(sessionJob{kind: jobRemove, id: id, clean: true, check: a.stillHeld(id, h, !h.e.Clean)}) {
 			w.mu.Lock()
 			w.stateOf(id).removedSince = h.e.Since
 			w.mu.Unlock()
@@ -243,10 +309,10 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 		remove()
 		return false
 	}
-	if !a.inReplicaSet(id, h.node) {
+	if h.e.NoReplica || !a.inReplicaSet(id, h.node) {
 		// Not one of its replicas: a session it left here only collects duplicates. Removed
 		// while its client is connected on a reachable holder, never while it may be moving.
-		if h.e.Conn && holderLive {
+		if h.e.Conn && held() {
 			remove()
 		}
 		return false
@@ -282,21 +348,60 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 			}
 		}
 	}
-	drain := h.e.Conn && holderLive
+	drain := h.e.Conn && holderLive && held()
 	switch {
 	case cl != nil && cl.SubsUnknown && drain && time.Since(synced) >= syncRetry:
 		// Made anew: then every subscription it holds is in the log (sessionJob.fresh).
-		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, holderLive: live, holderAnswers: answers, fresh: true})
+		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, check: held, holderAnswers: answers, fresh: true})
 	case cl == nil || len(add) > 0 || len(del) > 0:
 		// At once for filters not synced yet; again only after syncRetry for ones a sync sent
 		// that the log does not show yet.
 		if synced.IsZero() || !maps.Equal(syncedSubs, want) || time.Since(synced) >= syncRetry {
-			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, holderLive: live, holderAnswers: answers})
+			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, check: held, holderAnswers: answers})
 		}
 	case drain && time.Since(drained) >= a.sessOpts.DrainInterval:
-		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, holderLive: live, holderAnswers: answers})
+		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, check: held, holderAnswers: answers})
 	}
 	return cl != nil
+}
+
+// registryFresh bounds the age of a holder's registry that drains act on: it is republished every
+// sessionsRepublish, so three missed publications (or a refused one) stop the drains.
+const registryFresh = 3 * sessionsRepublish
+
+// stillHeld reports, when asked (from the worker, at any time), whether h is still what the
+// cluster says of id: the newest entry of every peer's current registry is h's (same holder,
+// same connect stamp), its client is not connected here, and, with conn, the holder is
+// reachable (link and agent up, status and registry fresh) and says its client is connected
+// there. A drain or removal decided on h acts only while this holds: a client that went
+// offline (its replicas must keep what they queued for it) or moved stops it.
+func (a *Agent) stillHeld(id string, h heldBy, conn bool) func() bool {
+	hp, since, node, reg := h.p, h.e.Since, h.node, a.sess
+	return func() bool {
+		if reg.liveHere(id) {
+			return false
+		}
+		if conn && (!hp.Up() || hp.interest.agentDown.Load() ||
+			time.Since(time.Unix(0, hp.statusSeen.Load())) >= 3*statusInterval ||
+			time.Since(time.Unix(0, hp.sessionsSeen.Load())) >= registryFresh) {
+			return false
+		}
+		cur := hp.sessions.Load()
+		if cur == nil {
+			return false
+		}
+		if e, ok := (*cur)[id]; !ok || e.Since != since || conn && !e.Conn {
+			return false
+		}
+		for _, p := range a.peerList() {
+			if r := p.sessions.Load(); p != hp && r != nil {
+				if e, ok := (*r)[id]; ok && (heldBy{e, p.name, p}).newer(since, node) {
+					return false
+				}
+			}
+		}
+		return true
+	}
 }
 
 // subsOf is c's subscriptions, none for a nil client.
@@ -337,12 +442,14 @@ func (p *peer) sessionsMessage(m *message) {
 		reg, err = decodeRegistry(payload, p.name, p.env.limits.Load().MaxInterestBytes, p.env.sessions.clock)
 		if err == nil {
 			p.sessions.Store(&reg)
+			p.sessionsSeen.Store(time.Now().UnixNano())
 			p.env.sessionsChanged()
 			return
 		}
 	}
 	p.registryRefused.Add(1)
-	p.log.Warn("session registry refused: the last accepted one stands", "topic", m.Topic, "bytes", len(m.Payload), "err", err)
+	p.sessionsSeen.Store(0) // what the peer holds now is unknown: no drain acts on the last one
+	p.log.Warn("session registry refused: the last accepted one stands for takeovers and replicas, not for drains", "topic", m.Topic, "bytes", len(m.Payload), "err", err)
 }
 
 // sessionsStatus is the Status part of sessions.
@@ -353,7 +460,7 @@ func (a *Agent) sessionsStatus() *SessionsStatus {
 	w := a.sessWork
 	s := &SessionsStatus{Replicas: int(a.sessReplicas.Load()), Takeovers: w.takeovers.Load(), Drains: w.drains.Load(),
 		DrainedMessages: w.drained.Load(), ReplicaSyncs: w.syncs.Load(), Removed: w.removed.Load(),
-		Refused: w.refused.Load(), Failed: w.failed.Load(), Pending: w.pendingCount(),
+		Refused: w.refused.Load(), Failed: w.failed.Load(), Stale: w.stale.Load(), ClosedLive: w.closedLive.Load(), Pending: w.pendingCount(),
 		Held: int(a.sessHeld.Load()), Connected: int(a.sessConnected.Load()), RegistryBytes: a.sessBytes.Load()}
 	for _, p := range a.peerList() {
 		s.RegistryRefused += p.registryRefused.Load()

@@ -11,7 +11,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -59,6 +61,10 @@ const (
 	// sessionsMinInterval is the least time between two registry publications: a client id
 	// that connects on a second broker is taken over within about this plus a round trip.
 	sessionsMinInterval = 100 * time.Millisecond
+	// sessionsRepublish: the registry is published again this often unchanged, and on every
+	// local (re)connection: a retained copy a broker lost comes back, and peers can tell a
+	// registry that stopped coming (registryFresh) from one that did not change.
+	sessionsRepublish = 10 * time.Second
 	// sessionsStartGrace: after its local connection comes up the agent waits this long for
 	// its own retained registry (an earlier run's) before it publishes one.
 	sessionsStartGrace = 2 * time.Second
@@ -121,6 +127,10 @@ type sessionEntry struct {
 	Subs  map[string]byte `json:"subs,omitempty"`
 	// SubsUnknown: the session may hold subscriptions its agent never saw (they predate it).
 	SubsUnknown bool `json:"subs_unknown,omitempty"`
+	// NoReplica: its filters are more than a registry carries (maxRegistryFilters): peers keep
+	// no replica of it (one without them would tell its client "session present" and deliver
+	// nothing); the takeover still applies.
+	NoReplica bool `json:"no_replica,omitempty"`
 }
 
 // sessionsMsg is a registry message.
@@ -159,7 +169,7 @@ func decodeRegistry(payload []byte, node string, maxBytes int, clock *hlc) (map[
 			return nil, fmt.Errorf("%w: client %q: %d filters, limit %d", ErrRegistryRefused, e.ID, len(e.Subs), maxRegistryFilters)
 		}
 		for f, q := range e.Subs {
-			if f == "" || len(f) > maxFilterBytes || q > 2 || strings.HasPrefix(f, "$SYS") {
+			if !registryFilterOK(f, q) {
 				return nil, fmt.Errorf("%w: client %q: filter %q QoS %d", ErrRegistryRefused, e.ID, f, q)
 			}
 		}
@@ -171,10 +181,22 @@ func decodeRegistry(payload []byte, node string, maxBytes int, clock *hlc) (map[
 	return out, nil
 }
 
+// registryFilterOK reports whether a registry may carry filter f at QoS q: the publisher leaves
+// out what the reader refuses (a $SYS filter is the broker's own, a replica must not collect it),
+// so one client's filter never makes a whole registry refused.
+func registryFilterOK(f string, q byte) bool {
+	return f != "" && len(f) <= maxFilterBytes && q <= 2 && !strings.HasPrefix(f, "$SYS")
+}
+
 // localSession is a client id this node's broker holds as seen from the log.
 type localSession struct {
 	since uint64 // stamp of its client's last connect here
 	conn  bool   // its client is connected here (not one of the agent's own connections)
+	// seen: its connect line was read in this run since the last gap in the log. A connection
+	// restored from an earlier run, or one from before a gap, may have ended unseen: it is
+	// published as not connected (peers drain replicas only while it is), though the agent
+	// still never acts on it as if it were gone (liveHere).
+	seen  bool
 	clean bool
 	proto int
 }
@@ -187,6 +209,12 @@ type sessionRegistry struct {
 	last  time.Time // of the last publication
 	// lastBytes is the size of the last publication, which spaces the next (publishSessions).
 	lastBytes int
+	// oversizeWarned: the last warning of a registry too large to publish; warned: client ids
+	// warned of for filters a registry cannot carry.
+	oversizeWarned time.Time
+	warned         map[string]bool
+	// pruned: when the worker's memory of client ids was last pruned (planSessions).
+	pruned time.Time
 	// loaded: the agent's own retained registry (an earlier run's) was read, or the grace after
 	// the local connection came up passed without one; publications wait for it.
 	loaded bool
@@ -197,7 +225,10 @@ type sessionRegistry struct {
 	// ownAddrs are the local addresses of the agent's connections made with clients' ids,
 	// written by the worker before CONNECT, read by the dispatcher from connect lines.
 	addrMu   sync.Mutex
-	ownAddrs map[string]ownConn
+	ownAddrs map[netip.AddrPort]*ownConn
+	// takenOver is the client id of the last log line, if it was "already connected, closing
+	// old connection" (on the dispatcher).
+	takenOver string
 	// live mirrors the ids in own with conn set, for the worker (sessionwork.go).
 	live sync.Map
 }
@@ -222,12 +253,13 @@ func (r *sessionRegistry) setConn(id string, s *localSession, conn bool) {
 // drop forgets id.
 func (r *sessionRegistry) drop(id string) {
 	delete(r.own, id)
+	delete(r.warned, id)
 	r.live.Delete(id)
 	r.dirty = true
 }
 
 func newSessionRegistry(ignore func(id string) bool) *sessionRegistry {
-	return &sessionRegistry{clock: newHLC(maxClockSkew), own: map[string]*localSession{}, ownAddrs: map[string]ownConn{}, ignore: ignore}
+	return &sessionRegistry{clock: newHLC(maxClockSkew), own: map[string]*localSession{}, warned: map[string]bool{}, ownAddrs: map[netip.AddrPort]*ownConn{}, ignore: ignore}
 }
 
 // ownConn is one of the agent's connections made with a client's id.
@@ -236,10 +268,39 @@ type ownConn struct {
 	// fresh: it recreates a session the agent's previous connection ended (clean): the session
 	// holds exactly the subscriptions the log shows from now on.
 	fresh bool
+	// line is closed once the dispatcher read the connection's connect line; tookOver (set
+	// before) tells that a "already connected, closing old connection" line for its id came
+	// right before it: the connection closed the client's own, live on this broker.
+	line     chan struct{}
+	tookOver bool
+}
+
+// parseAddrPort reads an address as Go writes it ("[::1]:5", "127.0.0.1:5") or as Mosquitto
+// logs it ("::1:5", "::ffff:127.0.0.1:5"): the port is after the last colon. A 4-in-6 address is
+// its IPv4 address, so both forms of one connection compare equal.
+func parseAddrPort(s string) (netip.AddrPort, bool) {
+	i := strings.LastIndexByte(s, ':')
+	if i < 0 {
+		return netip.AddrPort{}, false
+	}
+	ip, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(s[:i], "["), "]"))
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	port, err := strconv.ParseUint(s[i+1:], 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip.Unmap().WithZone(""), uint16(port)), true
 }
 
 // addOwn records the local address of one of the agent's connections made with a client's id.
-func (r *sessionRegistry) addOwn(addr string, fresh bool) {
+func (r *sessionRegistry) addOwn(addr string, fresh bool) *ownConn {
+	c := &ownConn{at: time.Now(), fresh: fresh, line: make(chan struct{})}
+	ap, ok := parseAddrPort(addr)
+	if !ok {
+		return c // never matched: its line never comes, nothing is acknowledged
+	}
 	r.addrMu.Lock()
 	defer r.addrMu.Unlock()
 	for a, c := range r.ownAddrs {
@@ -247,15 +308,31 @@ func (r *sessionRegistry) addOwn(addr string, fresh bool) {
 			delete(r.ownAddrs, a)
 		}
 	}
-	r.ownAddrs[addr] = ownConn{at: time.Now(), fresh: fresh}
+	r.ownAddrs[ap] = c
+	return c
 }
 
 // ownAddr reports whether addr is one of the agent's connections, and whether it is fresh.
-func (r *sessionRegistry) ownAddr(addr string) (own, fresh bool) {
+// On the dispatcher: the connect line of addr was read (tookOver: a takeover line for its id
+// came right before).
+func (r *sessionRegistry) ownAddr(addr string, tookOver bool) (own, fresh bool) {
+	ap, ok := parseAddrPort(addr)
+	if !ok {
+		return false, false
+	}
 	r.addrMu.Lock()
 	defer r.addrMu.Unlock()
-	c, ok := r.ownAddrs[addr]
-	return ok, c.fresh
+	c, ok := r.ownAddrs[ap]
+	if !ok {
+		return false, false
+	}
+	select {
+	case <-c.line: // a second line for one address: the first one stands
+	default:
+		c.tookOver = tookOver
+		close(c.line)
+	}
+	return true, c.fresh
 }
 
 // connectAddress is the "<ip>:<port>" of a connect line ("New client connected from <ip>:<port>
@@ -304,7 +381,7 @@ func (r *sessionRegistry) event(ev sysparse.Event, own bool) {
 			}
 			return
 		}
-		s = &localSession{since: r.clock.now(), clean: ev.CleanSession, proto: ev.Protocol + 2}
+		s = &localSession{since: r.clock.now(), seen: true, clean: ev.CleanSession, proto: ev.Protocol + 2}
 		r.own[ev.ClientID] = s
 		r.setConn(ev.ClientID, s, true)
 	case sysparse.Disconnected:
@@ -349,12 +426,28 @@ type SessionsStatus struct {
 	Refused uint64 `json:"refused"`
 	// Failed counts other failed session connections (the broker away, a timeout).
 	Failed uint64 `json:"failed"`
+	// Stale counts drains and removals dropped unrun because what they were planned on no
+	// longer held when their turn came (the client went offline or moved, a registry aged).
+	Stale uint64 `json:"stale"`
+	// ClosedLive counts the agent's connections with a client's id that found the client
+	// connected here before the agent read its connect line: closed at once, nothing
+	// acknowledged or removed (the client reconnects to its intact session).
+	ClosedLive uint64 `json:"closed_live"`
 	// RegistryRefused counts peers' registries refused (size, signature, content).
 	RegistryRefused uint64 `json:"registry_refused"`
 	// Pending is the session work waiting for the worker.
 	Pending int `json:"pending"`
 	// RegistryBytes counts the registry bytes this agent published.
 	RegistryBytes uint64 `json:"registry_bytes"`
+}
+
+// logGap: log lines may have been missed (the local connection was lost): a connection known
+// so far may have ended unseen.
+func (r *sessionRegistry) logGap() {
+	for _, s := range r.own {
+		s.seen = false
+	}
+	r.dirty = true
 }
 
 // brokerRestarted: the broker lost every connection (and every clean session).

@@ -3,7 +3,9 @@
 package bridge_test
 
 import (
+	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -309,4 +311,153 @@ func TestSessionForgedRegistryRefused(t *testing.T) {
 		t.Errorf("the victim's connection was closed by a forged registry")
 	case <-time.After(time.Second):
 	}
+}
+
+// An agent that reaches its broker over IPv6 knows its own connections in the broker's log
+// ("::1:port", where Go says "[::1]:port"): its drains never look like the client connecting
+// there, so the client's connection at its holder is never taken over.
+func TestSessionDrainsOverIPv6(t *testing.T) {
+	port6 := mosqtest.FreePort(t)
+	c := &testCluster{t: t, name: "t", dir: t.TempDir(), opts: func(i int, o *bridge.Options) {
+		withSessions(i, o)
+		if i == 0 {
+			o.Local = fmt.Sprintf("[::1]:%d", port6)
+		}
+	}, agents: make([]*bridge.Agent, 2), cancels: make([]context.CancelFunc, 2), dones: make([]chan error, 2)}
+	c.brokers = []*mosqtest.Broker{
+		mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra + fmt.Sprintf("listener %d ::1\n", port6)}),
+		mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra}),
+	}
+	c.names = []string{"b1", "b2"}
+	t.Cleanup(c.stopAll)
+	c.startAgent(0)
+	c.startAgent(1)
+	c.waitSettled()
+	var lost atomic.Int32
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + c.brokers[1].Addr).SetClientID("v6-x").SetCleanSession(false).
+		SetAutoReconnect(false).SetConnectionLostHandler(func(mqtt.Client, error) { lost.Add(1) })
+	x := mqtt.NewClient(o)
+	if tok := x.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect: %v", tok.Error())
+	}
+	defer x.Disconnect(0)
+	if tok := x.Subscribe("v6/x", 1, nil); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe: %v", tok.Error())
+	}
+	waitFor(t, 10*time.Second, "b1 to drain its replica of v6-x", func() string {
+		if s := c.agent(0).Status().Sessions; s.Drains < 2 {
+			return fmt.Sprintf("%+v", s)
+		}
+		return ""
+	})
+	time.Sleep(time.Second)
+	if n, s := lost.Load(), c.agent(1).Status().Sessions; n > 0 || !x.IsConnected() || s.Takeovers > 0 {
+		t.Errorf("the client's connection at its holder was closed %d times (connected %v), takeovers on b2 %d: b1's drains looked like the client connecting there",
+			n, x.IsConnected(), s.Takeovers)
+	}
+}
+
+// A drain planned while its client was connected at its holder, but whose turn comes (the
+// worker is rate-limited) after the client went offline, acknowledges nothing: the replica
+// keeps every message queued for the offline client, which finds them all there.
+func TestSessionQueuedDrainAfterClientLeft(t *testing.T) {
+	c := newCluster(t, 2, func(i int, o *bridge.Options) {
+		withSessions(i, o)
+		if i == 0 {
+			o.Sessions.ConnectRate = 1 // a queue of drains, each planned up to seconds before its turn
+		}
+	})
+	c.startAgent(0)
+	c.startAgent(1)
+	c.waitSettled()
+	const fillers = 3
+	for i := 0; i < fillers; i++ {
+		f, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, fmt.Sprintf("late-f%d", i))
+		f.subscribe(fmt.Sprintf("late/f%d", i), 1)
+	}
+	x, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, "late-x")
+	x.subscribe("late/x", 1)
+	c.waitReplicas(0, fillers+1, fillers+1)
+	time.Sleep(time.Second) // drains queued and running
+	x.c.Disconnect(0)
+	time.Sleep(500 * time.Millisecond) // b1 learns that late-x is offline
+	pub := startPublisher(t, c.brokers[0].Addr, "late-pub", "late/x", 100*time.Millisecond)
+	time.Sleep(4 * time.Second) // a full turn of the drain queue
+	total := pub.halt()
+	moved, present := reconnectNoSubscribe(t, c.brokers[0].Addr, "late-x")
+	if !present {
+		t.Fatalf("no session present on b1")
+	}
+	waitFor(t, 5*time.Second, "every message published while late-x was offline", func() string {
+		got := seen(moved, "late/x")
+		for k := 0; k < total; k++ {
+			if got[fmt.Sprint(k)] == 0 {
+				return fmt.Sprintf("%d of 0..%d missing (b1: %+v)", k, total-1, c.agent(0).Status().Sessions)
+			}
+		}
+		return ""
+	})
+}
+
+// What a holder publishes, its peers take: a client subscribed to $SYS filters does not make
+// its node's registry refused (the filter is left out, never replicated). And a connection the
+// holder's agent did not see connect in its current run (it restarted) may have ended unseen:
+// no replica of it is drained until its client connects again.
+func TestSessionRegistryAgreesAndRestart(t *testing.T) {
+	c := startSessionCluster(t, 2)
+	x, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, "reg-x")
+	x.subscribe("$SYS/broker/uptime", 0)
+	x.subscribe("reg/x", 1)
+	c.waitReplicas(0, 1, 1)
+	drains := func() uint64 { return c.agent(0).Status().Sessions.Drains }
+	waitFor(t, 5*time.Second, "b1 to drain its replica", func() string {
+		if d := drains(); d < 2 {
+			return fmt.Sprint(d)
+		}
+		return ""
+	})
+	if s := c.agent(0).Status(); s.Sessions.RegistryRefused > 0 || s.LocalFilters != 1 {
+		t.Errorf("b1 refused %d registries of b2, holds %d filters (want 0 and 1: reg/x, not the $SYS filter)", s.Sessions.RegistryRefused, s.LocalFilters)
+	}
+	c.stopAgent(1)
+	c.startAgent(1)
+	time.Sleep(2500 * time.Millisecond) // b2's agent reads its earlier registry and publishes its own
+	d0 := drains()
+	time.Sleep(2 * time.Second)
+	if d := drains(); d != d0 {
+		t.Errorf("b1 drained %d times a replica whose client b2's restarted agent never saw connect", d-d0)
+	}
+	x.c.Disconnect(0)
+	x, _ = reconnectNoSubscribe(t, c.brokers[1].Addr, "reg-x")
+	waitFor(t, 5*time.Second, "b1 to drain again once reg-x connected in b2's agent's run", func() string {
+		if d := drains(); d < d0+2 {
+			return fmt.Sprint(d - d0)
+		}
+		return ""
+	})
+}
+
+// An agent whose sessions are turned off publishes an empty registry (retained), so peers stop
+// acting on the one its earlier run published.
+func TestSessionsOffPublishesEmptyRegistry(t *testing.T) {
+	c := startSessionCluster(t, 2)
+	x, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, "off-x")
+	x.subscribe("off/x", 1)
+	c.waitReplicas(0, 1, 1)
+	if p := retainedPayload(t, c.brokers[1].Addr, "$HA/t/b2/sessions"); !strings.Contains(p, `"off-x"`) {
+		t.Fatalf("b2's registry does not list off-x: %s", p)
+	}
+	c.stopAgent(1)
+	c.opts = func(i int, o *bridge.Options) {
+		if i == 0 {
+			withSessions(i, o)
+		}
+	}
+	c.startAgent(1)
+	waitFor(t, 5*time.Second, "b2's registry to list no session", func() string {
+		if p := retainedPayload(t, c.brokers[1].Addr, "$HA/t/b2/sessions"); !strings.Contains(p, `"sessions":[]`) {
+			return p
+		}
+		return ""
+	})
 }

@@ -40,17 +40,23 @@ type sessionJob struct {
 	id    string
 	want  map[string]byte // jobSync: the holder's filters
 	clean bool
+	since uint64 // jobTakeover: the stamp of the newer connect elsewhere
 	add   map[string]byte
 	del   []string
 	// drain: acknowledge what the broker sends (the client is connected elsewhere, its holder
 	// is reachable); otherwise nothing is acknowledged and it stays in the session.
 	drain bool
-	// holderLive, with drain, is asked before each acknowledgement: once the holder is lost
-	// (its client may be moving here) nothing more is acknowledged and the drain ends.
-	holderLive func() bool
+	// check, with drain or a removal, is asked when the job starts and before each batch of
+	// acknowledgements (sessionplan.go stillHeld): once the cluster no longer says what the
+	// plan saw (the client went offline or moved, its holder or its registry went stale),
+	// nothing more is acknowledged or removed and the job ends.
+	check func() bool
 	// holderAnswers, with drain, proves the holder's broker reachable now, before each batch of
-	// acknowledgements (drainAcks): holderLive alone trusts a link that has not noticed a cut yet.
+	// acknowledgements (drainAcks): check alone trusts a link that has not noticed a cut yet.
 	holderAnswers func(context.Context) bool
+	// at is when the plan made the job: a drain or removal older than a plan period is
+	// dropped (the next plan decides again on what the cluster says then).
+	at time.Time
 	// fresh, with drain (jobSync): the session is first ended (a clean connect: it holds only
 	// duplicates, its client being connected to a reachable holder), then made anew, so that
 	// its subscriptions are exactly the ones the log shows (a session the agent cannot account
@@ -78,6 +84,22 @@ type replicaState struct {
 	syncedSubs               map[string]byte // the holder's filters the last sync was for
 	removedSince             uint64          // the holder's stamp a removal was done for
 	takenSince               uint64          // the holder's stamp a takeover was done for
+	// takeoverQueued: a takeover waits or runs; takeoverTried, takeoverFails: the last attempt
+	// and the failures in a row since the last success (takeoverBackoff).
+	takeoverQueued bool
+	takeoverTried  time.Time
+	takeoverFails  int
+}
+
+// prune forgets the ids keep refuses that no job waits for.
+func (w *sessionWorker) prune(keep func(id string) bool) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for id, st := range w.state {
+		if !w.pending[id] && !st.takeoverQueued && !keep(id) {
+			delete(w.state, id)
+		}
+	}
 }
 
 // sessionWorker runs session jobs against the local broker.
@@ -100,6 +122,9 @@ type sessionWorker struct {
 	notify  chan struct{}
 
 	takeovers, drains, drained, syncs, removed, refused, failed atomic.Uint64
+	// stale counts drains and removals dropped because what they were decided on changed;
+	// closedLive the session connections that found their client connected here unseen.
+	stale, closedLive atomic.Uint64
 }
 
 func newSessionWorker(addr string, tlsConf *tls.Config, conn connSettings, reg *sessionRegistry, rate int, log *slog.Logger) *sessionWorker {
@@ -126,6 +151,7 @@ func (w *sessionWorker) submit(j sessionJob) bool {
 		return false
 	}
 	w.pending[j.id] = true
+	j.at = time.Now()
 	if j.kind == jobTakeover {
 		w.urgent = append(w.urgent, j)
 	} else {
@@ -163,6 +189,9 @@ func (w *sessionWorker) next() (sessionJob, bool) {
 // run does the jobs until ctx ends: one connection at a time, at most rate a second.
 func (w *sessionWorker) run(ctx context.Context) {
 	gap := time.Second / time.Duration(w.rate)
+	// Takeovers do not wait for the rate (within a second of the newer connect), up to rate of
+	// them in a second: a burst beyond goes at the rate.
+	burstAt, burst := time.Now(), 0
 	for {
 		j, ok := w.next()
 		if !ok {
@@ -174,9 +203,16 @@ func (w *sessionWorker) run(ctx context.Context) {
 			}
 		}
 		start := time.Now()
-		w.do(ctx, j)
+		if !w.do(ctx, j) {
+			continue
+		}
 		if j.kind == jobTakeover {
-			continue // within a second of the newer connect: takeovers do not wait
+			if time.Since(burstAt) >= time.Second {
+				burstAt, burst = time.Now(), 0
+			}
+			if burst++; burst <= w.rate {
+				continue
+			}
 		}
 		select {
 		case <-ctx.Done():
@@ -186,35 +222,50 @@ func (w *sessionWorker) run(ctx context.Context) {
 	}
 }
 
-// do runs one job.
-func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
+// do runs one job. It reports whether it connected (spent the connect rate).
+func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	if j.kind != jobTakeover && w.live(j.id) {
-		return // the client is here now: its session is its own
+		return false // the client is here now: its session is its own
 	}
 	w.mu.Lock()
 	st := w.stateOf(j.id)
 	refused := time.Since(st.refused) < refusedRetry
 	w.mu.Unlock()
 	if refused && j.kind != jobTakeover {
-		return
+		return false
+	}
+	if acts := j.drain || j.kind == jobRemove; acts && (time.Since(j.at) > sessionPlanEvery || j.check != nil && !j.check()) {
+		// Decided on what the cluster said then; the next plan decides again. A sync still
+		// subscribes, acknowledging nothing.
+		w.stale.Add(1)
+		if j.kind != jobSync || j.fresh {
+			return false
+		}
+		j.drain = false
 	}
 	// The agent's connections with clients' ids are MQTT 3.1.1 (mqttconn speaks no 3.1) without
 	// a will; the broker tells them from the client's by their address (sessions.go).
-	if j.fresh {
-		if j.holderLive != nil && !j.holderLive() {
-			return
+	if j.kind != jobTakeover && (j.clean || j.fresh) {
+		// A clean connect ends the session: first make sure the client is not connected here
+		// unseen (connected, its line not read yet), with a connect that keeps it.
+		if !w.probe(ctx, j.id) {
+			w.stale.Add(1)
+			return true
 		}
+	}
+	if j.fresh {
 		o := w.conn.options(j.id, 4, true, w.tls)
 		o.Dialed = func(a net.Addr) { w.reg.addOwn(a.String(), false) }
 		c, _, err := mqttconn.Dial(ctx, w.addr, o, func(*message) {})
 		if err != nil {
 			w.failed.Add(1)
-			return
+			return true
 		}
 		c.Close()
 	}
 	o := w.conn.options(j.id, 4, j.clean, w.tls)
-	o.Dialed = func(a net.Addr) { w.reg.addOwn(a.String(), j.fresh) }
+	var oc *ownConn
+	o.Dialed = func(a net.Addr) { oc = w.reg.addOwn(a.String(), j.fresh) }
 	var got atomic.Uint64
 	var last atomic.Int64
 	var stopped atomic.Bool
@@ -232,13 +283,22 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 	defer cancel()
 	c, _, err := mqttconn.Dial(dctx, w.addr, o, onPublish)
 	if err == nil {
-		if len(j.add) > 0 {
+		// Until the agent read this connection's own connect line, what comes may be a live
+		// client's (its connection closed by this one): nothing is acknowledged, subscribed or
+		// unsubscribed before the line shows the connection closed nobody's.
+		mine := true
+		if j.drain || j.kind == jobSync {
+			if mine = w.ownLine(dctx, oc, j.id); !mine {
+				stopped.Store(true)
+			}
+		}
+		if mine && len(j.add) > 0 {
 			err = c.Subscribe(dctx, j.add)
 		}
-		if err == nil && len(j.del) > 0 {
+		if mine && err == nil && len(j.del) > 0 {
 			err = c.Unsubscribe(dctx, j.del)
 		}
-		if err == nil && j.drain {
+		if mine && err == nil && j.drain {
 			w.drainAcks(dctx, c, j, held, &last, &stopped, &got)
 		}
 		c.Close()
@@ -246,6 +306,14 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	st = w.stateOf(j.id)
+	if j.kind == jobTakeover {
+		st.takeoverQueued, st.takeoverTried = false, time.Now()
+		if c == nil {
+			st.takeoverFails++ // tried again after takeoverBackoff
+		} else {
+			st.takenSince, st.takeoverFails = max(st.takenSince, j.since), 0
+		}
+	}
 	switch {
 	case errors.Is(err, mqttconn.ErrRefused):
 		w.refused.Add(1)
@@ -254,11 +322,11 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 				"client", j.id, "job", j.kind, "err", err)
 		}
 		st.refused = time.Now()
-		return
+		return true
 	case err != nil && c == nil:
 		w.failed.Add(1)
 		w.log.Debug("session connection failed", "client", j.id, "job", j.kind, "err", err)
-		return
+		return true
 	case err != nil:
 		// A client connecting while the agent drains takes the connection over: normal.
 		w.log.Debug("session connection ended early", "client", j.id, "job", j.kind, "err", err)
@@ -280,6 +348,52 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) {
 		st.drained = time.Now()
 	}
 	w.log.Debug("session job done", "client", j.id, "job", j.kind, "acknowledged", got.Load())
+	return true
+}
+
+// ownLineWait bounds the wait for the agent's own connect line (read in milliseconds normally).
+const ownLineWait = time.Second
+
+// ownLine waits until the dispatcher read oc's connect line, and reports whether the connection
+// closed nobody's: false when the line did not come within ownLineWait, or when Mosquitto logged
+// right before it that the id was connected (the client connected here and the agent had not read
+// its line yet: the connection closed the client's, which reconnects to its session, intact
+// since the agent connects with clean session false).
+func (w *sessionWorker) ownLine(ctx context.Context, oc *ownConn, id string) bool {
+	if oc == nil {
+		return false
+	}
+	select {
+	case <-oc.line:
+	case <-ctx.Done():
+		return false
+	case <-time.After(ownLineWait):
+		w.log.Debug("own connect line not read in time: nothing acknowledged", "client", id)
+		return false
+	}
+	if oc.tookOver {
+		w.closedLive.Add(1)
+		w.log.Info("a session connection found its client connected here unseen: closed at once, nothing acknowledged", "client", id)
+		return false
+	}
+	return true
+}
+
+// probe connects as id with clean session false and disconnects, and reports whether that
+// closed nobody's connection (ownLine): a clean connect after it ends no live client's session,
+// but for a client that connects in the milliseconds between the two.
+func (w *sessionWorker) probe(ctx context.Context, id string) bool {
+	o := w.conn.options(id, 4, false, w.tls)
+	var oc *ownConn
+	o.Dialed = func(a net.Addr) { oc = w.reg.addOwn(a.String(), false) }
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	c, _, err := mqttconn.Dial(pctx, w.addr, o, func(*message) {})
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	return w.ownLine(pctx, oc, id)
 }
 
 // heldMessages are what a drain received and has not acknowledged yet.
@@ -313,7 +427,7 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 	deadline := time.Now().Add(drainMax)
 	for !stopped.Load() {
 		if ms := held.take(); len(ms) > 0 {
-			if (j.holderLive != nil && !j.holderLive()) || (j.holderAnswers != nil && !j.holderAnswers(ctx)) {
+			if (j.check != nil && !j.check()) || (j.holderAnswers != nil && !j.holderAnswers(ctx)) {
 				stopped.Store(true) // the holder is gone: what it held back may be the client's
 				return
 			}

@@ -89,8 +89,15 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 		a.log.Warn("truncated log line: widening", "line_bytes", len(payload), "widened", ev.Widened)
 	}
 	own, fresh := false, false
-	if a.sessionsOn() && ev.Kind == sysparse.Connected {
-		own, fresh = a.sess.ownAddr(connectAddress(string(payload)))
+	if a.sessionsOn() {
+		// Mosquitto logs a takeover right before the connect line of the newer connection.
+		if ev.Kind == sysparse.Connected {
+			own, fresh = a.sess.ownAddr(connectAddress(string(payload)), a.sess.takenOver == ev.ClientID)
+		}
+		a.sess.takenOver = ""
+		if ev.Kind == sysparse.TakenOver {
+			a.sess.takenOver = ev.ClientID
+		}
 	}
 	a.model.Apply(ev)
 	a.record(journalEntry{Event: &ev})

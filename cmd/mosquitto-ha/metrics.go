@@ -76,6 +76,10 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 		}
 		counter("mosquitto_ha_session_drained_messages_total", "Messages replicas queued while their client was connected elsewhere, acknowledged by drains (duplicates a failover does not deliver).")
 		fmt.Fprintf(w, "mosquitto_ha_session_drained_messages_total{%s} %d\n", node, ss.DrainedMessages)
+		counter("mosquitto_ha_session_jobs_stale_total", "Drains and removals dropped unrun: what they were planned on (client connected at a reachable holder with a fresh registry) no longer held when their turn came.")
+		fmt.Fprintf(w, "mosquitto_ha_session_jobs_stale_total{%s} %d\n", node, ss.Stale)
+		counter("mosquitto_ha_session_closed_live_total", "Session connections that found their client connected here before the agent read its connect line: closed at once, nothing acknowledged.")
+		fmt.Fprintf(w, "mosquitto_ha_session_closed_live_total{%s} %d\n", node, ss.ClosedLive)
 		counter("mosquitto_ha_session_registry_bytes_total", "Bytes of session registry this agent published (retained on its broker, read by every peer).")
 		fmt.Fprintf(w, "mosquitto_ha_session_registry_bytes_total{%s} %d\n", node, ss.RegistryBytes)
 	}
