@@ -535,7 +535,8 @@ func TestLabFailover(t *testing.T) {
 			// saved), restarts 3 s later, and the subscriber returns there (its connection is
 			// closed once b1 is UP behind HAProxy; the client-id hash sends it back to b1).
 			// Its return gets again what its copy on b1 drew while b1 was down and could not be
-			// drained: the bound grows by the 3 s b1 is down (docs/semantics.md#sessions).
+			// drained: the bound grows by the 3 s b1 is down and the time to its agent's first
+			// drain after the restart (docs/semantics.md#sessions).
 			bound := targets.afterDowntime(3 * time.Second)
 			c := l.startCheck(t, append([]string{"--subscribe", "once", "--sub-broker", "b1",
 				"--duration", "11s", "--drain", "4s"}, bound.dupArgs()...)...)
