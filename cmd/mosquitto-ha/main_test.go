@@ -69,6 +69,25 @@ func runCmd(t *testing.T, args ...string) (stdout, stderr string, code int) {
 	return o.String(), e.String(), code
 }
 
+// startAgentCluster starts n brokers with persistence and an agent process beside each, and
+// waits until every agent advertises exact interest.
+func startAgentCluster(t *testing.T, n int) ([]*mosqtest.Broker, string, []*mosqtest.Proc) {
+	t.Helper()
+	var brokers []*mosqtest.Broker
+	for i := 0; i < n; i++ {
+		brokers = append(brokers, mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: "sys_interval 1\n"}))
+	}
+	cfg := writeCluster(t, brokers, "")
+	agents := make([]*mosqtest.Proc, n)
+	for i := range agents {
+		agents[i] = startAgentProc(t, cfg, fmt.Sprintf("b%d", i+1))
+	}
+	for _, a := range agents {
+		waitLog(t, a, "advertising exact interest", 15*time.Second)
+	}
+	return brokers, cfg, agents
+}
+
 func startAgentProc(t *testing.T, config, node string) *mosqtest.Proc {
 	t.Helper()
 	return startAgentProcArgs(t, config, node)
@@ -115,18 +134,7 @@ func TestCheckProbesBroker(t *testing.T) {
 // Contract 8 with a real crash: kill -9 of the agents mid-stream loses no acknowledged QoS 1
 // message, and the restarted agent still draws messages for clients that stayed connected.
 func TestAgentKill9MidStream(t *testing.T) {
-	var brokers []*mosqtest.Broker
-	for i := 0; i < 3; i++ {
-		brokers = append(brokers, mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: "sys_interval 1\n"}))
-	}
-	cfg := writeCluster(t, brokers, "")
-	agents := make([]*mosqtest.Proc, 3)
-	for i := range agents {
-		agents[i] = startAgentProc(t, cfg, fmt.Sprintf("b%d", i+1))
-	}
-	for _, a := range agents {
-		waitLog(t, a, "advertising exact interest", 15*time.Second)
-	}
+	brokers, cfg, agents := startAgentCluster(t, 3)
 
 	var mu sync.Mutex
 	seen := map[string]int{}

@@ -20,18 +20,7 @@ import (
 // needs: the client, subscribed once on b1, moves to b2 after kill -9 of b1 and gets every QoS 1
 // message published on b2 and b3 after the kill, with its session and subscription there.
 func TestSessionsAgentKill9DuringDrains(t *testing.T) {
-	var brokers []*mosqtest.Broker
-	for i := 0; i < 3; i++ {
-		brokers = append(brokers, mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: "sys_interval 1\n"}))
-	}
-	cfg := writeCluster(t, brokers, "")
-	agents := make([]*mosqtest.Proc, 3)
-	for i := range agents {
-		agents[i] = startAgentProc(t, cfg, fmt.Sprintf("b%d", i+1))
-	}
-	for _, a := range agents {
-		waitLog(t, a, "advertising exact interest", 15*time.Second)
-	}
+	brokers, cfg, agents := startAgentCluster(t, 3)
 	var mu sync.Mutex
 	seen := map[string]int{}
 	client := func(addr string) (mqtt.Client, bool) {
