@@ -35,7 +35,9 @@ const (
 	// caught up. Mosquitto writes a SUBACK at once but the subscription's log line to the agent
 	// later in its loop: a client that publishes elsewhere as soon as it has its SUBACK can be
 	// read there before the line is read here (by 40-241 us in 8 of 180 probes on a loaded
-	// 2-core machine). A publish read up to this much before the subscription may therefore be
+	// 2-core machine, a one-off measurement that logged, in TestLateSubscriptionCaughtUp's probe,
+	// how long before the stamp each missed publish was read; with the slack at 0 that test
+	// misses 1-4 of 30 per run). A publish read up to this much before the subscription may be
 	// delivered too, where one broker would not; no client can tell without a causal chain that
 	// crosses the cluster in less.
 	catchUpSlack = int64(2e6)
