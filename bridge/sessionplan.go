@@ -271,9 +271,15 @@ const sessionStatePrune = 10 * time.Second
 // whether the broker holds a replica of it.
 func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool) {
 	cl := a.model.clients[id]
-	if a.sess.liveHere(id) || cl != nil && cl.Connected {
+	w.mu.Lock()
+	st := w.stateOf(id)
+	removedFor, synced, drained, syncedSubs, draining := st.removedSince, st.synced, st.drained, st.syncedSubs, st.draining
+	w.mu.Unlock()
+	if a.sess.liveHere(id) || cl != nil && cl.Connected && cl.present && !draining {
 		// Its client is connected here (or the model says so: an agent that restarted may not
-		// have its stamp yet); a connection with its id would close the client's.
+		// have its stamp yet); a connection with its id would close the client's. A
+		// connection seen before a gap in the log proves nothing (the agent's own drain may
+		// have held it when the agent stopped), nor does the one of a drain that holds now.
 		return false
 	}
 	hp := h.p
@@ -290,10 +296,6 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 	// (stillHeld); drains and removals ask again when they start and before each batch of acknowledgements.
 	held := a.stillHeld(id, h, true)
 	holderLive := live()
-	w.mu.Lock()
-	st := w.stateOf(id)
-	removedFor, synced, drained, syncedSubs := st.removedSince, st.synced, st.drained, st.syncedSubs
-	w.mu.Unlock()
 	remove := func() {
 		if removedFor >= h.e.Since || cl == nil && synced.IsZero() {
 			return // nothing here, or removed for this connect already
@@ -359,7 +361,7 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 		if synced.IsZero() || !maps.Equal(syncedSubs, want) || time.Since(synced) >= syncRetry {
 			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, check: held, holderAnswers: answers})
 		}
-	case drain && time.Since(drained) >= a.sessOpts.DrainInterval:
+	case drain && !draining && time.Since(drained) >= a.sessOpts.DrainInterval:
 		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, check: held, holderAnswers: answers})
 	}
 	return cl != nil

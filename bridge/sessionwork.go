@@ -65,12 +65,19 @@ type sessionJob struct {
 }
 
 // Drain timing: after CONNACK Mosquitto sends the queued messages at once (its in-flight window,
-// then one per acknowledgement, about 20 us each here): a drain ends after drainQuiet without a
-// message, or after drainMax when live traffic keeps coming (the client gets that at its holder;
-// a shorter drain only leaves more duplicates, never a loss).
+// then one per acknowledgement, about 20 us each here). While no other job waits, a drain keeps
+// its connection and acknowledges the client's messages as they come, one round trip to the
+// holder per drainCycle at most: a failover then delivers again only what came in the last
+// cycle or so, not what a whole drain_interval collected. Once another job waits, it ends after
+// drainQuiet without a message, or after drainMax when live traffic keeps coming (the client
+// gets that at its holder; a shorter drain only leaves more duplicates, never a loss).
 const (
 	drainQuiet = 20 * time.Millisecond
 	drainMax   = 300 * time.Millisecond
+	drainCycle = 50 * time.Millisecond
+	// drainLag: a message is acknowledged only once it reached the drain this long before the
+	// round trip to the holder began, so the holder's copy had that long to reach its client.
+	drainLag = 20 * time.Millisecond
 	// syncRetry is the least time between two syncs of one replica (the log must show the
 	// first before the plan sees it done).
 	syncRetry = 2 * time.Second
@@ -81,6 +88,7 @@ const (
 // replicaState is the worker's memory of one client id.
 type replicaState struct {
 	drained, synced, refused time.Time
+	draining                 bool            // a drain of it holds its connection now (no second one is planned)
 	syncedSubs               map[string]byte // the holder's filters the last sync was for
 	removedSince             uint64          // the holder's stamp a removal was done for
 	takenSince               uint64          // the holder's stamp a takeover was done for
@@ -263,6 +271,11 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 		}
 		c.Close()
 	}
+	start := time.Now()
+	if j.drain {
+		w.setDraining(j.id, true)
+		defer w.setDraining(j.id, false)
+	}
 	o := w.conn.options(j.id, 4, j.clean, w.tls)
 	var oc *ownConn
 	o.Dialed = func(a net.Addr) { oc = w.reg.addOwn(a.String(), j.fresh) }
@@ -299,7 +312,10 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 			err = c.Unsubscribe(dctx, j.del)
 		}
 		if mine && err == nil && j.drain {
-			w.drainAcks(dctx, c, j, held, &last, &stopped, &got)
+			w.drains.Add(1)
+			w.log.Debug("session drain begun", "client", j.id, "job", jobDrain, "with", j.kind)
+			// Not bounded by dctx: a drain holds its connection while nothing else waits.
+			w.drainAcks(ctx, c, j, held, &last, &stopped, &got)
 		}
 		c.Close()
 	}
@@ -343,9 +359,9 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 		st.synced = time.Time{}
 	}
 	if j.drain {
-		w.drains.Add(1)
-		w.drained.Add(got.Load())
-		st.drained = time.Now()
+		// Due again drain_interval after this one began: one that held its connection that
+		// long (nothing else waited) is due at once when something else made it let go.
+		st.drained = start
 	}
 	w.log.Debug("session job done", "client", j.id, "job", j.kind, "acknowledged", got.Load())
 	return true
@@ -396,49 +412,79 @@ func (w *sessionWorker) probe(ctx context.Context, id string) bool {
 	return w.ownLine(pctx, oc, id)
 }
 
-// heldMessages are what a drain received and has not acknowledged yet.
+// setDraining records whether a drain of id holds its connection.
+func (w *sessionWorker) setDraining(id string, on bool) {
+	w.mu.Lock()
+	w.stateOf(id).draining = on
+	w.mu.Unlock()
+}
+
+// heldMessages are what a drain received and has not acknowledged yet, in the order they came.
 type heldMessages struct {
 	mu sync.Mutex
 	ms []*message
+	at []time.Time
 }
 
 func (h *heldMessages) add(m *message) {
 	h.mu.Lock()
 	h.ms = append(h.ms, m)
+	h.at = append(h.at, time.Now())
 	h.mu.Unlock()
 }
 
-func (h *heldMessages) take() []*message {
+// takeBefore removes and returns the messages that came before t.
+func (h *heldMessages) takeBefore(t time.Time) []*message {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	ms := h.ms
-	h.ms = nil
+	n := 0
+	for n < len(h.at) && h.at[n].Before(t) {
+		n++
+	}
+	ms := h.ms[:n:n]
+	h.ms, h.at = h.ms[n:], h.at[n:]
 	return ms
 }
 
 // drainAcks acknowledges what the drain receives, a batch at a time (at most the broker's
 // in-flight window, 20 by default), each batch only after the holder's broker answered a round
-// trip begun after the batch arrived: a holder whose link was cut a moment ago fails it (within
-// drainProbeTimeout), and its client, which may be moving here, finds every message since. It
-// returns once the broker sent nothing for drainQuiet, after drainMax, or when the holder does
-// not answer (stopped: nothing more is acknowledged; the rest stays in flight in the session).
+// trip begun at least drainLag after the batch arrived: a holder whose link was cut a moment ago
+// fails it (within drainProbeTimeout), and its client, which may be moving here, finds every
+// message since. While no other job waits it holds the connection, a round trip per drainCycle
+// at most, asking j.check every cycle; otherwise it returns once the broker sent nothing for
+// drainQuiet, or after drainMax. It also returns when the holder does not answer (stopped:
+// nothing more is acknowledged; the rest stays in flight in the session), when the cluster no
+// longer says what the drain was planned on, or when the broker closes the connection (its
+// client connected here).
 func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessionJob, held *heldMessages,
 	last *atomic.Int64, stopped *atomic.Bool, got *atomic.Uint64) {
 	deadline := time.Now().Add(drainMax)
+	var trip time.Time // the last round trip (or check) begun
 	for !stopped.Load() {
-		if ms := held.take(); len(ms) > 0 {
-			if (j.check != nil && !j.check()) || (j.holderAnswers != nil && !j.holderAnswers(ctx)) {
-				stopped.Store(true) // the holder is gone: what it held back may be the client's
-				return
+		hold := w.pendingCount() == 0
+		if now := time.Now(); !hold || now.Sub(trip) >= drainCycle {
+			if ms := held.takeBefore(now.Add(-drainLag)); len(ms) > 0 {
+				trip = now
+				if (j.check != nil && !j.check()) || (j.holderAnswers != nil && !j.holderAnswers(ctx)) {
+					stopped.Store(true) // the holder is gone: what it held back may be the client's
+					return
+				}
+				for _, m := range ms {
+					m.Ack()
+				}
+				got.Add(uint64(len(ms)))
+				w.drained.Add(uint64(len(ms)))
+				continue
 			}
-			for _, m := range ms {
-				m.Ack()
+			if hold && now.Sub(trip) >= drainCycle {
+				trip = now
+				if j.check != nil && !j.check() {
+					return // the client went offline or moved, or its holder went stale
+				}
 			}
-			got.Add(uint64(len(ms)))
-			continue
 		}
 		quiet := time.Since(time.Unix(0, last.Load()))
-		if quiet >= drainQuiet || !time.Now().Before(deadline) {
+		if !hold && (quiet >= drainQuiet+drainLag || !time.Now().Before(deadline)) {
 			return
 		}
 		select {
@@ -446,7 +492,7 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 			return
 		case <-c.Done():
 			return
-		case <-time.After(min(drainQuiet-quiet, 5*time.Millisecond)):
+		case <-time.After(5 * time.Millisecond):
 		}
 	}
 }
