@@ -280,6 +280,19 @@ func bench(cfg *config, progress io.Writer) (*result, error) {
 		cs := clients
 		clientsMu.Unlock()
 		_ = parallel(len(cs), 32, func(i int) error { cs[i].Disconnect(100); return nil })
+		if cfg.subPersistent {
+			// Nothing stays behind: a clean connect with each subscriber's id ends its session.
+			_ = parallel(len(subs), 32, func(i int) error {
+				o := mqtt.NewClientOptions().AddBroker("tcp://" + subs[i].broker).
+					SetClientID(fmt.Sprintf("%s-s%d", idBase, i)).SetCleanSession(true).
+					SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(5 * time.Second)
+				c := mqtt.NewClient(o)
+				if tok := c.Connect(); tok.WaitTimeout(6*time.Second) && tok.Error() == nil {
+					c.Disconnect(50)
+				}
+				return nil
+			})
+		}
 	}()
 	connect := func(role string, i int, broker string, setup func(*mqtt.ClientOptions)) (mqtt.Client, error) {
 		deadline, _ := ctx.Deadline()
@@ -289,7 +302,7 @@ func bench(cfg *config, progress io.Writer) (*result, error) {
 		}
 		opts := mqtt.NewClientOptions().AddBroker("tcp://" + broker).
 			SetClientID(fmt.Sprintf("%s-%s%d", idBase, role[:1], i)).
-			SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).
+			SetCleanSession(role != "subscriber" || !cfg.subPersistent).SetAutoReconnect(false).SetConnectRetry(false).
 			SetConnectTimeout(ct).SetKeepAlive(30 * time.Second).SetWriteTimeout(min(10*time.Second, cfg.timeout))
 		setup(opts)
 		c := mqtt.NewClient(opts)

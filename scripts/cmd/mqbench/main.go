@@ -65,6 +65,7 @@ type config struct {
 	subTopicPattern string
 	subTopics       []string
 	subQoS          int
+	subPersistent   bool // subscribers keep a session (clean session false), removed at the end
 	timeout         time.Duration
 	drain           time.Duration
 	settle          time.Duration
@@ -140,6 +141,7 @@ func parseArgs(args []string, stdout, stderr io.Writer) (*config, int) {
 	fs.StringVar(&cfg.subTopicPattern, "sub-topic-pattern", "", "filter of subscriber i: fmt.Sprintf(pattern, i), e.g. test_1/%d (default: the publish topic)")
 	fs.StringSliceVar(&cfg.subTopics, "sub-topics", nil, "filters of the subscribers, subscriber i gets the (i mod n)th (instead of --sub-topic-pattern)")
 	fs.IntVar(&cfg.subQoS, "sub-qos", -1, "subscription QoS 0, 1 or 2; -1 = same as --qos")
+	fs.BoolVar(&cfg.subPersistent, "sub-persistent", false, "subscribers connect with clean session false (their sessions are removed at the end with a clean connect)")
 	fs.DurationVar(&cfg.timeout, "timeout", 60*time.Second, "overall bound of the run, setup included")
 	fs.DurationVar(&cfg.settle, "settle", 0, "wait after every subscription is acknowledged before publishing (lets a cluster learn the subscriptions)")
 	fs.DurationVar(&cfg.drain, "drain", 2*time.Second, "wait after the last publish for stragglers (ends early once every expected message arrived)")

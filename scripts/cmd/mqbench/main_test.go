@@ -309,3 +309,28 @@ func TestCannotConnect(t *testing.T) {
 		t.Errorf("exit status %d, stderr %q: want 1 naming %s", code, stderr, addr)
 	}
 }
+
+// --sub-persistent: the subscribers connect with clean session false, and a clean connect with
+// each of their ids at the end leaves no session behind on the broker.
+func TestPersistentSubscribersLeaveNothing(t *testing.T) {
+	b := mosqtest.Start(t, mosqtest.Options{})
+	r := runJSON(t, "--pub-brokers", b.Addr, "--sub-brokers", b.Addr, "--publishers", "1", "--count", "50",
+		"--subscribers", "2", "--sub-persistent", "--client-prefix", "pers-", "--timeout", "10s")
+	if r.Lost != 0 || r.Received != 100 {
+		t.Errorf("received %d lost %d, want 100 and 0", r.Received, r.Lost)
+	}
+	var persistent, cleaned int
+	for _, l := range strings.Split(b.Output(), "\n") {
+		if strings.Contains(l, " as pers-") && strings.Contains(l, "-s") {
+			switch {
+			case strings.Contains(l, ", c0,"):
+				persistent++
+			case strings.Contains(l, ", c1,"):
+				cleaned++
+			}
+		}
+	}
+	if persistent != 2 || cleaned != 2 {
+		t.Errorf("subscriber connects: %d persistent, %d clean (want 2 and 2); broker log:\n%s", persistent, cleaned, b.Output())
+	}
+}
