@@ -78,6 +78,9 @@ const (
 	// drainLag: a message is acknowledged only once it reached the drain this long before the
 	// round trip to the holder began, so the holder's copy had that long to reach its client.
 	drainLag = 20 * time.Millisecond
+	// drainWindow: held messages that make a round trip due before drainCycle (Mosquitto's
+	// default max_inflight_messages is 20), so a drain keeps up with about 20 per drainLag.
+	drainWindow = 16
 	// syncRetry is the least time between two syncs of one replica (the log must show the
 	// first before the plan sees it done).
 	syncRetry = 2 * time.Second
@@ -426,6 +429,12 @@ type heldMessages struct {
 	at []time.Time
 }
 
+func (h *heldMessages) len() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.ms)
+}
+
 func (h *heldMessages) add(m *message) {
 	h.mu.Lock()
 	h.ms = append(h.ms, m)
@@ -462,7 +471,9 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 	var trip time.Time // the last round trip (or check) begun
 	for !stopped.Load() {
 		hold := w.pendingCount() == 0
-		if now := time.Now(); !hold || now.Sub(trip) >= drainCycle {
+		// A round trip per drainCycle, or sooner once the broker's in-flight window (20 by
+		// default) is nearly full: it sends no more until something is acknowledged.
+		if now := time.Now(); !hold || now.Sub(trip) >= drainCycle || held.len() >= drainWindow {
 			if ms := held.takeBefore(now.Add(-drainLag)); len(ms) > 0 {
 				trip = now
 				if (j.check != nil && !j.check()) || (j.holderAnswers != nil && !j.holderAnswers(ctx)) {
