@@ -50,6 +50,8 @@ out=$(mktemp -d /tmp/mha-chaos-out.XXXXXX)
 lab() { scripts/lab.sh "$@"; }
 cleanup() {
   [ -n "${sampler:-}" ] && kill "$sampler" 2>/dev/null || true
+  # The lab's logs (agents, brokers, HAProxy) outlive it, beside the checker's report.
+  [ -d "$MHA_LAB_DIR/logs" ] && cp -r "$MHA_LAB_DIR/logs" "$out/logs" 2>/dev/null || true
   lab down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
