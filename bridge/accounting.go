@@ -52,9 +52,14 @@ type sysAccount struct {
 	tickPresent int    // clients proven present then, accounted for or not
 	tickLine    uint64 // lines applied then
 	known       int    // tickKnown of the last compared tick, for Status
+	// connected: the last $SYS/broker/clients/connected, -1 none yet; tickConnected,
+	// tickHeld and tickHeldMax: the clients the model said were connected, and the least and
+	// most sessions it said the broker held, at the last fresh tick (verifyConnections).
+	connected                            int
+	tickConnected, tickHeld, tickHeldMax int
 }
 
-func (s *sysAccount) reset() { *s = sysAccount{total: -1, known: s.known} }
+func (s *sysAccount) reset() { *s = sysAccount{total: -1, connected: -1, known: s.known} }
 
 // clientsTotal records $SYS/broker/clients/total.
 func (a *Agent) clientsTotal(n int) { a.acct.total = n }
@@ -68,10 +73,40 @@ func (a *Agent) sysTick() {
 		if s.total == s.tickPresent && s.tickPresent > s.tickKnown {
 			a.dropAbsent(s.tickLine)
 		}
+		if s.connected >= 0 && s.connected == s.tickConnected && s.total >= s.tickHeld && s.total <= s.tickHeldMax {
+			a.verifyConnections()
+		}
 	}
 	if s.rounds >= 2 {
 		s.tick, s.tickKnown, s.tickLine = true, a.accountedNow(), a.model.line
 		s.tickPresent = a.model.presentClients() + a.ownLocalUncounted()
+		s.tickConnected, s.tickHeld, s.tickHeldMax = a.model.connectedAndHeld()
+		if c := a.model.clients[a.localID]; c == nil || !c.Connected {
+			s.tickConnected++ // the agent's own local connection: its connect line is never read
+			if c == nil || !c.Persistent && !c.mqtt5 {
+				s.tickHeld++
+				s.tickHeldMax++
+			} else if c.mqtt5 {
+				s.tickHeld++
+			}
+		}
+	}
+}
+
+// verifyConnections runs when, at a tick, the broker counted exactly the connected clients and
+// the held sessions the model says it has: the connections the model restored from an earlier
+// run of the agent, or kept across a gap in its log, are then still there (a client that
+// disconnected unseen would leave the broker one connection short; one that connected unseen
+// in its place would add a session the model lacks), and the session registry says so again,
+// so its replicas elsewhere are drained again. What this cannot tell apart: in the same gap, a
+// restored client disconnected and another client whose offline session the model knew
+// connected (docs/semantics.md#sessions).
+func (a *Agent) verifyConnections() {
+	if !a.sessionsOn() {
+		return
+	}
+	if n := a.sess.verifyRestored(); n > 0 {
+		a.log.Info("connections restored from before a gap in the log are still there (the broker's count of connected clients agrees): peers drain their replicas again", "clients", n)
 	}
 }
 

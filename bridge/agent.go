@@ -105,7 +105,7 @@ func New(opts Options) (*Agent, error) {
 		log:    opts.Logger.With("node", opts.Node),
 		topics: NewTopics(opts.Cluster, opts.ForwardPrefix).WithIDSecret(opts.ClusterSecret),
 		parser: sysparse.NewParser(),
-		acct:   sysAccount{total: -1},
+		acct:   sysAccount{total: -1, connected: -1},
 		status: Status{Version: opts.Version, Started: time.Now().UTC()},
 	}
 	a.localID = a.topics.LocalID(opts.Node)

@@ -158,7 +158,7 @@ func (l *localInterest) forget(id string) {
 // its interest never counts, but a line it caused proves the broker holds it.
 func (l *localInterest) seenBy(id string) {
 	c := l.get(id)
-	c.present = true
+	c.present, c.Connected = true, true // only a connected client subscribes or unsubscribes
 }
 
 // Apply updates the model with one parsed log event.
@@ -235,6 +235,8 @@ func (l *localInterest) Apply(ev sysparse.Event) {
 				return
 			}
 			l.subscribe(ev.ClientID, ev.Filter, ev.QoS)
+			// Only a connected client subscribes (verifyConnections counts connections).
+			l.clients[ev.ClientID].Connected = true
 		}
 	case sysparse.Unsubscribed:
 		switch {
@@ -250,6 +252,9 @@ func (l *localInterest) Apply(ev sysparse.Event) {
 				return
 			}
 			l.unsubscribe(ev.ClientID, ev.Filter)
+			if c := l.clients[ev.ClientID]; c != nil {
+				c.Connected = true // only a connected client unsubscribes
+			}
 		}
 	case sysparse.Disconnected:
 		if len(ev.Readings) > 1 {
@@ -353,6 +358,25 @@ func (l *localInterest) KnownClients() int {
 		}
 	}
 	return n
+}
+
+// connectedAndHeld counts the clients the model says are connected, and the sessions it says the
+// broker holds: at least held (connected, or persistent), at most heldMax (an MQTT 5 client that
+// disconnected may still have its session: its expiry interval is not logged).
+func (l *localInterest) connectedAndHeld() (connected, held, heldMax int) {
+	for id, c := range l.clients {
+		switch {
+		case id == unknownClient:
+		case c.Connected:
+			connected++
+			held++
+		case c.mqtt5:
+			heldMax++
+		case c.Persistent:
+			held++
+		}
+	}
+	return connected, held, held + heldMax
 }
 
 // presentClients counts the clients this log stream proves the broker holds (see present),

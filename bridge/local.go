@@ -24,7 +24,9 @@ const maxInbox = 200000
 // Topics of the local broker's $SYS tree the agent reads besides the log lines.
 const (
 	topicClientsTotal = "$SYS/broker/clients/total"
-	topicUptime       = "$SYS/broker/uptime"
+	// topicClientsConnected: the clients with a connection (accounting.go verifyConnections).
+	topicClientsConnected = "$SYS/broker/clients/connected"
+	topicUptime           = "$SYS/broker/uptime"
 )
 
 // message is one publish from the local broker, as the dispatcher and the relay queues hold it.
@@ -70,10 +72,11 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 		a.ret.localSession(sessionPresent)
 		a.noteSession(sessionPresent) // a discarded session is reported (sys.go)
 		subs := map[string]byte{
-			sysparse.TopicLog: 0,
-			topicClientsTotal: 0,
-			topicUptime:       0,
-			"#":               2,
+			sysparse.TopicLog:     0,
+			topicClientsTotal:     0,
+			topicClientsConnected: 0,
+			topicUptime:           0,
+			"#":                   2,
 			// No-local: whatever arrives here was published by somebody else.
 			a.topics.InterestFilter(a.opts.Node): 0,
 			// QoS 1: queued in the session behind the stored retained messages (retained.go).

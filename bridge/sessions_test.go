@@ -406,7 +406,9 @@ func TestSessionQueuedDrainAfterClientLeft(t *testing.T) {
 // What a holder publishes, its peers take: a client subscribed to $SYS filters does not make
 // its node's registry refused (the filter is left out, never replicated). And a connection the
 // holder's agent did not see connect in its current run (it restarted) may have ended unseen:
-// no replica of it is drained until its client connects again.
+// its replicas are drained again only once the holder's broker counts exactly the connections
+// the agent restored (still connected), never when the client disconnected meanwhile, and
+// again once it connects.
 func TestSessionRegistryAgreesAndRestart(t *testing.T) {
 	c := startSessionCluster(t, 2)
 	x, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, "reg-x")
@@ -423,19 +425,35 @@ func TestSessionRegistryAgreesAndRestart(t *testing.T) {
 	if s := c.agent(0).Status(); s.Sessions.RegistryRefused > 0 || s.LocalFilters != 1 {
 		t.Errorf("b1 refused %d registries of b2, holds %d filters (want 0 and 1: reg/x, not the $SYS filter)", s.Sessions.RegistryRefused, s.LocalFilters)
 	}
+
+	// b2's agent restarts while reg-x stays connected: its broker's count proves the restored
+	// connection (a tick or two, sys_interval 1 s), and b1 drains again.
 	c.stopAgent(1)
-	c.startAgent(1)
-	time.Sleep(2500 * time.Millisecond) // b2's agent reads its earlier registry and publishes its own
 	d0 := drains()
-	time.Sleep(2 * time.Second)
-	if d := drains(); d != d0 {
-		t.Errorf("b1 drained %d times a replica whose client b2's restarted agent never saw connect", d-d0)
-	}
-	x.c.Disconnect(0)
-	x, _ = reconnectNoSubscribe(t, c.brokers[1].Addr, "reg-x")
-	waitFor(t, 5*time.Second, "b1 to drain again once reg-x connected in b2's agent's run", func() string {
+	c.startAgent(1)
+	waitFor(t, 8*time.Second, "b1 to drain again once b2's restarted agent verified reg-x's connection", func() string {
 		if d := drains(); d < d0+1 {
 			return fmt.Sprint(d - d0)
+		}
+		return ""
+	})
+
+	// b2's agent restarts after reg-x disconnected unseen: the broker counts one connection
+	// fewer than the agent restored, so nothing is verified and b1 does not drain.
+	c.stopAgent(1)
+	x.c.Disconnect(0)
+	time.Sleep(200 * time.Millisecond)
+	c.startAgent(1)
+	time.Sleep(2500 * time.Millisecond) // b2's agent reads its earlier registry and publishes its own
+	d1 := drains()
+	time.Sleep(3 * time.Second) // three ticks
+	if d := drains(); d != d1 {
+		t.Errorf("b1 drained %d times a replica whose client disconnected while b2's agent was down", d-d1)
+	}
+	x, _ = reconnectNoSubscribe(t, c.brokers[1].Addr, "reg-x")
+	waitFor(t, 5*time.Second, "b1 to drain again once reg-x connected in b2's agent's run", func() string {
+		if d := drains(); d < d1+1 {
+			return fmt.Sprint(d - d1)
 		}
 		return ""
 	})

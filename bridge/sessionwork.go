@@ -495,7 +495,7 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 			}
 		}
 		quiet := time.Since(time.Unix(0, last.Load()))
-		if !hold && (quiet >= drainQuiet+drainLag || !time.Now().Before(deadline)) {
+		if !hold && (quiet >= max(drainQuiet, drainLag) || !time.Now().Before(deadline)) {
 			return
 		}
 		select {

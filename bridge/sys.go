@@ -22,6 +22,11 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 			a.clientsTotal(n)
 		}
 		return
+	case topic == topicClientsConnected:
+		if n, err := strconv.Atoi(strings.TrimSpace(string(payload))); err == nil {
+			a.acct.connected = n
+		}
+		return
 	case topic == topicUptime:
 		// "<n> seconds": a broker that started again lost every clean session.
 		secs, err := strconv.Atoi(strings.TrimSuffix(string(payload), " seconds"))
