@@ -20,7 +20,8 @@
 # shape), HAProxy round robin with a TCP check, keepalived MASTER/BACKUP without health tracking.
 #
 # Environment: MHA_LAB_DIR (state, configs, logs; default /tmp/mha-lab), MHA_BIN (a built
-# mosquitto-ha), MHA_LABCHECK (a built labcheck), MHA_KILL_SIGNAL (kill-* verbs, default KILL).
+# mosquitto-ha), MHA_LABCHECK (a built labcheck), MHA_KILL_SIGNAL (kill-* verbs, default KILL),
+# MHA_AGENT_LOG_LEVEL (the agents' --log-level, default info).
 # Needs root. Processes are stopped by pid file, namespaces and links by name.
 set -euo pipefail
 
@@ -305,7 +306,10 @@ start_agent() {
   from=1
   [ -f "$LAB/logs/$b.agent.log" ] && from=$(($(wc -l <"$LAB/logs/$b.agent.log") + 1))
   [ "$from" -gt 1 ] && want="local broker connected"
-  spawn "$b" agent "$BIN" agent --config "$LAB/cluster.yaml" --node "$b"
+  local extra=()
+  # MHA_AGENT_LOG_LEVEL=debug: the agents log every session job and log event (chaos.sh keeps the logs).
+  [ -n "${MHA_AGENT_LOG_LEVEL:-}" ] && extra+=(--log-level "$MHA_AGENT_LOG_LEVEL")
+  spawn "$b" agent "$BIN" agent --config "$LAB/cluster.yaml" --node "$b" "${extra[@]}"
   [ "${2:-wait}" = nowait ] && return 0
   wait_for 30 "the agent on $b to log \"$want\"" agent_logged "$b" "$from" "$want" ||
     fail "the agent on $b did not start"
