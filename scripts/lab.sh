@@ -21,7 +21,8 @@
 #
 # Environment: MHA_LAB_DIR (state, configs, logs; default /tmp/mha-lab), MHA_BIN (a built
 # mosquitto-ha), MHA_LABCHECK (a built labcheck), MHA_KILL_SIGNAL (kill-* verbs, default KILL),
-# MHA_AGENT_LOG_LEVEL (the agents' --log-level, default info).
+# MHA_AGENT_LOG_LEVEL (the agents' --log-level, default info), MHA_AGENT_CPUPROFILE (a directory:
+# every agent writes a CPU profile there until it stops).
 # Needs root. Processes are stopped by pid file, namespaces and links by name.
 set -euo pipefail
 
@@ -309,6 +310,8 @@ start_agent() {
   local extra=()
   # MHA_AGENT_LOG_LEVEL=debug: the agents log every session job and log event (chaos.sh keeps the logs).
   [ -n "${MHA_AGENT_LOG_LEVEL:-}" ] && extra+=(--log-level "$MHA_AGENT_LOG_LEVEL")
+  # MHA_AGENT_CPUPROFILE=DIR: every agent writes a CPU profile there until it stops (SIGTERM).
+  [ -n "${MHA_AGENT_CPUPROFILE:-}" ] && extra+=(--cpuprofile "$MHA_AGENT_CPUPROFILE/$b.$(date +%s%N).pprof")
   spawn "$b" agent "$BIN" agent --config "$LAB/cluster.yaml" --node "$b" "${extra[@]}"
   [ "${2:-wait}" = nowait ] && return 0
   wait_for 30 "the agent on $b to log \"$want\"" agent_logged "$b" "$from" "$want" ||
