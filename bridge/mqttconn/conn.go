@@ -30,6 +30,10 @@ type Conn struct {
 	wmu    sync.Mutex
 	w      *bufio.Writer
 	nextID uint16
+	// hdr is scratch for the fixed and variable headers of the packet being queued (held with
+	// wmu): bufio.Writer.Write may hand its argument to the socket, so a header built on the
+	// stack would escape to the heap, one allocation per packet.
+	hdr []byte
 	// pending holds the completion of every packet waiting for its acknowledgement (PUBACK,
 	// PUBCOMP, SUBACK, UNSUBACK) by packet id; a nil completion still holds its id (Hold).
 	pending map[uint16]func(error)
@@ -465,9 +469,9 @@ func (c *Conn) keepaliveLoop() {
 }
 
 func (c *Conn) writeAck(t PacketType, id uint16) {
-	var buf [4]byte
 	c.wmu.Lock()
-	_, _ = c.w.Write(AppendAck(buf[:0], t, id))
+	c.hdr = AppendAck(c.hdr[:0], t, id)
+	_, _ = c.w.Write(c.hdr)
 	c.wmu.Unlock()
 	c.kick()
 }
@@ -559,8 +563,8 @@ func (c *Conn) Release(id uint16, done func(error)) {
 		return
 	}
 	c.pending[id] = done
-	var buf [4]byte
-	_, _ = c.w.Write(AppendAck(buf[:0], Pubrel, id))
+	c.hdr = AppendAck(c.hdr[:0], Pubrel, id)
+	_, _ = c.w.Write(c.hdr)
 	c.wmu.Unlock()
 	c.kick()
 }
@@ -607,8 +611,8 @@ func (c *Conn) publish(id uint16, dup bool, topic string, qos byte, retain bool,
 	for _, p := range parts {
 		n += len(p)
 	}
-	hb := appendPublishHeader(make([]byte, 0, 14+len(topic)+len(props.Raw)), topic, qos, retain, dup, id, n, c.v5, props)
-	_, _ = c.w.Write(hb)
+	c.hdr = appendPublishHeader(c.hdr[:0], topic, qos, retain, dup, id, n, c.v5, props)
+	_, _ = c.w.Write(c.hdr)
 	_, _ = c.w.Write(payload)
 	for _, p := range parts {
 		_, _ = c.w.Write(p)

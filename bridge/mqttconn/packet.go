@@ -183,7 +183,8 @@ func appendPublishHeader(b []byte, topic string, qos byte, retain, dup bool, id 
 	}
 	if v5 {
 		pl := propsLen(props)
-		n += pl + len(AppendVarInt(make([]byte, 0, 4), pl))
+		var vi [4]byte
+		n += pl + len(AppendVarInt(vi[:0], pl))
 	}
 	b = AppendRemainingLength(append(b, FixedHeader(Publish, flags)), n)
 	b = AppendString(b, topic)
