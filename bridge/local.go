@@ -112,6 +112,10 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 // dispatch handles local messages in arrival order until ctx ends.
 func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 	var batch []*message
+	// One timer for the loop: time.After would make one per batch, which is one per message
+	// when messages arrive one at a time.
+	tick := time.NewTimer(time.Hour)
+	defer tick.Stop()
 	for {
 		wait := 100 * time.Millisecond
 		if due, dirty := a.ann.nextSnapshot(); dirty {
@@ -119,13 +123,14 @@ func (a *Agent) dispatch(ctx context.Context, wg *sync.WaitGroup) {
 				wait = max(d, time.Millisecond)
 			}
 		}
+		tick.Reset(wait) // Go 1.23 timers: Reset drops a pending tick, nothing stale is received
 		select {
 		case <-ctx.Done():
 			return
 		case <-a.inbox.notify:
 		case peers := <-a.reloads:
 			a.applyPeers(ctx, wg, peers)
-		case <-time.After(wait):
+		case <-tick.C:
 		}
 		a.dollar.kick() // the '$' subscriptions follow in their own goroutine (dollar.go)
 		batch = a.inbox.take(batch[:0])
