@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"strings"
 	"syscall"
@@ -129,7 +130,18 @@ func agentOptions(cfg *Config, node string, log *slog.Logger) (bridge.Options, e
 	return o, nil
 }
 
+// agentProcs is the agent's GOMAXPROCS unless the GOMAXPROCS variable says otherwise. The relay
+// path is a pipeline of goroutines (reader, dispatcher, writers) that each run for a few
+// microseconds per message; with a second P the runtime wakes an idle thread for every
+// hand-off (futex, eventfd, epoll), and in the lab of docs/benchmarks.md ("Where the agents'
+// microseconds go") that cost 72 us of agent CPU per message against 24 us with one P. One
+// Mosquitto is one thread, so one P keeps up with it.
+const agentProcs = 1
+
 func runAgent(ctx context.Context, args []string, _, stderr io.Writer) int {
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(agentProcs)
+	}
 	f := newFlags("agent", stderr)
 	f.fs.StringVar(&f.node, "node", "", "name of this node in the cluster file (required)")
 	f.addLogFlags()
