@@ -134,7 +134,8 @@ func agentOptions(cfg *Config, node string, log *slog.Logger) (bridge.Options, e
 // path is a pipeline of goroutines (reader, dispatcher, writers) that each run for a few
 // microseconds per message; with a second P the runtime wakes an idle thread for every
 // hand-off (futex, eventfd, epoll), and in the lab of docs/benchmarks.md ("Where the agents'
-// microseconds go") that cost 72 us of agent CPU per message against 24 us with one P. One
+// microseconds go") that cost 54 us of agent CPU per message against 24 us with one P
+// (medians of 3 interleaved runs of scripts/lab-profile.sh local). One
 // Mosquitto is one thread, so one P keeps up with it.
 const agentProcs = 1
 
