@@ -44,7 +44,11 @@ func (a *Agent) localLink(conn connSettings) *mqttconn.Link {
 	opts := conn.options(a.localID, 5, false, a.opts.LocalTLS)
 	opts.SubOptions = mqttconn.SubNoLocal | mqttconn.SubRetainAsPublished
 	opts.WillTopic, opts.WillPayload, opts.WillRetain = a.topics.Status(a.opts.Node), a.willPayload(), true
-	l := &mqttconn.Link{Addr: a.opts.Local, Options: opts, Log: a.log}
+	// The broker is on this host: while it restarts, a dial every 500 ms costs nothing, and
+	// every second the agent is late is a second of log lines, relays and drains it is not
+	// doing (a client returning to the broker then finds its session full of what its
+	// replica there should have been drained of).
+	l := &mqttconn.Link{Addr: a.opts.Local, Options: opts, Log: a.log, MaxBackoff: 500 * time.Millisecond}
 	var marked atomic.Pointer[mqttconn.Conn]
 	// The reconnected marker goes ahead of the first message of each connection, so the
 	// dispatcher widens the interest before it sees anything the new connection brings.

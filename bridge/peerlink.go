@@ -22,6 +22,9 @@ func (p *peer) newLink() *mqttconn.Link {
 		Addr:    p.addr,
 		Options: env.conn.options(env.topics.LinkID(env.node, p.name), 4, true, p.tls),
 		Log:     p.log,
+		// Relays buffered for a peer broker that restarts flow again within a second of its
+		// return, into the replicas its agent then drains.
+		MaxBackoff: time.Second,
 	}
 	status := env.topics.Status(p.name)
 	sessions := env.topics.Sessions(p.name)

@@ -30,6 +30,8 @@ type Link struct {
 	// at Warn with its reason, then at most one Warn per WarnEvery with the count of failures
 	// since (the others at Debug). Zero means one minute.
 	WarnEvery time.Duration
+	// MaxBackoff caps the wait between two dials (doubling from 100 ms). Zero means 5 s.
+	MaxBackoff time.Duration
 
 	cur     atomic.Pointer[Conn]
 	lastErr atomic.Pointer[LinkError]
@@ -51,7 +53,11 @@ func (l *Link) Conn() *Conn { return l.cur.Load() }
 // Run keeps the link up until ctx ends. It leaves the last connection open: its owner closes it
 // after its final words.
 func (l *Link) Run(ctx context.Context) {
-	const minBackoff, maxBackoff = 100 * time.Millisecond, 5 * time.Second
+	const minBackoff = 100 * time.Millisecond
+	maxBackoff := l.MaxBackoff
+	if maxBackoff <= 0 {
+		maxBackoff = 5 * time.Second
+	}
 	backoff := minBackoff
 	warnEvery := l.WarnEvery
 	if warnEvery <= 0 {
