@@ -251,7 +251,19 @@ func (a *Agent) takeover(id string, h heldBy, clean bool) {
 	st.takeoverQueued = st.takeoverQueued || due
 	w.mu.Unlock()
 	if due {
-		w.submit(sessionJob{kind: jobTakeover, id: id, clean: clean, since: h.e.Since})
+		w.submit(sessionJob{kind: jobTakeover, id: id, clean: clean, since: h.e.Since, forward: a.forwardTo(h.p)})
+	}
+}
+
+// forwardTo relays a message a takeover's connection received to peer p, the node where the
+// client connected later (sessionwork.go forwardUnacked): acknowledged once p's broker has it.
+// Its identity is new (an epoch of its own): it is no repeat of a relay p has seen.
+func (a *Agent) forwardTo(p *peer) func(*message) {
+	epoch := randomEpoch()
+	return func(m *message) {
+		g := &ackGroup{msg: m}
+		g.left.Store(1)
+		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, group: g, mid: m.ID, epoch: epoch, props: propsOf(m)})
 	}
 }
 
@@ -463,7 +475,8 @@ func (a *Agent) sessionsStatus() *SessionsStatus {
 	s := &SessionsStatus{Replicas: int(a.sessReplicas.Load()), Takeovers: w.takeovers.Load(), Drains: w.drains.Load(),
 		DrainedMessages: w.drained.Load(), ReplicaSyncs: w.syncs.Load(), Removed: w.removed.Load(),
 		Refused: w.refused.Load(), Failed: w.failed.Load(), Stale: w.stale.Load(), ClosedLive: w.closedLive.Load(), Pending: w.pendingCount(),
-		Held: int(a.sessHeld.Load()), Connected: int(a.sessConnected.Load()), RegistryBytes: a.sessBytes.Load()}
+		Forwarded: w.forwarded.Load(),
+		Held:      int(a.sessHeld.Load()), Connected: int(a.sessConnected.Load()), RegistryBytes: a.sessBytes.Load()}
 	for _, p := range a.peerList() {
 		s.RegistryRefused += p.registryRefused.Load()
 	}

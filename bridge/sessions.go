@@ -437,6 +437,9 @@ type SessionsStatus struct {
 	RegistryRefused uint64 `json:"registry_refused"`
 	// Pending is the session work waiting for the worker.
 	Pending int `json:"pending"`
+	// Forwarded counts the messages takeovers found unacknowledged in the older connection's
+	// session and handed to the node where the client connected later.
+	Forwarded uint64 `json:"forwarded"`
 	// RegistryBytes counts the registry bytes this agent published.
 	RegistryBytes uint64 `json:"registry_bytes"`
 }

@@ -57,6 +57,10 @@ type sessionJob struct {
 	// at is when the plan made the job: a drain or removal older than a plan period is
 	// dropped (the next plan decides again on what the cluster says then).
 	at time.Time
+	// forward, with jobTakeover, hands a message the broker sends the takeover's connection to
+	// the node where the client connected later, as a relay that acknowledges it once that
+	// node's broker has it (sessionplan.go takeover).
+	forward func(*message)
 	// fresh, with drain (jobSync): the session is first ended (a clean connect: it holds only
 	// duplicates, its client being connected to a reachable holder), then made anew, so that
 	// its subscriptions are exactly the ones the log shows (a session the agent cannot account
@@ -136,6 +140,8 @@ type sessionWorker struct {
 	// stale counts drains and removals dropped because what they were decided on changed;
 	// closedLive the session connections that found their client connected here unseen.
 	stale, closedLive atomic.Uint64
+	// forwarded counts the messages takeovers handed to the client's newer connection.
+	forwarded atomic.Uint64
 }
 
 func newSessionWorker(addr string, tlsConf *tls.Config, conn connSettings, reg *sessionRegistry, rate int, log *slog.Logger) *sessionWorker {
@@ -274,7 +280,7 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 		}
 		c.Close()
 	}
-	start := time.Now()
+	start, released := time.Now(), false
 	if j.drain {
 		w.setDraining(j.id, true)
 		defer w.setDraining(j.id, false)
@@ -289,6 +295,10 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	held := &heldMessages{}
 	onPublish := func(m *message) {
 		last.Store(time.Now().UnixNano())
+		if j.kind == jobTakeover && j.forward != nil && m.QoS > 0 {
+			held.add(m) // what the older connection never acknowledged: handed to the client
+			return
+		}
 		if j.drain && !stopped.Load() {
 			held.add(m) // acknowledged by drainAcks once the holder answers
 		}
@@ -314,11 +324,14 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 		if mine && err == nil && len(j.del) > 0 {
 			err = c.Unsubscribe(dctx, j.del)
 		}
+		if j.kind == jobTakeover && j.forward != nil {
+			w.forwardUnacked(dctx, c, j, held, &last, &got)
+		}
 		if mine && err == nil && j.drain {
 			w.drains.Add(1)
 			w.log.Debug("session drain begun", "client", j.id, "job", jobDrain, "with", j.kind)
 			// Not bounded by dctx: a drain holds its connection while nothing else waits.
-			w.drainAcks(ctx, c, j, held, &last, &stopped, &got)
+			released = w.drainAcks(ctx, c, j, held, &last, &stopped, &got)
 		}
 		c.Close()
 	}
@@ -363,8 +376,14 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	}
 	if j.drain {
 		// Due again drain_interval after this one began: one that held its connection that
-		// long (nothing else waited) is due at once when something else made it let go.
+		// long (nothing else waited) is due at once when something else made it let go. A
+		// replica that had messages to drain and let go for another job is due at once: the
+		// replicas that take messages share the worker in turns, the idle ones once a
+		// drain_interval.
 		st.drained = start
+		if released && got.Load() > 0 {
+			st.drained = time.Time{}
+		}
 	}
 	w.log.Debug("session job done", "client", j.id, "job", j.kind, "acknowledged", got.Load())
 	return true
@@ -466,7 +485,7 @@ func (h *heldMessages) takeBefore(t time.Time) []*message {
 // longer says what the drain was planned on, or when the broker closes the connection (its
 // client connected here).
 func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessionJob, held *heldMessages,
-	last *atomic.Int64, stopped *atomic.Bool, got *atomic.Uint64) {
+	last *atomic.Int64, stopped *atomic.Bool, got *atomic.Uint64) (released bool) {
 	deadline := time.Now().Add(drainMax)
 	var trip time.Time // the last round trip (or check) begun
 	for !stopped.Load() {
@@ -478,7 +497,7 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 				trip = now
 				if (j.check != nil && !j.check()) || (j.holderAnswers != nil && !j.holderAnswers(ctx)) {
 					stopped.Store(true) // the holder is gone: what it held back may be the client's
-					return
+					return false
 				}
 				for _, m := range ms {
 					m.Ack()
@@ -490,21 +509,76 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 			if hold && now.Sub(trip) >= drainCycle {
 				trip = now
 				if j.check != nil && !j.check() {
-					return // the client went offline or moved, or its holder went stale
+					return false // the client went offline or moved, or its holder went stale
 				}
 			}
 		}
 		quiet := time.Since(time.Unix(0, last.Load()))
 		if !hold && (quiet >= max(drainQuiet, drainLag) || !time.Now().Before(deadline)) {
-			return
+			return true // another job waits
 		}
 		select {
 		case <-ctx.Done():
-			return
+			return false
 		case <-c.Done():
-			return
+			return false
 		case <-time.After(5 * time.Millisecond):
 		}
+	}
+	return false
+}
+
+// forwardWait bounds the wait for the relays of a takeover's forwarded messages to be settled.
+const forwardWait = 2 * time.Second
+
+// forwardUnacked runs on a takeover's connection: Mosquitto resumes the session and sends again
+// what the older connection never acknowledged (in flight when its connection died unseen, then
+// what was queued behind). The client has moved to the node of the newer connect, whose replica
+// may have been drained of those very messages while this broker still counted the client
+// connected; so each goes there as a relay, and is acknowledged here once that node's broker
+// took it. What is not settled within forwardWait stays in this session, unacknowledged.
+func (w *sessionWorker) forwardUnacked(ctx context.Context, c *mqttconn.Conn, j sessionJob, held *heldMessages,
+	last *atomic.Int64, got *atomic.Uint64) {
+	deadline := time.Now().Add(forwardWait)
+	first := 0 // the first round: what was in flight, at most the broker's in-flight window
+	for {
+		// The broker sends its in-flight window at once, and what was queued behind it as the
+		// acknowledgements free the window, a window at a time: a round ends after drainQuiet
+		// without a message, and the backlog with the first round smaller than the first (what
+		// comes after it is relayed here after the move: the client has it at its new node).
+		for time.Since(time.Unix(0, last.Load())) < drainQuiet && time.Now().Before(deadline) {
+			select {
+			case <-ctx.Done():
+				return
+			case <-c.Done():
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+		ms := held.takeBefore(time.Now().Add(time.Hour))
+		if len(ms) == 0 {
+			return
+		}
+		if first == 0 {
+			first = len(ms)
+		}
+		for _, m := range ms {
+			j.forward(m)
+		}
+		for _, m := range ms {
+			for !m.Acked() && time.Now().Before(deadline) && c.Err() == nil {
+				time.Sleep(2 * time.Millisecond)
+			}
+			if !m.Acked() {
+				return // not settled in time: the rest stays in this session
+			}
+			got.Add(1)
+			w.forwarded.Add(1)
+		}
+		if len(ms) < first {
+			return
+		}
+		last.Store(time.Now().UnixNano())
 	}
 }
 

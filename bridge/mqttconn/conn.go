@@ -115,6 +115,9 @@ func (m *Message) Ack() {
 	}
 }
 
+// Acked reports whether Ack was called (on a connection that was up then).
+func (m *Message) Acked() bool { return m.acked.Load() }
+
 // ConnectOptions are the fields of CONNECT (§3.1).
 type ConnectOptions struct {
 	ClientID string

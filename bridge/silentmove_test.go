@@ -1,0 +1,124 @@
+// A client whose connection died unseen (its broker still counts it connected) and that
+// reconnects to another broker loses nothing, as on one broker: what its broker sent into the
+// dead connection is handed to it by the takeover (sessionwork.go forwardUnacked).
+
+package bridge_test
+
+import (
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"mosquitto-ha/sysparse/mosqtest"
+)
+
+// freezer forwards a loopback port to a broker until freeze: from then on it delivers nothing
+// either way and closes nothing, as a network path that died without a FIN or RST would.
+type freezer struct {
+	addr   string
+	frozen atomic.Bool
+}
+
+func newFreezer(t *testing.T, target string) *freezer {
+	f := &freezer{addr: fmt.Sprintf("127.0.0.1:%d", mosqtest.FreePort(t))}
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	pipe := func(dst, src net.Conn) {
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := src.Read(buf)
+			if err != nil {
+				if !f.frozen.Load() {
+					dst.Close()
+				}
+				return
+			}
+			if !f.frozen.Load() {
+				if _, err := dst.Write(buf[:n]); err != nil {
+					return
+				}
+			}
+		}
+	}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			mu.Lock()
+			conns = append(conns, c, u)
+			mu.Unlock()
+			go pipe(u, c)
+			go pipe(c, u)
+		}
+	}()
+	return f
+}
+
+// silentMove subscribes id once through a freezer to first, publishes QoS 1 on pubAddr every
+// 20 ms, freezes the path after 1.5 s, moves the client to second 600 ms later (no subscribe),
+// and reports the messages published that neither connection received.
+func silentMove(t *testing.T, first, second, pubAddr, id string) (lost, total int) {
+	t.Helper()
+	fz := newFreezer(t, first)
+	old, _ := reconnectNoSubscribe(t, fz.addr, id)
+	old.subscribe("sd/#", 1)
+	time.Sleep(1500 * time.Millisecond) // the replicas are made and drain
+	pub := startPublisher(t, pubAddr, id+"-pub", "sd/x", 20*time.Millisecond)
+	time.Sleep(1500 * time.Millisecond)
+	fz.frozen.Store(true)
+	time.Sleep(600 * time.Millisecond)
+	moved, _ := reconnectNoSubscribe(t, second, id)
+	time.Sleep(time.Second)
+	total = pub.halt()
+	waitFor(t, 10*time.Second, "the moved client to get what was published after the move", func() string {
+		if got := seen(moved, "sd/x"); got[fmt.Sprint(total-1)] == 0 {
+			return fmt.Sprintf("last %d not received", total-1)
+		}
+		return ""
+	})
+	time.Sleep(500 * time.Millisecond)
+	a, b := seen(old, "sd/x"), seen(moved, "sd/x")
+	for k := 0; k < total; k++ {
+		if a[fmt.Sprint(k)]+b[fmt.Sprint(k)] == 0 {
+			lost++
+		}
+	}
+	return lost, total
+}
+
+func TestSessionMoveFromSilentlyDeadConnection(t *testing.T) {
+	lone := mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra})
+	lost, total := silentMove(t, lone.Addr, lone.Addr, lone.Addr, "sd-lone")
+	t.Logf("lone broker: %d of %d lost", lost, total)
+	if lost != 0 {
+		t.Fatalf("the oracle changed: a lone broker lost %d of %d", lost, total)
+	}
+	c := startSessionCluster(t, 2)
+	lost, total = silentMove(t, c.brokers[0].Addr, c.brokers[1].Addr, c.brokers[1].Addr, "sd-x")
+	t.Logf("cluster: %d of %d lost, %d forwarded by the takeover", lost, total, c.agent(0).Status().Sessions.Forwarded)
+	if lost != 0 {
+		t.Errorf("%d of %d messages lost after a move from a connection that died unseen (a lone broker loses none)", lost, total)
+	}
+}
