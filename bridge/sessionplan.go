@@ -212,6 +212,11 @@ func (a *Agent) planSessions() {
 				continue
 			}
 			a.sess.drop(id) // it moved: what it left here is a replica, or removed below
+			// What its last connection here had in flight may never have reached it (a
+			// connection that died unseen): the next drain hands that to its new node.
+			w.mu.Lock()
+			w.stateOf(id).handOver = true
+			w.mu.Unlock()
 		}
 		if a.planReplica(id, h, w) {
 			replicas++
@@ -363,18 +368,19 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 		}
 	}
 	drain := h.e.Conn && holderLive && held()
+	forward := a.forwardTo(hp)
 	switch {
 	case cl != nil && cl.SubsUnknown && drain && time.Since(synced) >= syncRetry:
 		// Made anew: then every subscription it holds is in the log (sessionJob.fresh).
-		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, check: held, holderAnswers: answers, fresh: true})
+		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, check: held, holderAnswers: answers, fresh: true, forward: forward})
 	case cl == nil || len(add) > 0 || len(del) > 0:
 		// At once for filters not synced yet; again only after syncRetry for ones a sync sent
 		// that the log does not show yet.
 		if synced.IsZero() || !maps.Equal(syncedSubs, want) || time.Since(synced) >= syncRetry {
-			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, check: held, holderAnswers: answers})
+			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, check: held, holderAnswers: answers, forward: forward})
 		}
 	case drain && !draining && time.Since(drained) >= a.sessOpts.DrainInterval:
-		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, check: held, holderAnswers: answers})
+		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, check: held, holderAnswers: answers, forward: forward})
 	}
 	return cl != nil
 }

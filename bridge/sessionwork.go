@@ -57,9 +57,11 @@ type sessionJob struct {
 	// at is when the plan made the job: a drain or removal older than a plan period is
 	// dropped (the next plan decides again on what the cluster says then).
 	at time.Time
-	// forward, with jobTakeover, hands a message the broker sends the takeover's connection to
-	// the node where the client connected later, as a relay that acknowledges it once that
-	// node's broker has it (sessionplan.go takeover).
+	// forward hands a message the broker sends the job's connection to the node where the
+	// client is connected (jobTakeover: where it connected later), as a relay that acknowledges
+	// it once that node's broker has it (sessionplan.go forwardTo): with jobTakeover what the
+	// older connection never acknowledged, with a drain what a session the client left here had
+	// in flight (replicaState.handOver).
 	forward func(*message)
 	// fresh, with drain (jobSync): the session is first ended (a clean connect: it holds only
 	// duplicates, its client being connected to a reachable holder), then made anew, so that
@@ -104,6 +106,10 @@ type replicaState struct {
 	takeoverQueued bool
 	takeoverTried  time.Time
 	takeoverFails  int
+	// handOver: the client left this node's session (it connected later elsewhere); what the
+	// session had in flight to its last connection is handed to its new node by the next drain
+	// (sessionwork.go handOverInFlight) instead of being acknowledged.
+	handOver bool
 }
 
 // prune forgets the ids keep refuses that no job waits for.
@@ -293,10 +299,18 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	var stopped atomic.Bool
 	last.Store(time.Now().UnixNano())
 	held := &heldMessages{}
+	// A drain of a session its client left here: the messages Mosquitto sends again (DUP) were
+	// in flight to the client's last connection here.
+	handOver := j.drain && j.forward != nil && w.handOverDue(j.id)
+	inFlight := &heldMessages{}
 	onPublish := func(m *message) {
 		last.Store(time.Now().UnixNano())
 		if j.kind == jobTakeover && j.forward != nil && m.QoS > 0 {
 			held.add(m) // what the older connection never acknowledged: handed to the client
+			return
+		}
+		if handOver && m.Dup && m.QoS > 0 {
+			inFlight.add(m)
 			return
 		}
 		if j.drain && !stopped.Load() {
@@ -327,7 +341,12 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 		if j.kind == jobTakeover && j.forward != nil {
 			w.forwardUnacked(dctx, c, j, held, &last, &got)
 		}
-		if mine && err == nil && j.drain {
+		if mine && err == nil && j.drain && handOver {
+			if !w.handOverInFlight(dctx, c, j, inFlight) {
+				stopped.Store(true) // not all handed over: nothing else is acknowledged either
+			}
+		}
+		if mine && err == nil && j.drain && !stopped.Load() {
 			w.drains.Add(1)
 			w.log.Debug("session drain begun", "client", j.id, "job", jobDrain, "with", j.kind)
 			// Not bounded by dctx: a drain holds its connection while nothing else waits.
@@ -526,6 +545,48 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 		}
 	}
 	return false
+}
+
+// handOverDue reports whether a session the client left here still has its in-flight messages
+// to hand over.
+func (w *sessionWorker) handOverDue(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stateOf(id).handOver
+}
+
+// handOverInFlight forwards what a session the client left here had in flight to its last
+// connection here (sent again with DUP when the drain connected) to the client's node, and
+// acknowledges each once that node's broker has it. A connection of the client that died
+// unseen, while its replicas elsewhere were drained (this node still said it was connected),
+// had those in flight and never got them; one broker would send them again when the client
+// reconnects. It reports whether every one was handed over (then the hand-over is done).
+func (w *sessionWorker) handOverInFlight(ctx context.Context, c *mqttconn.Conn, j sessionJob, inFlight *heldMessages) bool {
+	time.Sleep(drainQuiet) // the broker sends them at once after CONNACK: all came by now
+	ms := inFlight.takeBefore(time.Now().Add(time.Hour))
+	if j.check != nil && !j.check() {
+		return false
+	}
+	for _, m := range ms {
+		j.forward(m)
+	}
+	deadline := time.Now().Add(forwardWait)
+	for _, m := range ms {
+		for !m.Acked() && time.Now().Before(deadline) && c.Err() == nil && ctx.Err() == nil {
+			time.Sleep(2 * time.Millisecond)
+		}
+		if !m.Acked() {
+			return false
+		}
+		w.forwarded.Add(1)
+	}
+	w.mu.Lock()
+	w.stateOf(j.id).handOver = false
+	w.mu.Unlock()
+	if len(ms) > 0 {
+		w.log.Info("a session its client left here had messages in flight: handed to the client's node", "client", j.id, "messages", len(ms))
+	}
+	return true
 }
 
 // forwardWait bounds the wait for the relays of a takeover's forwarded messages to be settled.

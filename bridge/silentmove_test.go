@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"mosquitto-ha/sysparse/mosqtest"
 )
 
@@ -76,19 +78,31 @@ func newFreezer(t *testing.T, target string) *freezer {
 	return f
 }
 
-// silentMove subscribes id once through a freezer to first, publishes QoS 1 on pubAddr every
-// 20 ms, freezes the path after 1.5 s, moves the client to second 600 ms later (no subscribe),
-// and reports the messages published that neither connection received.
-func silentMove(t *testing.T, first, second, pubAddr, id string) (lost, total int) {
+// silentMove subscribes id once through a freezer to first (keepalive ka), publishes QoS 1 on
+// pubAddr every 20 ms, freezes the path after 1.5 s, moves the client to second after frozen
+// (no subscribe), and reports the messages published that neither connection received.
+func silentMove(t *testing.T, first, second, pubAddr, id string, ka, frozen time.Duration) (lost, total int) {
 	t.Helper()
 	fz := newFreezer(t, first)
-	old, _ := reconnectNoSubscribe(t, fz.addr, id)
+	old := &client{t: t}
+	o := mqtt.NewClientOptions().AddBroker("tcp://" + fz.addr).SetClientID(id).SetCleanSession(false).
+		SetAutoReconnect(false).SetOrderMatters(true).SetKeepAlive(ka).SetPingTimeout(ka)
+	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
+		old.mu.Lock()
+		old.in = append(old.in, received{m.Topic(), string(m.Payload()), m.Qos(), m.Retained()})
+		old.mu.Unlock()
+	})
+	old.c = mqtt.NewClient(o)
+	if tok := old.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect %s: %v", id, tok.Error())
+	}
+	t.Cleanup(func() { old.c.Disconnect(0) })
 	old.subscribe("sd/#", 1)
 	time.Sleep(1500 * time.Millisecond) // the replicas are made and drain
 	pub := startPublisher(t, pubAddr, id+"-pub", "sd/x", 20*time.Millisecond)
 	time.Sleep(1500 * time.Millisecond)
 	fz.frozen.Store(true)
-	time.Sleep(600 * time.Millisecond)
+	time.Sleep(frozen)
 	moved, _ := reconnectNoSubscribe(t, second, id)
 	time.Sleep(time.Second)
 	total = pub.halt()
@@ -108,16 +122,29 @@ func silentMove(t *testing.T, first, second, pubAddr, id string) (lost, total in
 	return lost, total
 }
 
+// The client moves 600 ms after its path died, while its broker still counts it connected: the
+// takeover hands over what was in flight and queued.
 func TestSessionMoveFromSilentlyDeadConnection(t *testing.T) {
+	testSilentMove(t, 30*time.Second, 600*time.Millisecond)
+}
+
+// The client (keepalive 1 s) moves 4 s after its path died: its broker may have noticed by then
+// ("exceeded timeout"), so that no takeover comes and the first drain of the session the client
+// left there hands over what was in flight; or not yet, and the takeover does.
+func TestSessionMoveAfterKeepaliveTimeout(t *testing.T) {
+	testSilentMove(t, time.Second, 4*time.Second)
+}
+
+func testSilentMove(t *testing.T, ka, frozen time.Duration) {
 	lone := mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra})
-	lost, total := silentMove(t, lone.Addr, lone.Addr, lone.Addr, "sd-lone")
+	lost, total := silentMove(t, lone.Addr, lone.Addr, lone.Addr, "sd-lone", ka, frozen)
 	t.Logf("lone broker: %d of %d lost", lost, total)
 	if lost != 0 {
 		t.Fatalf("the oracle changed: a lone broker lost %d of %d", lost, total)
 	}
 	c := startSessionCluster(t, 2)
-	lost, total = silentMove(t, c.brokers[0].Addr, c.brokers[1].Addr, c.brokers[1].Addr, "sd-x")
-	t.Logf("cluster: %d of %d lost, %d forwarded by the takeover", lost, total, c.agent(0).Status().Sessions.Forwarded)
+	lost, total = silentMove(t, c.brokers[0].Addr, c.brokers[1].Addr, c.brokers[1].Addr, "sd-x", ka, frozen)
+	t.Logf("cluster: %d of %d lost, %d forwarded", lost, total, c.agent(0).Status().Sessions.Forwarded)
 	if lost != 0 {
 		t.Errorf("%d of %d messages lost after a move from a connection that died unseen (a lone broker loses none)", lost, total)
 	}
