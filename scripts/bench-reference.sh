@@ -12,6 +12,10 @@
 #   local           the same at QoS 0 with every client on b1: no publish has a remote subscriber
 #   wildcard        three brokers (`lab.sh up --brokers 3`): test_1/+, test_1/#, # and the non-matching
 #                   test_2/# on each of b1..b3, 20 publishers x 1000 (--wild-count) through the VIP, QoS 1
+#   sessions        reference-qos1 with persistent subscribers (clean session 0), on the ha setup
+#                   twice: with session replicas (agent.sessions, the default: each subscriber's
+#                   session has a replica on the other broker, made before publishing starts) and
+#                   without (setup ha-nosess): what replicas cost in bytes between brokers and CPU
 # For each: publish and delivery rates, latency, loss, duplicates (mqbench), bytes between the
 # broker hosts measured by nftables counters in every broker namespace (each pair, each direction,
 # split into the subscribe, publish and disconnect phases) and by iftop on b1 (text mode, as the
@@ -20,13 +24,13 @@
 # lab is always taken down at exit. Needs root (the lab's hosts are network namespaces).
 #
 #   scripts/bench-reference.sh [--runs 3] [--publishers 20] [--count 3000] [--size 100]
-#        [--subscribers 500] [--wild-count 1000] [--no-wildcard] [--no-iftop] [--json FILE] [--smoke] [--keep]
+#        [--subscribers 500] [--wild-count 1000] [--no-wildcard] [--no-sessions] [--no-iftop] [--json FILE] [--smoke] [--keep]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 orig_args=("$@")
-runs=3 pubs=20 count=3000 size=100 nsubs=500 wcount=1000 wildcard=1 iftop=1 json="" smoke=0 keep=0
+runs=3 pubs=20 count=3000 size=100 nsubs=500 wcount=1000 wildcard=1 sessions=1 iftop=1 json="" smoke=0 keep=0
 settle=1s post=2.2 teardown=1.5
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -37,6 +41,7 @@ while [ $# -gt 0 ]; do
     --subscribers) nsubs="$2"; shift 2 ;;
     --wild-count) wcount="$2"; shift 2 ;;
     --no-wildcard) wildcard=0; shift ;;
+    --no-sessions) sessions=0; shift ;;
     --no-iftop) iftop=0; shift ;;
     --json) json="$2"; shift 2 ;;
     --keep) keep=1; shift ;; # keep the raw files of every run (printed at exit)
@@ -141,6 +146,37 @@ stop_agents() {
   local i
   for ((i = 1; i <= BROKERS; i++)); do
     MHA_KILL_SIGNAL=TERM bash "$ROOT/scripts/lab.sh" fault kill-agent "b$i" >/dev/null
+  done
+}
+
+# agents_sessions [on|off]: restart every agent with session replicas on (the default) or off.
+agents_sessions() {
+  local i
+  stop_agents
+  sed -i '/^  sessions: {enabled: false}$/d' "$LAB/cluster.yaml"
+  [ "$1" = off ] && sed -i 's/^agent:$/agent:\n  sessions: {enabled: false}/' "$LAB/cluster.yaml"
+  for ((i = 1; i <= BROKERS; i++)); do
+    bash "$ROOT/scripts/lab.sh" fault start-agent "b$i" >/dev/null
+  done
+  bash "$ROOT/scripts/lab.sh" wait 60 >/dev/null || die "the lab did not settle after restarting the agents (sessions $1)"
+}
+
+# sessions_settled WANT SECONDS: wait until the agents hold WANT replicas in all and have no
+# session job pending (WANT 0: the replicas of a finished run are removed).
+sessions_settled() {
+  local deadline=$((SECONDS + $2)) got
+  while :; do
+    got=$(ip netns exec mha-client "$MHA_BIN" status --config "$LAB/cluster.yaml" --json 2>/dev/null | python3 -c '
+import json, sys
+try:
+    nodes = json.load(sys.stdin) or []
+except ValueError:
+    nodes = []
+s = [((n.get("agent") or {}).get("sessions") or {}) for n in nodes]
+print(sum(x.get("replicas", 0) for x in s), sum(x.get("pending", 0) for x in s))' || echo "-1 -1")
+    if [ "$1" = 0 ] && [ "$got" = "0 0" ] || [ "$1" != 0 ] && [ "${got% *}" -ge "$1" ] 2>/dev/null; then return 0; fi
+    [ $SECONDS -ge $deadline ] && { say "session replicas: want $1, have (replicas, pending jobs) $got after $2 s"; return 1; }
+    nap 0.5
   done
 }
 
@@ -255,13 +291,15 @@ measure() {
     reference-qos1) qos=1 subs_n=$nsubs pattern='test_1/%d' ;;
     reference-qos0) qos=0 subs_n=$nsubs pattern='test_1/%d' ;;
     local) qos=0 subs_n=$nsubs pattern='test_1/%d' sub_brokers=$b1 pub_brokers=$b1 ;;
+    sessions) qos=1 subs_n=$nsubs pattern='test_1/%d' ;;
     wildcard) qos=1 n=$wcount subs_n=12
       topics=(test_1/+ test_1/+ test_1/+ 'test_1/#' 'test_1/#' 'test_1/#' '#' '#' '#' 'test_2/#' 'test_2/#' 'test_2/#') ;;
   esac
   # The study: for one broker, every client connects to it directly.
   [ "$setup" = single ] && sub_brokers=$b1 pub_brokers=$b1
   local sub_args=()
-  if [ -n "$pattern" ]; then sub_args=(--sub-topic-pattern "$pattern"); else sub_args=(--sub-topics "$(IFS=,; echo "${topics[*]}")"); fi
+  [ "$wl" = sessions ] && sub_args+=(--sub-persistent)
+  if [ -n "$pattern" ]; then sub_args+=(--sub-topic-pattern "$pattern"); else sub_args+=(--sub-topics "$(IFS=,; echo "${topics[*]}")"); fi
   python3 -c 'import json,sys; a=sys.argv; print(json.dumps({"setup":a[1],"workload":a[2],"run":int(a[3]),"brokers":int(a[4]),"native":a[5]=="1","qos":int(a[6]),"publishers":int(a[7]),"count":int(a[8]),"size":int(a[9]),"subscribers":int(a[10]),"sub_brokers":a[11].split(","),"pub_brokers":a[12].split(","),"pattern":a[13],"sub_topics":[t for t in a[14].split(",") if t],"topic":"test_1/1"}))' \
     "$setup" "$wl" "$run" "$BROKERS" "$NATIVE" "$qos" "$pubs" "$n" "$size" "$subs_n" "$sub_brokers" "$pub_brokers" "$pattern" "$(IFS=,; echo "${topics[*]}")" >"$d/meta.json"
 
@@ -292,6 +330,9 @@ measure() {
   local ifpid=""
   [ -n "$ipid" ] && ifpid=$(pgrep -P "$ipid" iftop 2>/dev/null || true)
   if await_phase "$d/phase" ready "$mpid"; then
+    # With replicas, every subscriber's session has its replica on the other broker before the
+    # counters start: what is measured is their steady cost, not their making.
+    if [ "$wl" = sessions ] && [ "$setup" = ha ]; then sessions_settled "$subs_n" 120 || true; fi
     nft_snap "$d/nft-ready.txt"
     cpu_snap "$d/cpu-ready.txt" "$ifpid"
     rm -f "$d/phase"
@@ -510,6 +551,12 @@ say "runs $runs: $pubs publishers x $count x $size B, $nsubs subscribers$([ "$wi
 for r in $(seq "$runs"); do
   lab_up 2 0
   for w in "${workloads2[@]}"; do measure ha "$w" "$r"; done
+  if [ "$sessions" = 1 ]; then
+    measure ha sessions "$r"
+    sessions_settled 0 120 || true # the subscribers' clean connects remove every replica
+    agents_sessions off
+    measure ha-nosess sessions "$r"
+  fi
   stop_agents
   for w in reference-qos1 reference-qos0; do measure single "$w" "$r"; done
   lab_down
@@ -553,7 +600,7 @@ med = {}
 for r in rows:
     med.setdefault(r["workload"], {}).setdefault(r["setup"], []).append(r)
 med = {w: {s: median(rs) for s, rs in v.items()} for w, v in med.items()}
-order = [s for s in ("single", "native", "ha")]
+order = [s for s in ("single", "native", "ha", "ha-nosess")]
 
 def g(w, s, k):
     return med.get(w, {}).get(s, {}).get(k)
@@ -567,7 +614,7 @@ def ratio(a, b):
 p0 = rows[0]
 print(f"\nreference experiment in the lab, medians of {runs} run(s){' (SMOKE: tiny counts)' if smoke else ''}; "
       f"{p0['publishers']} publishers x {p0['count']} x {p0['size']} B to test_1/1")
-for w in ("reference-qos1", "reference-qos0", "local", "wildcard"):
+for w in ("reference-qos1", "reference-qos0", "local", "wildcard", "sessions"):
     if w not in med:
         continue
     any_ = next(iter(med[w].values()))
@@ -619,6 +666,15 @@ if "wildcard" in med:
     targets["wildcard"] = {"ha_over_native_bytes_run": ratio(g("wildcard", "ha", "bytes_run"), g("wildcard", "native", "bytes_run")),
                            "ha_over_floor_bytes": g("wildcard", "ha", "ratio_floor_bytes"),
                            "native_over_floor_bytes": g("wildcard", "native", "ratio_floor_bytes")}
+if "sessions" in med:
+    on, off = med["sessions"].get("ha") or {}, med["sessions"].get("ha-nosess") or {}
+    targets["sessions"] = {"replicas_over_none_bytes_run": ratio(on.get("bytes_run"), off.get("bytes_run")),
+                           "replicas_bytes_run": on.get("bytes_run"), "none_bytes_run": off.get("bytes_run"),
+                           "replicas_over_none_cpu_us_per_msg": ratio(on.get("cpu_us_per_msg"), off.get("cpu_us_per_msg")),
+                           "replicas_cpu_us_per_msg": on.get("cpu_us_per_msg"), "none_cpu_us_per_msg": off.get("cpu_us_per_msg"),
+                           "replicas_cpu_us_per_msg_agents": on.get("cpu_us_per_msg_agents"),
+                           "none_cpu_us_per_msg_agents": off.get("cpu_us_per_msg_agents"),
+                           "replicas_over_none_delivery_rate": ratio(on.get("delivery_rate"), off.get("delivery_rate"))}
 f = lambda x, d=2: "-" if x is None else f"{x:.{d}f}"
 t0, t1 = targets.get("reference-qos0", {}), targets.get("reference-qos1", {})
 print("\ntargets (reported, not asserted):")
@@ -634,6 +690,12 @@ if "local" in targets:
           f"interest: {f(t['ha_bytes_setup'], 0)} B subscribing, {f(t['ha_bytes_teardown'], 0)} B disconnecting")
 print(f"  throughput QoS 1, deliveries/s ha/native: {f(t1.get('ha_over_native_delivery_rate'))}, publishes/s {f(t1.get('ha_over_native_publish_rate'))}; "
       f"ha/single {f(t1.get('ha_over_single_delivery_rate'))}")
+if "sessions" in targets:
+    t = targets["sessions"]
+    print(f"  session replicas (persistent subscribers, ha with replicas / without): bytes between brokers {mb(t['replicas_bytes_run'])} / "
+          f"{mb(t['none_bytes_run'])} MB ({f(t['replicas_over_none_bytes_run'])}x), CPU {f(t['replicas_cpu_us_per_msg'], 1)} / "
+          f"{f(t['none_cpu_us_per_msg'], 1)} us/msg ({f(t['replicas_over_none_cpu_us_per_msg'])}x; agents {f(t['replicas_cpu_us_per_msg_agents'], 1)} / "
+          f"{f(t['none_cpu_us_per_msg_agents'], 1)}), deliveries/s {f(t['replicas_over_none_delivery_rate'])}x")
 print(f"wall time {wall} s, code {commit}")
 if out:
     def ver(cmd):
