@@ -80,6 +80,8 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 		fmt.Fprintf(w, "mosquitto_ha_session_jobs_stale_total{%s} %d\n", node, ss.Stale)
 		counter("mosquitto_ha_session_closed_live_total", "Session connections that found their client connected here before the agent read its connect line: closed at once, nothing acknowledged.")
 		fmt.Fprintf(w, "mosquitto_ha_session_closed_live_total{%s} %d\n", node, ss.ClosedLive)
+		counter("mosquitto_ha_session_forwarded_messages_total", "Messages a session left behind had in flight to its client's last connection here (a takeover's, or a first drain's), handed to the client's new node.")
+		fmt.Fprintf(w, "mosquitto_ha_session_forwarded_messages_total{%s} %d\n", node, ss.Forwarded)
 		counter("mosquitto_ha_session_registry_bytes_total", "Bytes of session registry this agent published (retained on its broker, read by every peer).")
 		fmt.Fprintf(w, "mosquitto_ha_session_registry_bytes_total{%s} %d\n", node, ss.RegistryBytes)
 	}
