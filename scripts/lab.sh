@@ -22,7 +22,8 @@
 # Environment: MHA_LAB_DIR (state, configs, logs; default /tmp/mha-lab), MHA_BIN (a built
 # mosquitto-ha), MHA_LABCHECK (a built labcheck), MHA_KILL_SIGNAL (kill-* verbs, default KILL),
 # MHA_AGENT_LOG_LEVEL (the agents' --log-level, default info), MHA_AGENT_CPUPROFILE (a directory:
-# every agent writes a CPU profile there until it stops).
+# every agent writes a CPU profile there until it stops), MHA_LAB_SESSIONS=off (the agents run
+# without session replicas: agent.sessions.enabled false).
 # Needs root. Processes are stopped by pid file, namespaces and links by name.
 set -euo pipefail
 
@@ -173,6 +174,7 @@ write_cluster() {
     echo "  keepalive: 2s"
     echo "  snapshot_interval: 200ms"
     echo "  cluster_secret_file: $LAB/cluster.secret"
+    [ "${MHA_LAB_SESSIONS:-on}" = off ] && echo "  sessions: {enabled: false}"
     echo "  ignore_clients: [haproxy-hc-$lb, haproxy-hc-$other, labcheck-obs]"
     echo "load_balancer:"
     echo "  vip: $VIP/$PLEN"
