@@ -256,14 +256,16 @@ func (a *Agent) takeover(id string, h heldBy, clean bool) {
 	st.takeoverQueued = st.takeoverQueued || due
 	w.mu.Unlock()
 	if due {
-		w.submit(sessionJob{kind: jobTakeover, id: id, clean: clean, since: h.e.Since, forward: a.forwardTo(h.p)})
+		w.submit(sessionJob{kind: jobTakeover, id: id, clean: clean, since: h.e.Since, forward: forwardTo(h.p)})
 	}
 }
 
-// forwardTo relays a message a takeover's connection received to peer p, the node where the
-// client connected later (sessionwork.go forwardUnacked): acknowledged once p's broker has it.
+// forwardTo relays a message a session connection received (a takeover's, or a drain's handing
+// over what was in flight: sessionwork.go) to peer p, the node where the client is connected
+// now: acknowledged once p's broker has it.
 // Its identity is new (an epoch of its own): it is no repeat of a relay p has seen.
-func (a *Agent) forwardTo(p *peer) func(*message) {
+// Made only for a job that is submitted: each draws a random epoch.
+func forwardTo(p *peer) func(*message) {
 	epoch := randomEpoch()
 	return func(m *message) {
 		g := &ackGroup{msg: m}
@@ -368,19 +370,18 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 		}
 	}
 	drain := h.e.Conn && holderLive && held()
-	forward := a.forwardTo(hp)
 	switch {
 	case cl != nil && cl.SubsUnknown && drain && time.Since(synced) >= syncRetry:
 		// Made anew: then every subscription it holds is in the log (sessionJob.fresh).
-		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, check: held, holderAnswers: answers, fresh: true, forward: forward})
+		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, check: held, holderAnswers: answers, fresh: true, forward: forwardTo(hp)})
 	case cl == nil || len(add) > 0 || len(del) > 0:
 		// At once for filters not synced yet; again only after syncRetry for ones a sync sent
 		// that the log does not show yet.
 		if synced.IsZero() || !maps.Equal(syncedSubs, want) || time.Since(synced) >= syncRetry {
-			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, check: held, holderAnswers: answers, forward: forward})
+			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, check: held, holderAnswers: answers, forward: forwardTo(hp)})
 		}
 	case drain && !draining && time.Since(drained) >= a.sessOpts.DrainInterval:
-		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, check: held, holderAnswers: answers, forward: forward})
+		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, check: held, holderAnswers: answers, forward: forwardTo(hp)})
 	}
 	return cl != nil
 }

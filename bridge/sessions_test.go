@@ -137,9 +137,18 @@ func seen(cl *client, topic string) map[string]int {
 // reconnectNoSubscribe connects id with a persistent session and no subscription of its own.
 func reconnectNoSubscribe(t *testing.T, addr, id string) (*client, bool) {
 	t.Helper()
+	return reconnectWith(t, addr, id, nil)
+}
+
+// reconnectWith is reconnectNoSubscribe with options set changes (nil: none).
+func reconnectWith(t *testing.T, addr, id string, set func(*mqtt.ClientOptions)) (*client, bool) {
+	t.Helper()
 	cl := &client{t: t}
 	o := mqtt.NewClientOptions().AddBroker("tcp://" + addr).SetClientID(id).SetCleanSession(false).
 		SetAutoReconnect(false).SetOrderMatters(true)
+	if set != nil {
+		set(o)
+	}
 	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
 		cl.mu.Lock()
 		cl.in = append(cl.in, received{m.Topic(), string(m.Payload()), m.Qos(), m.Retained()})

@@ -567,18 +567,8 @@ func (w *sessionWorker) handOverInFlight(ctx context.Context, c *mqttconn.Conn, 
 	if j.check != nil && !j.check() {
 		return false
 	}
-	for _, m := range ms {
-		j.forward(m)
-	}
-	deadline := time.Now().Add(forwardWait)
-	for _, m := range ms {
-		for !m.Acked() && time.Now().Before(deadline) && c.Err() == nil && ctx.Err() == nil {
-			time.Sleep(2 * time.Millisecond)
-		}
-		if !m.Acked() {
-			return false
-		}
-		w.forwarded.Add(1)
+	if n := w.forwardAll(ctx, c, j, ms, time.Now().Add(forwardWait)); n < len(ms) {
+		return false
 	}
 	w.mu.Lock()
 	w.stateOf(j.id).handOver = false
@@ -587,6 +577,25 @@ func (w *sessionWorker) handOverInFlight(ctx context.Context, c *mqttconn.Conn, 
 		w.log.Info("a session its client left here had messages in flight: handed to the client's node", "client", j.id, "messages", len(ms))
 	}
 	return true
+}
+
+// forwardAll hands ms to the client's node (j.forward) and waits until each is acknowledged (its
+// relay settled), until deadline. It returns how many were, in order: the rest stays in the
+// session, unacknowledged.
+func (w *sessionWorker) forwardAll(ctx context.Context, c *mqttconn.Conn, j sessionJob, ms []*message, deadline time.Time) int {
+	for _, m := range ms {
+		j.forward(m)
+	}
+	for i, m := range ms {
+		for !m.Acked() && time.Now().Before(deadline) && c.Err() == nil && ctx.Err() == nil {
+			time.Sleep(2 * time.Millisecond)
+		}
+		if !m.Acked() {
+			return i
+		}
+		w.forwarded.Add(1)
+	}
+	return len(ms)
 }
 
 // forwardWait bounds the wait for the relays of a takeover's forwarded messages to be settled.
@@ -623,18 +632,10 @@ func (w *sessionWorker) forwardUnacked(ctx context.Context, c *mqttconn.Conn, j 
 		if first == 0 {
 			first = len(ms)
 		}
-		for _, m := range ms {
-			j.forward(m)
-		}
-		for _, m := range ms {
-			for !m.Acked() && time.Now().Before(deadline) && c.Err() == nil {
-				time.Sleep(2 * time.Millisecond)
-			}
-			if !m.Acked() {
-				return // not settled in time: the rest stays in this session
-			}
-			got.Add(1)
-			w.forwarded.Add(1)
+		n := w.forwardAll(ctx, c, j, ms, deadline)
+		got.Add(uint64(n))
+		if n < len(ms) {
+			return // not settled in time: the rest stays in this session
 		}
 		if len(ms) < first {
 			return

@@ -84,19 +84,7 @@ func newFreezer(t *testing.T, target string) *freezer {
 func silentMove(t *testing.T, first, second, pubAddr, id string, ka, frozen time.Duration) (lost, total int) {
 	t.Helper()
 	fz := newFreezer(t, first)
-	old := &client{t: t}
-	o := mqtt.NewClientOptions().AddBroker("tcp://" + fz.addr).SetClientID(id).SetCleanSession(false).
-		SetAutoReconnect(false).SetOrderMatters(true).SetKeepAlive(ka).SetPingTimeout(ka)
-	o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
-		old.mu.Lock()
-		old.in = append(old.in, received{m.Topic(), string(m.Payload()), m.Qos(), m.Retained()})
-		old.mu.Unlock()
-	})
-	old.c = mqtt.NewClient(o)
-	if tok := old.c.Connect(); !tok.WaitTimeout(5*time.Second) || tok.Error() != nil {
-		t.Fatalf("connect %s: %v", id, tok.Error())
-	}
-	t.Cleanup(func() { old.c.Disconnect(0) })
+	old, _ := reconnectWith(t, fz.addr, id, func(o *mqtt.ClientOptions) { o.SetKeepAlive(ka).SetPingTimeout(ka) })
 	old.subscribe("sd/#", 1)
 	time.Sleep(1500 * time.Millisecond) // the replicas are made and drain
 	pub := startPublisher(t, pubAddr, id+"-pub", "sd/x", 20*time.Millisecond)
