@@ -256,21 +256,24 @@ func (a *Agent) takeover(id string, h heldBy, clean bool) {
 	st.takeoverQueued = st.takeoverQueued || due
 	w.mu.Unlock()
 	if due {
-		w.submit(sessionJob{kind: jobTakeover, id: id, clean: clean, since: h.e.Since, forward: forwardTo(h.p)})
+		w.submit(sessionJob{kind: jobTakeover, id: id, clean: clean, since: h.e.Since, forward: forwardTo(h)})
 	}
 }
 
 // forwardTo relays a message a session connection received (a takeover's, or a drain's handing
-// over what was in flight: sessionwork.go) to peer p, the node where the client is connected
-// now: acknowledged once p's broker has it.
-// Its identity is new (an epoch of its own): it is no repeat of a relay p has seen.
+// over what was in flight: sessionwork.go) to h's node, where the client is connected now:
+// acknowledged once that node's broker has it.
+// Its identity is new (an epoch of its own): it is no repeat of a relay that node has seen.
 // Made only for a job that is submitted: each draws a random epoch.
-func forwardTo(p *peer) func(*message) {
-	epoch := randomEpoch()
-	return func(m *message) {
-		g := &ackGroup{msg: m}
-		g.left.Store(1)
-		p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, group: g, mid: m.ID, epoch: epoch, props: propsOf(m)})
+func forwardTo(h heldBy) *handOverTarget {
+	epoch, p := randomEpoch(), h.p
+	return &handOverTarget{
+		movedAt: time.UnixMilli(int64(stampMillis(h.e.Since))),
+		send: func(m *message) {
+			g := &ackGroup{msg: m}
+			g.left.Store(1)
+			p.enqueue(&relay{topic: m.Topic, payload: m.Payload, qos: m.QoS, group: g, mid: m.ID, epoch: epoch, props: propsOf(m)})
+		},
 	}
 }
 
@@ -373,15 +376,15 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 	switch {
 	case cl != nil && cl.SubsUnknown && drain && time.Since(synced) >= syncRetry:
 		// Made anew: then every subscription it holds is in the log (sessionJob.fresh).
-		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, check: held, holderAnswers: answers, fresh: true, forward: forwardTo(hp)})
+		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, check: held, holderAnswers: answers, fresh: true, forward: forwardTo(h)})
 	case cl == nil || len(add) > 0 || len(del) > 0:
 		// At once for filters not synced yet; again only after syncRetry for ones a sync sent
 		// that the log does not show yet.
 		if synced.IsZero() || !maps.Equal(syncedSubs, want) || time.Since(synced) >= syncRetry {
-			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, check: held, holderAnswers: answers, forward: forwardTo(hp)})
+			w.submit(sessionJob{kind: jobSync, id: id, want: want, add: add, del: del, drain: drain, check: held, holderAnswers: answers, forward: forwardTo(h)})
 		}
 	case drain && !draining && time.Since(drained) >= a.sessOpts.DrainInterval:
-		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, check: held, holderAnswers: answers, forward: forwardTo(hp)})
+		w.submit(sessionJob{kind: jobDrain, id: id, drain: true, check: held, holderAnswers: answers, forward: forwardTo(h)})
 	}
 	return cl != nil
 }
@@ -482,7 +485,7 @@ func (a *Agent) sessionsStatus() *SessionsStatus {
 	s := &SessionsStatus{Replicas: int(a.sessReplicas.Load()), Takeovers: w.takeovers.Load(), Drains: w.drains.Load(),
 		DrainedMessages: w.drained.Load(), ReplicaSyncs: w.syncs.Load(), Removed: w.removed.Load(),
 		Refused: w.refused.Load(), Failed: w.failed.Load(), Stale: w.stale.Load(), ClosedLive: w.closedLive.Load(), Pending: w.pendingCount(),
-		Forwarded: w.forwarded.Load(),
+		Forwarded: w.forwarded.Load(), ForwardSkipped: w.forwardSkipped.Load(),
 		Held:      int(a.sessHeld.Load()), Connected: int(a.sessConnected.Load()), RegistryBytes: a.sessBytes.Load()}
 	for _, p := range a.peerList() {
 		s.RegistryRefused += p.registryRefused.Load()

@@ -440,6 +440,9 @@ type SessionsStatus struct {
 	// Forwarded counts the messages takeovers found unacknowledged in the older connection's
 	// session and handed to the node where the client connected later.
 	Forwarded uint64 `json:"forwarded"`
+	// ForwardSkipped counts the messages hand-overs acknowledged without forwarding: they
+	// reached this broker after the client connected on its new node, so it has them there.
+	ForwardSkipped uint64 `json:"forward_skipped"`
 	// RegistryBytes counts the registry bytes this agent published.
 	RegistryBytes uint64 `json:"registry_bytes"`
 }

@@ -62,7 +62,7 @@ type sessionJob struct {
 	// it once that node's broker has it (sessionplan.go forwardTo): with jobTakeover what the
 	// older connection never acknowledged, with a drain what a session the client left here had
 	// in flight (replicaState.handOver).
-	forward func(*message)
+	forward *handOverTarget
 	// fresh, with drain (jobSync): the session is first ended (a clean connect: it holds only
 	// duplicates, its client being connected to a reachable holder), then made anew, so that
 	// its subscriptions are exactly the ones the log shows (a session the agent cannot account
@@ -148,6 +148,12 @@ type sessionWorker struct {
 	stale, closedLive atomic.Uint64
 	// forwarded counts the messages takeovers handed to the client's newer connection.
 	forwarded atomic.Uint64
+	// forwardSkipped counts the messages hand-overs acknowledged without forwarding: they
+	// reached this broker after the client connected on its new node (handOverMargin).
+	forwardSkipped atomic.Uint64
+	// arrivals says when messages reached this broker (arrivals.go); nil: nothing is
+	// remembered, and a hand-over forwards every message.
+	arrivals *arrivalLog
 }
 
 func newSessionWorker(addr string, tlsConf *tls.Config, conn connSettings, reg *sessionRegistry, rate int, log *slog.Logger) *sessionWorker {
@@ -567,7 +573,7 @@ func (w *sessionWorker) handOverInFlight(ctx context.Context, c *mqttconn.Conn, 
 	if j.check != nil && !j.check() {
 		return false
 	}
-	if n := w.forwardAll(ctx, c, j, ms, time.Now().Add(forwardWait)); n < len(ms) {
+	if n, _ := w.forwardAll(ctx, c, j, ms, time.Now().Add(forwardWait)); n < len(ms) {
 		return false
 	}
 	w.mu.Lock()
@@ -579,23 +585,50 @@ func (w *sessionWorker) handOverInFlight(ctx context.Context, c *mqttconn.Conn, 
 	return true
 }
 
+// handOverTarget is where a hand-over relays a session's messages: the node where the client
+// connected (at movedAt, that node's clock) after leaving this one.
+type handOverTarget struct {
+	send    func(*message)
+	movedAt time.Time
+}
+
+// handOverMargin is how much later than the client's connect on its new node a message may have
+// reached this broker and still be forwarded. The same publish reaches both brokers at about
+// the same time, but not exactly: a relay to this node may lag the one to the new node, and the
+// two clocks may differ. A message that reached this broker later than movedAt plus the margin
+// reached the new node after the client connected there, so the client has it (its session there
+// was never drained since); forwarding it would only deliver it twice. Larger: fewer losses when
+// the relays to this node lag, more duplicates (the margin's worth of messages per hand-over).
+const handOverMargin = 250 * time.Millisecond
+
 // forwardAll hands ms to the client's node (j.forward) and waits until each is acknowledged (its
-// relay settled), until deadline. It returns how many were, in order: the rest stays in the
-// session, unacknowledged.
-func (w *sessionWorker) forwardAll(ctx context.Context, c *mqttconn.Conn, j sessionJob, ms []*message, deadline time.Time) int {
-	for _, m := range ms {
-		j.forward(m)
+// relay settled), until deadline. A message the arrival log (arrivals.go) says reached this
+// broker after the client connected there is acknowledged without forwarding. It returns how
+// many were acknowledged, in order (the rest stays in the session, unacknowledged), and how many
+// it forwarded.
+func (w *sessionWorker) forwardAll(ctx context.Context, c *mqttconn.Conn, j sessionJob, ms []*message, deadline time.Time) (acked, sent int) {
+	after := w.arrivals.arrivedAfter(ms, j.forward.movedAt.Add(handOverMargin))
+	for i, m := range ms {
+		if after[i] {
+			m.Ack()
+			w.forwardSkipped.Add(1)
+			continue
+		}
+		j.forward.send(m)
+		sent++
 	}
 	for i, m := range ms {
 		for !m.Acked() && time.Now().Before(deadline) && c.Err() == nil && ctx.Err() == nil {
 			time.Sleep(2 * time.Millisecond)
 		}
 		if !m.Acked() {
-			return i
+			return i, sent
 		}
-		w.forwarded.Add(1)
+		if !after[i] {
+			w.forwarded.Add(1)
+		}
 	}
-	return len(ms)
+	return len(ms), sent
 }
 
 // forwardWait bounds the wait for the relays of a takeover's forwarded messages to be settled.
@@ -632,13 +665,13 @@ func (w *sessionWorker) forwardUnacked(ctx context.Context, c *mqttconn.Conn, j 
 		if first == 0 {
 			first = len(ms)
 		}
-		n := w.forwardAll(ctx, c, j, ms, deadline)
+		n, sent := w.forwardAll(ctx, c, j, ms, deadline)
 		got.Add(uint64(n))
 		if n < len(ms) {
 			return // not settled in time: the rest stays in this session
 		}
-		if len(ms) < first {
-			return
+		if len(ms) < first || sent == 0 {
+			return // the backlog is over, or what comes reached the client at its new node
 		}
 		last.Store(time.Now().UnixNano())
 	}

@@ -78,11 +78,19 @@ func newFreezer(t *testing.T, target string) *freezer {
 	return f
 }
 
+// moveCount is what a silent move delivered: the messages published that neither of the
+// client's connections received, the extra copies it received, and the extra copies a bystander
+// subscribed on the client's new broker received.
+type moveCount struct{ lost, total, dups, bystanderDups int }
+
 // silentMove subscribes id once through a freezer to first (keepalive ka), publishes QoS 1 on
 // pubAddr every 20 ms, freezes the path after 1.5 s, moves the client to second after frozen
-// (no subscribe), and reports the messages published that neither connection received.
-func silentMove(t *testing.T, first, second, pubAddr, id string, ka, frozen time.Duration) (lost, total int) {
+// (no subscribe), and counts what was lost and received twice, by the client and by a bystander
+// subscribed on second to the same topics all along.
+func silentMove(t *testing.T, first, second, pubAddr, id string, ka, frozen time.Duration) (n moveCount) {
 	t.Helper()
+	by := connect(t, second, id+"-bystander", true)
+	by.subscribe("sd/#", 1)
 	fz := newFreezer(t, first)
 	old, _ := reconnectWith(t, fz.addr, id, func(o *mqtt.ClientOptions) { o.SetKeepAlive(ka).SetPingTimeout(ka) })
 	old.subscribe("sd/#", 1)
@@ -93,21 +101,27 @@ func silentMove(t *testing.T, first, second, pubAddr, id string, ka, frozen time
 	time.Sleep(frozen)
 	moved, _ := reconnectNoSubscribe(t, second, id)
 	time.Sleep(time.Second)
-	total = pub.halt()
-	waitFor(t, 10*time.Second, "the moved client to get what was published after the move", func() string {
-		if got := seen(moved, "sd/x"); got[fmt.Sprint(total-1)] == 0 {
-			return fmt.Sprintf("last %d not received", total-1)
+	n.total = pub.halt()
+	waitFor(t, 10*time.Second, "the moved client and the bystander to get what was published after the move", func() string {
+		if got := seen(moved, "sd/x"); got[fmt.Sprint(n.total-1)] == 0 {
+			return fmt.Sprintf("last %d not received", n.total-1)
+		}
+		if got := seen(by, "sd/x"); got[fmt.Sprint(n.total-1)] == 0 {
+			return fmt.Sprintf("bystander: last %d not received", n.total-1)
 		}
 		return ""
 	})
 	time.Sleep(500 * time.Millisecond)
-	a, b := seen(old, "sd/x"), seen(moved, "sd/x")
-	for k := 0; k < total; k++ {
-		if a[fmt.Sprint(k)]+b[fmt.Sprint(k)] == 0 {
-			lost++
+	a, b, c := seen(old, "sd/x"), seen(moved, "sd/x"), seen(by, "sd/x")
+	for k := 0; k < n.total; k++ {
+		got := a[fmt.Sprint(k)] + b[fmt.Sprint(k)]
+		if got == 0 {
+			n.lost++
 		}
+		n.dups += max(got-1, 0)
+		n.bystanderDups += max(c[fmt.Sprint(k)]-1, 0)
 	}
-	return lost, total
+	return n
 }
 
 // The client moves 600 ms after its path died, while its broker still counts it connected: the
@@ -123,17 +137,31 @@ func TestSessionMoveAfterKeepaliveTimeout(t *testing.T) {
 	testSilentMove(t, time.Second, 4*time.Second)
 }
 
+// silentMoveDupBound bounds the extra copies after a silent move in the cluster, to the client
+// and to a bystander on its new broker alike: what the hand-over forwards beyond what the client
+// missed is what reached the old broker within handOverMargin (250 ms, 13 messages at 50 msg/s)
+// after the client connected on the new one, plus what its replica held undrained when it
+// connected (about 70 ms); a bystander gets again what was handed over that the client missed
+// (the path was dead for the frozen time: up to 30 and 200 messages). One broker delivers no
+// copy; the bound is what handing over costs beside an unmodified broker.
+const silentMoveDupBound = 25
+
 func testSilentMove(t *testing.T, ka, frozen time.Duration) {
 	lone := mosqtest.Start(t, mosqtest.Options{Persistence: true, Extra: brokerExtra})
-	lost, total := silentMove(t, lone.Addr, lone.Addr, lone.Addr, "sd-lone", ka, frozen)
-	t.Logf("lone broker: %d of %d lost", lost, total)
-	if lost != 0 {
-		t.Fatalf("the oracle changed: a lone broker lost %d of %d", lost, total)
+	n := silentMove(t, lone.Addr, lone.Addr, lone.Addr, "sd-lone", ka, frozen)
+	t.Logf("lone broker: %d of %d lost, %d duplicates, %d to the bystander", n.lost, n.total, n.dups, n.bystanderDups)
+	if n.lost != 0 || n.bystanderDups != 0 {
+		t.Fatalf("the oracle changed: a lone broker lost %d of %d, bystander got %d copies", n.lost, n.total, n.bystanderDups)
 	}
 	c := startSessionCluster(t, 2)
-	lost, total = silentMove(t, c.brokers[0].Addr, c.brokers[1].Addr, c.brokers[1].Addr, "sd-x", ka, frozen)
-	t.Logf("cluster: %d of %d lost, %d forwarded", lost, total, c.agent(0).Status().Sessions.Forwarded)
-	if lost != 0 {
-		t.Errorf("%d of %d messages lost after a move from a connection that died unseen (a lone broker loses none)", lost, total)
+	n = silentMove(t, c.brokers[0].Addr, c.brokers[1].Addr, c.brokers[1].Addr, "sd-x", ka, frozen)
+	st := c.agent(0).Status().Sessions
+	t.Logf("cluster: %d of %d lost, %d duplicates, %d to the bystander; %d forwarded, %d skipped (the client had them)",
+		n.lost, n.total, n.dups, n.bystanderDups, st.Forwarded, st.ForwardSkipped)
+	if n.lost != 0 {
+		t.Errorf("%d of %d messages lost after a move from a connection that died unseen (a lone broker loses none)", n.lost, n.total)
+	}
+	if n.dups > silentMoveDupBound {
+		t.Errorf("the moved client got %d extra copies, more than the bound %d", n.dups, silentMoveDupBound)
 	}
 }

@@ -52,10 +52,10 @@ func TestHAProxyPinsFromClusterFile(t *testing.T) {
 // `status` and the metrics show what sessions that follow their client cost and did.
 func TestStatusAndMetricsShowSessions(t *testing.T) {
 	s := bridge.Status{Node: "b1", AgentUp: true, LocalUp: true, Time: time.Now(),
-		Sessions: &bridge.SessionsStatus{Held: 3, Connected: 2, Replicas: 5, Takeovers: 1, Drains: 40, DrainedMessages: 900, Refused: 2, RegistryRefused: 4, Forwarded: 7}}
+		Sessions: &bridge.SessionsStatus{Held: 3, Connected: 2, Replicas: 5, Takeovers: 1, Drains: 40, DrainedMessages: 900, Refused: 2, RegistryRefused: 4, Forwarded: 7, ForwardSkipped: 3}}
 	var out bytes.Buffer
 	printHealth(&out, []nodeHealth{{Node: "b1", Broker: brokerUp, BrokerUp: true, Agent: &s}})
-	for _, want := range []string{"sessions: 3 held (2 connected), 5 replicas, 1 takeovers, 40 drains (900 messages)", "2 refused by the broker"} {
+	for _, want := range []string{"sessions: 3 held (2 connected), 5 replicas, 1 takeovers, 40 drains (900 messages), 7 handed over (3 the client had at its new broker)", "2 refused by the broker"} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, out.String())
 		}
@@ -68,6 +68,7 @@ func TestStatusAndMetricsShowSessions(t *testing.T) {
 		`mosquitto_ha_session_connections_total{node="b1",job="refused"} 2`,
 		`mosquitto_ha_session_drained_messages_total{node="b1"} 900`,
 		`mosquitto_ha_session_forwarded_messages_total{node="b1"} 7`,
+		`mosquitto_ha_session_forward_skipped_messages_total{node="b1"} 3`,
 		`mosquitto_ha_refused_total{node="b1",cause="session_registry"} 4`,
 	} {
 		if !strings.Contains(out.String(), want) {

@@ -301,6 +301,9 @@ func printHealth(w io.Writer, health []nodeHealth) {
 			// replicas of sessions held elsewhere, and what it took over or drained.
 			n := fmt.Sprintf("sessions: %d held (%d connected), %d replicas, %d takeovers, %d drains (%d messages)",
 				ss.Held, ss.Connected, ss.Replicas, ss.Takeovers, ss.Drains, ss.DrainedMessages)
+			if ss.Forwarded+ss.ForwardSkipped > 0 {
+				n += fmt.Sprintf(", %d handed over (%d the client had at its new broker)", ss.Forwarded, ss.ForwardSkipped)
+			}
 			if ss.Refused > 0 {
 				n += fmt.Sprintf(", %d refused by the broker (the agent may not act for those client ids, see `mosquitto-ha acl`)", ss.Refused)
 			}
