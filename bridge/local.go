@@ -206,6 +206,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 // afterBatch announces the batch's interest changes as one delta, refreshes the snapshot when
 // due, and keeps the state file current.
 func (a *Agent) afterBatch() {
+	a.settleTickDue()
 	if changes, addedAt := a.model.DrainStamped(); len(changes) > 0 {
 		a.ann.changed(changes, addedAt)
 	}
@@ -247,6 +248,13 @@ func (b *inbox) put(m *message) {
 	b.msgs = append(b.msgs, m)
 	b.mu.Unlock()
 	b.wake()
+}
+
+// empty reports whether the dispatcher has taken every message read so far.
+func (b *inbox) empty() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.msgs) == 0
 }
 
 func (b *inbox) wake() {
