@@ -23,7 +23,8 @@
 # mosquitto-ha), MHA_LABCHECK (a built labcheck), MHA_KILL_SIGNAL (kill-* verbs, default KILL),
 # MHA_AGENT_LOG_LEVEL (the agents' --log-level, default info), MHA_AGENT_CPUPROFILE (a directory:
 # every agent writes a CPU profile there until it stops), MHA_LAB_SESSIONS=off (the agents run
-# without session replicas: agent.sessions.enabled false).
+# without session replicas: agent.sessions.enabled false), MHA_LAB_SYS_INTERVAL (the brokers'
+# sys_interval, as an operator would set it; default: Mosquitto's, 10 s).
 # Needs root. Processes are stopped by pid file, namespaces and links by name.
 set -euo pipefail
 
@@ -205,6 +206,7 @@ write_configs() {
       echo "persistence_location $LAB/$b/"
       echo "log_dest stderr"
       echo "listener $PORT $(host_ip "$b")"
+      [ -n "${MHA_LAB_SYS_INTERVAL:-}" ] && echo "sys_interval $MHA_LAB_SYS_INTERVAL"
       if [ "$NATIVE" = 1 ]; then
         native_mosquitto "$b"
       else
