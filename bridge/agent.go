@@ -62,9 +62,6 @@ type Agent struct {
 	sessNewest                            map[string]heldBy // dispatcher's: the peers' registries merged (sessionplan.go)
 	sessHeld, sessConnected, sessReplicas atomic.Int64
 	sessBytes                             atomic.Uint64
-	// arrivals remembers when QoS >= 1 publishes reached the broker, for hand-overs
-	// (arrivals.go); nil when sessions are off.
-	arrivals *arrivalLog
 
 	// localOnce: the local connection came up before; sessionLost: a later one found no
 	// session (noteSession, sys.go).
@@ -157,8 +154,6 @@ func New(opts Options) (*Agent, error) {
 		a.sessOpts = opts.Sessions
 		a.sess = newSessionRegistry(a.model.ignore)
 		a.sessWork = newSessionWorker(opts.Local, opts.LocalTLS, conn, a.sess, opts.Sessions.ConnectRate, a.log.With("worker", "sessions"))
-		a.arrivals = newArrivalLog()
-		a.sessWork.arrivals, a.in.arrivals = a.arrivals, a.arrivals
 		a.peerEnv.sessions = a.sess
 		a.peerEnv.sessionsChanged = func() {
 			a.sessChanged.Store(true)

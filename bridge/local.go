@@ -194,9 +194,6 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		if epoch == 0 && m.QoS > 0 {
 			return
 		}
-		if m.QoS > 0 {
-			a.arrivals.note(topic, m.Payload, time.Unix(0, m.Received))
-		}
 		if stamp, relay := a.ret.local(ctx, m); relay { // a stored retained value is no write
 			a.catchUp.relay(m, epoch, a.peerList(), a.shares, stamp)
 		}

@@ -27,8 +27,6 @@ type relayIn struct {
 	ret    *retainedState // decides on stamped retained relays
 	// Tokens per unacknowledged republish on the local connection, by QoS.
 	qos1, qos2 chan struct{}
-	// arrivals remembers the QoS >= 1 republishes for hand-overs (arrivals.go); nil: sessions off.
-	arrivals *arrivalLog
 	// dedupe recognises relays republished before (dedupe.go).
 	dedupe *dedupe
 
@@ -189,7 +187,6 @@ func (in *relayIn) republish(ctx context.Context, topic string, qos byte, retain
 		ack()
 		return
 	}
-	in.arrivals.note(topic, payload, time.Now())
 	sem := in.qos1
 	if qos == 2 {
 		sem = in.qos2

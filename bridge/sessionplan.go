@@ -44,13 +44,14 @@ func (a *Agent) publishSessions(newest map[string]heldBy) {
 		return
 	}
 	msg := sessionsMsg{Version: registryVersion, Node: a.opts.Node, Sessions: []sessionEntry{}}
+	drained := a.drainedFilters(newest)
 	for _, id := range slices.Sorted(maps.Keys(r.own)) {
 		s := r.own[id]
 		if h, ok := newest[id]; ok && h.newer(s.since, a.opts.Node) {
 			continue // held elsewhere now
 		}
 		// A connection not seen connecting in this run may be gone: not connected for peers.
-		e := sessionEntry{ID: id, Conn: s.conn && s.seen, Since: s.since, Clean: s.clean, Proto: s.proto}
+		e := sessionEntry{ID: id, Conn: s.conn && s.seen, Since: s.since, Clean: s.clean, Proto: s.proto, Drained: drained[id]}
 		if cl := a.model.clients[id]; cl != nil {
 			e.SubsUnknown = cl.SubsUnknown
 			for f, q := range cl.Subs {
@@ -90,6 +91,28 @@ func (a *Agent) publishSessions(newest map[string]heldBy) {
 	c.Publish(topic, 1, true, a.signer.sealJSON(topic, b), nil)
 	a.sessBytes.Add(uint64(len(b)))
 	r.last, r.dirty, r.lastBytes = time.Now(), false, len(b)
+}
+
+// drainedFilters returns the filters of what the drains discarded (drained.go) for the clients
+// that connected here within drainedKeep and hold their session here, the newest connects
+// first, within drainedBudget bytes.
+func (a *Agent) drainedFilters(newest map[string]heldBy) map[string]drainedFilter {
+	connects := map[string]time.Time{}
+	for id, s := range a.sess.own {
+		at := time.UnixMilli(int64(stampMillis(s.since)))
+		if h, ok := newest[id]; (!ok || !h.newer(s.since, a.opts.Node)) && s.seen && time.Since(at) < drainedKeep {
+			connects[id] = at
+		}
+	}
+	filters := a.sessWork.drainedLog.filters(connects)
+	ids := slices.SortedFunc(maps.Keys(filters), func(x, y string) int { return connects[y].Compare(connects[x]) })
+	budget := drainedBudget
+	for _, id := range ids {
+		if budget -= len(filters[id]); budget < 0 {
+			delete(filters, id) // not carried: the hand-over forwards everything
+		}
+	}
+	return filters
 }
 
 // publishNoSessions runs, with sessions off, on each local (re)connection: this node's registry
@@ -268,7 +291,7 @@ func (a *Agent) takeover(id string, h heldBy, clean bool) {
 func forwardTo(h heldBy) *handOverTarget {
 	epoch, p := randomEpoch(), h.p
 	return &handOverTarget{
-		movedAt: time.UnixMilli(int64(stampMillis(h.e.Since))),
+		drained: h.e.Drained,
 		send: func(m *message) {
 			g := &ackGroup{msg: m}
 			g.left.Store(1)

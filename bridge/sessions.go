@@ -131,6 +131,11 @@ type sessionEntry struct {
 	// no replica of it (one without them would tell its client "session present" and deliver
 	// nothing); the takeover still applies.
 	NoReplica bool `json:"no_replica,omitempty"`
+	// Drained is a filter of the messages the publishing node's drains discarded from its
+	// replica within drainedWindow before the client connected there (drained.go), carried
+	// for drainedKeep after the connect: the node the client left hands over those it still
+	// holds. Absent: not known, and a hand-over forwards everything.
+	Drained drainedFilter `json:"drained,omitempty"`
 }
 
 // sessionsMsg is a registry message.
@@ -167,6 +172,8 @@ func decodeRegistry(payload []byte, node string, maxBytes int, clock *hlc) (map[
 			return nil, fmt.Errorf("%w: client %q: protocol %d (want 3 or 4)", ErrRegistryRefused, e.ID, e.Proto)
 		case len(e.Subs) > maxRegistryFilters:
 			return nil, fmt.Errorf("%w: client %q: %d filters, limit %d", ErrRegistryRefused, e.ID, len(e.Subs), maxRegistryFilters)
+		case e.Drained != nil && (len(e.Drained) < drainedMinBytes || len(e.Drained) > drainedMaxBytes):
+			return nil, fmt.Errorf("%w: client %q: drained filter of %d bytes (want %d to %d)", ErrRegistryRefused, e.ID, len(e.Drained), drainedMinBytes, drainedMaxBytes)
 		}
 		for f, q := range e.Subs {
 			if !registryFilterOK(f, q) {

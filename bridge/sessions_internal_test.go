@@ -2,6 +2,7 @@ package bridge
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
@@ -26,16 +27,18 @@ func TestDecodeRegistryRefuses(t *testing.T) {
 		many[i] = fmt.Sprintf(`"f/%d":1`, i)
 	}
 	cases := map[string]string{
-		"not json":       `{"version":1,`,
-		"wrong node":     `{"version":1,"node":"b9","sessions":[]}`,
-		"wrong version":  `{"version":2,"node":"b2","sessions":[]}`,
-		"empty id":       `{"version":1,"node":"b2","sessions":[` + entry("", 4, "") + `]}`,
-		"mqtt 5":         `{"version":1,"node":"b2","sessions":[` + entry("x", 5, "") + `]}`,
-		"qos 3":          `{"version":1,"node":"b2","sessions":[` + entry("x", 4, `"a":3`) + `]}`,
-		"$SYS filter":    `{"version":1,"node":"b2","sessions":[` + entry("x", 4, `"$SYS/#":0`) + `]}`,
-		"too many subs":  `{"version":1,"node":"b2","sessions":[` + entry("x", 4, strings.Join(many, ",")) + `]}`,
-		"stamp too far":  fmt.Sprintf(`{"version":1,"node":"b2","sessions":[{"id":"x","since":%d,"proto":4}]}`, ahead),
-		"over the bytes": `{"version":1,"node":"b2","sessions":[` + entry(strings.Repeat("x", 2000), 4, "") + `]}`,
+		"not json":                  `{"version":1,`,
+		"wrong node":                `{"version":1,"node":"b9","sessions":[]}`,
+		"wrong version":             `{"version":2,"node":"b2","sessions":[]}`,
+		"empty id":                  `{"version":1,"node":"b2","sessions":[` + entry("", 4, "") + `]}`,
+		"mqtt 5":                    `{"version":1,"node":"b2","sessions":[` + entry("x", 5, "") + `]}`,
+		"qos 3":                     `{"version":1,"node":"b2","sessions":[` + entry("x", 4, `"a":3`) + `]}`,
+		"$SYS filter":               `{"version":1,"node":"b2","sessions":[` + entry("x", 4, `"$SYS/#":0`) + `]}`,
+		"too many subs":             `{"version":1,"node":"b2","sessions":[` + entry("x", 4, strings.Join(many, ",")) + `]}`,
+		"stamp too far":             fmt.Sprintf(`{"version":1,"node":"b2","sessions":[{"id":"x","since":%d,"proto":4}]}`, ahead),
+		"over the bytes":            `{"version":1,"node":"b2","sessions":[` + entry(strings.Repeat("x", 2000), 4, "") + `]}`,
+		"drained filter too small":  fmt.Sprintf(`{"version":1,"node":"b2","sessions":[{"id":"x","since":%d,"proto":4,"drained":"AAAA"}]}`, now),
+		"drained filter not base64": fmt.Sprintf(`{"version":1,"node":"b2","sessions":[{"id":"x","since":%d,"proto":4,"drained":"!!"}]}`, now),
 	}
 	for name, in := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -43,6 +46,14 @@ func TestDecodeRegistryRefuses(t *testing.T) {
 				t.Errorf("got %v, want ErrRegistryRefused", err)
 			}
 		})
+	}
+	big := base64.StdEncoding.EncodeToString(make([]byte, drainedMaxBytes+1))
+	if _, err := decodeRegistry([]byte(fmt.Sprintf(`{"version":1,"node":"b2","sessions":[{"id":"x","since":%d,"proto":4,"drained":%q}]}`, now, big)), "b2", 1<<20, clock); !errors.Is(err, ErrRegistryRefused) {
+		t.Errorf("drained filter over %d bytes: got %v, want ErrRegistryRefused", drainedMaxBytes, err)
+	}
+	withFilter := fmt.Sprintf(`{"version":1,"node":"b2","sessions":[{"id":"f","since":%d,"proto":4,"drained":"AAAAAAAAAAA="}]}`, now)
+	if reg, err := decodeRegistry([]byte(withFilter), "b2", 1000, clock); err != nil || len(reg["f"].Drained) != 8 {
+		t.Fatalf("registry with an 8-byte drained filter: %v %+v", err, reg)
 	}
 	ok := `{"version":1,"node":"b2","sessions":[` + entry("x y", 4, `"a/#":1`) + `]}`
 	reg, err := decodeRegistry([]byte(ok), "b2", 1000, clock)

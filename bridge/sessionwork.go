@@ -148,12 +148,11 @@ type sessionWorker struct {
 	stale, closedLive atomic.Uint64
 	// forwarded counts the messages takeovers handed to the client's newer connection.
 	forwarded atomic.Uint64
-	// forwardSkipped counts the messages hand-overs acknowledged without forwarding: they
-	// reached this broker after the client connected on its new node (handOverMargin).
+	// forwardSkipped counts the messages hand-overs acknowledged without forwarding: the
+	// client's new node did not drain them (handOverTarget.wants), so it has them there.
 	forwardSkipped atomic.Uint64
-	// arrivals says when messages reached this broker (arrivals.go); nil: nothing is
-	// remembered, and a hand-over forwards every message.
-	arrivals *arrivalLog
+	// drainedLog records what the drains discarded, for the registry's filters (drained.go).
+	drainedLog drainedLog
 }
 
 func newSessionWorker(addr string, tlsConf *tls.Config, conn connSettings, reg *sessionRegistry, rate int, log *slog.Logger) *sessionWorker {
@@ -306,7 +305,8 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	last.Store(time.Now().UnixNano())
 	held := &heldMessages{}
 	// A drain of a session its client left here: the messages Mosquitto sends again (DUP) were
-	// in flight to the client's last connection here.
+	// in flight to the client's last connection here, and the ones the client's new node
+	// drained from its replica (its filter) may never have reached the client.
 	handOver := j.drain && j.forward != nil && w.handOverDue(j.id)
 	inFlight := &heldMessages{}
 	onPublish := func(m *message) {
@@ -315,7 +315,7 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 			held.add(m) // what the older connection never acknowledged: handed to the client
 			return
 		}
-		if handOver && m.Dup && m.QoS > 0 {
+		if handOver && m.QoS > 0 && (m.Dup || j.forward.drainedThere(m)) {
 			inFlight.add(m)
 			return
 		}
@@ -356,7 +356,7 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 			w.drains.Add(1)
 			w.log.Debug("session drain begun", "client", j.id, "job", jobDrain, "with", j.kind)
 			// Not bounded by dctx: a drain holds its connection while nothing else waits.
-			released = w.drainAcks(ctx, c, j, held, &last, &stopped, &got)
+			released = w.drainAcks(ctx, c, j, handOver, held, &last, &stopped, &got)
 		}
 		c.Close()
 	}
@@ -508,8 +508,9 @@ func (h *heldMessages) takeBefore(t time.Time) []*message {
 // drainQuiet, or after drainMax. It also returns when the holder does not answer (stopped:
 // nothing more is acknowledged; the rest stays in flight in the session), when the cluster no
 // longer says what the drain was planned on, or when the broker closes the connection (its
-// client connected here).
-func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessionJob, held *heldMessages,
+// client connected here). With handOver (a session its client left here), a message the
+// client's new node drained from its replica goes there instead of being acknowledged.
+func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessionJob, handOver bool, held *heldMessages,
 	last *atomic.Int64, stopped *atomic.Bool, got *atomic.Uint64) (released bool) {
 	deadline := time.Now().Add(drainMax)
 	var trip time.Time // the last round trip (or check) begun
@@ -525,7 +526,15 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 					return false
 				}
 				for _, m := range ms {
+					if handOver && j.forward.drainedThere(m) {
+						// Queued behind the hand-over's first messages: the client's new
+						// node drained it, so the client may never have got it.
+						j.forward.send(m) // acknowledged once that node's broker has it
+						w.forwarded.Add(1)
+						continue
+					}
 					m.Ack()
+					w.drainedLog.note(j.id, m)
 				}
 				got.Add(uint64(len(ms)))
 				w.drained.Add(uint64(len(ms)))
@@ -586,30 +595,33 @@ func (w *sessionWorker) handOverInFlight(ctx context.Context, c *mqttconn.Conn, 
 }
 
 // handOverTarget is where a hand-over relays a session's messages: the node where the client
-// connected (at movedAt, that node's clock) after leaving this one.
+// connected after leaving this one, with the filter of what that node's drains discarded from
+// its replica before the connect (drained.go; nil: not known).
 type handOverTarget struct {
 	send    func(*message)
-	movedAt time.Time
+	drained drainedFilter
 }
 
-// handOverMargin is how much later than the client's connect on its new node a message may have
-// reached this broker and still be forwarded. The same publish reaches both brokers at about
-// the same time, but not exactly: a relay to this node may lag the one to the new node, and the
-// two clocks may differ. A message that reached this broker later than movedAt plus the margin
-// reached the new node after the client connected there, so the client has it (its session there
-// was never drained since); forwarding it would only deliver it twice. Larger: fewer losses when
-// the relays to this node lag, more duplicates (the margin's worth of messages per hand-over).
-const handOverMargin = 250 * time.Millisecond
+// wants reports whether a hand-over relays m: a message the client's new node drained may
+// never have reached the client; one it did not drain the client gets there. What was in
+// flight (DUP) goes too: the filter covers drainedWindow only. Without a filter, everything.
+func (t *handOverTarget) wants(m *message) bool {
+	return t.drained == nil || m.Dup || t.drained.has(messageHash(m))
+}
+
+// drainedThere reports whether the client's new node says it drained m (false without a filter).
+func (t *handOverTarget) drainedThere(m *message) bool {
+	return t != nil && t.drained != nil && t.drained.has(messageHash(m))
+}
 
 // forwardAll hands ms to the client's node (j.forward) and waits until each is acknowledged (its
-// relay settled), until deadline. A message the arrival log (arrivals.go) says reached this
-// broker after the client connected there is acknowledged without forwarding. It returns how
-// many were acknowledged, in order (the rest stays in the session, unacknowledged), and how many
-// it forwarded.
+// relay settled), until deadline. A message the hand-over does not want (the client has it at
+// its new node) is acknowledged without forwarding. It returns how many were acknowledged, in
+// order (the rest stays in the session, unacknowledged), and how many it forwarded.
 func (w *sessionWorker) forwardAll(ctx context.Context, c *mqttconn.Conn, j sessionJob, ms []*message, deadline time.Time) (acked, sent int) {
-	after := w.arrivals.arrivedAfter(ms, j.forward.movedAt.Add(handOverMargin))
+	after := make([]bool, len(ms)) // acknowledged here, not forwarded
 	for i, m := range ms {
-		if after[i] {
+		if after[i] = !j.forward.wants(m); after[i] {
 			m.Ack()
 			w.forwardSkipped.Add(1)
 			continue
