@@ -120,6 +120,10 @@ func (a *Agent) settleTick() {
 	}
 	if s.connected >= 0 && s.connected == s.tickConnected && s.total >= s.tickHeld && s.total <= s.tickHeldMax {
 		a.verifyConnections()
+	} else if a.sessionsOn() && a.sess.unproven() > 0 {
+		a.log.Debug("restored connections not proven at this tick: the broker's counts differ from the model's",
+			"connected", s.connected, "model_connected", s.tickConnected, "total", s.total,
+			"model_held_min", s.tickHeld, "model_held_max", s.tickHeldMax, "unproven", a.sess.unproven())
 	}
 }
 

@@ -334,15 +334,21 @@
 //
 //	{"version":1,"node":"<node>","sessions":[{"id":"<client id>","conn":true,
 //	  "since":<HLC stamp of its last connect there>,"clean":false,"proto":4,
-//	  "subs":{"<filter>":<qos>},"subs_unknown":false,"no_replica":false}, ...],"sig":"<tag>"}
+//	  "subs":{"<filter>":<qos>},"subs_unknown":false,"no_replica":false,
+//	  "drained":"<base64 Bloom filter>"}, ...],"sig":"<tag>"}
 //
 // signed like a status message. Only MQTT 3.1/3.1.1 clients are listed (a v5 client's Session
 // Expiry Interval is not logged). "conn" is true only for a connection whose connect line this
 // run of the agent read since its last log gap. The publisher leaves out what readers refuse:
 // $SYS filters, and every filter of a session with more than 4,096 (then "no_replica": peers
-// keep no replica of it). An agent with sessions off publishes the registry with no session. A peer's registry is refused whole (counted, logged; the last
+// keep no replica of it). "drained", for a client that connected there within the last 2
+// minutes, is a Bloom filter (8 to 16,384 bytes, 7 probes of FNV-1a 64 of topic, 0xff, payload)
+// of what that node's drains discarded from its replica in the 60 s before the connect: the node
+// the client left relays those (drained.go). An agent with sessions off publishes the registry
+// with no session. A peer's registry is refused whole (counted, logged; the last
 // accepted one stands) past limits.max_interest_bytes, 262,144 sessions, 4,096 filters a
-// session, with a wrong node, version, protocol, filter or QoS, or a stamp more than 30 s ahead.
+// session, with a wrong node, version, protocol, filter or QoS, a drained filter outside 8 to
+// 16,384 bytes, or a stamp more than 30 s ahead.
 // The agent's own connections with a client's id are told from the client's by their address
 // in the connect line, so they never show as the client. A client id whose newest connect is
 // on another node while its client is connected here is taken over: the agent connects to its

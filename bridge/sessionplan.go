@@ -509,7 +509,7 @@ func (a *Agent) sessionsStatus() *SessionsStatus {
 		DrainedMessages: w.drained.Load(), ReplicaSyncs: w.syncs.Load(), Removed: w.removed.Load(),
 		Refused: w.refused.Load(), Failed: w.failed.Load(), Stale: w.stale.Load(), ClosedLive: w.closedLive.Load(), Pending: w.pendingCount(),
 		Forwarded: w.forwarded.Load(), ForwardSkipped: w.forwardSkipped.Load(),
-		Held:      int(a.sessHeld.Load()), Connected: int(a.sessConnected.Load()), RegistryBytes: a.sessBytes.Load()}
+		Held: int(a.sessHeld.Load()), Connected: int(a.sessConnected.Load()), RegistryBytes: a.sessBytes.Load()}
 	for _, p := range a.peerList() {
 		s.RegistryRefused += p.registryRefused.Load()
 	}

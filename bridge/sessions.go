@@ -447,8 +447,8 @@ type SessionsStatus struct {
 	// Forwarded counts the messages takeovers found unacknowledged in the older connection's
 	// session and handed to the node where the client connected later.
 	Forwarded uint64 `json:"forwarded"`
-	// ForwardSkipped counts the messages hand-overs acknowledged without forwarding: they
-	// reached this broker after the client connected on its new node, so it has them there.
+	// ForwardSkipped counts the messages hand-overs acknowledged without forwarding: the
+	// client's new node did not drain them from its replica, so the client gets them there.
 	ForwardSkipped uint64 `json:"forward_skipped"`
 	// RegistryBytes counts the registry bytes this agent published.
 	RegistryBytes uint64 `json:"registry_bytes"`
@@ -475,6 +475,17 @@ func (r *sessionRegistry) verifyRestored() int {
 	}
 	if n > 0 {
 		r.dirty = true
+	}
+	return n
+}
+
+// unproven counts the connections kept across a gap in the log and not yet proven (seen).
+func (r *sessionRegistry) unproven() int {
+	n := 0
+	for _, s := range r.own {
+		if s.conn && !s.seen {
+			n++
+		}
 	}
 	return n
 }

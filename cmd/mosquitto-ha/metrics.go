@@ -82,7 +82,7 @@ func writeMetrics(w io.Writer, s bridge.Status, now time.Time) {
 		fmt.Fprintf(w, "mosquitto_ha_session_closed_live_total{%s} %d\n", node, ss.ClosedLive)
 		counter("mosquitto_ha_session_forwarded_messages_total", "Messages a session left behind had in flight to its client's last connection here (a takeover's, or a first drain's), handed to the client's new node.")
 		fmt.Fprintf(w, "mosquitto_ha_session_forwarded_messages_total{%s} %d\n", node, ss.Forwarded)
-		counter("mosquitto_ha_session_forward_skipped_messages_total", "Messages a hand-over acknowledged without forwarding: they reached this broker after the client connected on its new node, which has them.")
+		counter("mosquitto_ha_session_forward_skipped_messages_total", "Messages a hand-over acknowledged without forwarding: the client's new node did not drain them from its replica (its registry's filter), so the client gets them there.")
 		fmt.Fprintf(w, "mosquitto_ha_session_forward_skipped_messages_total{%s} %d\n", node, ss.ForwardSkipped)
 		counter("mosquitto_ha_session_registry_bytes_total", "Bytes of session registry this agent published (retained on its broker, read by every peer).")
 		fmt.Fprintf(w, "mosquitto_ha_session_registry_bytes_total{%s} %d\n", node, ss.RegistryBytes)
