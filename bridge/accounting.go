@@ -59,6 +59,7 @@ type sysAccount struct {
 	// most sessions it said the broker held, at the last fresh tick (verifyConnections).
 	connected                            int
 	tickConnected, tickHeld, tickHeldMax int
+	tickConnectedIDs                     []string // while restored connections are unproven
 }
 
 func (s *sysAccount) reset() { *s = sysAccount{total: -1, connected: -1, known: s.known} }
@@ -77,6 +78,10 @@ func (a *Agent) sysTick() {
 		s.tickAt = time.Unix(0, a.model.readAt)
 		s.tickPresent = a.model.presentClients() + a.ownLocalUncounted()
 		s.tickConnected, s.tickHeld, s.tickHeldMax = a.model.connectedAndHeld()
+		s.tickConnectedIDs = nil
+		if a.sessionsOn() && a.sess.unproven() > 0 {
+			s.tickConnectedIDs = a.model.connectedIDs() // for the debug line when nothing is proven
+		}
 		if c := a.model.clients[a.localID]; c == nil || !c.Connected {
 			s.tickConnected++ // the agent's own local connection: its connect line is never read
 			if c == nil || !c.Persistent && !c.mqtt5 {
@@ -123,7 +128,8 @@ func (a *Agent) settleTick() {
 	} else if a.sessionsOn() && a.sess.unproven() > 0 {
 		a.log.Debug("restored connections not proven at this tick: the broker's counts differ from the model's",
 			"connected", s.connected, "model_connected", s.tickConnected, "total", s.total,
-			"model_held_min", s.tickHeld, "model_held_max", s.tickHeldMax, "unproven", a.sess.unproven())
+			"model_held_min", s.tickHeld, "model_held_max", s.tickHeldMax, "unproven", a.sess.unproven(),
+			"model_connected_ids", s.tickConnectedIDs)
 	}
 }
 

@@ -27,6 +27,11 @@ type client struct {
 	// session resumed after a gap in the log, or one that predates the agent); it keeps the
 	// agent wanting everything while it exists.
 	SubsUnknown bool `json:"subs_unknown,omitempty"`
+	// OwnConn: its current connection is one the agent made with its id (a session drain,
+	// sync or takeover). It closes with the agent's process, so a restarted agent takes it
+	// as gone (ownConnsClosed): counted connected, it would keep the broker's count of
+	// connections one short of the model's, and no restored connection would be proven.
+	OwnConn bool `json:"own_conn,omitempty"`
 	// present: this log stream proves the broker holds this client id now (see accounting.go):
 	// its unambiguous connect line was read on the current log subscription and nothing read
 	// since may have ended its session. Only present clients with known subscriptions count as
@@ -379,6 +384,18 @@ func (l *localInterest) connectedAndHeld() (connected, held, heldMax int) {
 	return connected, held, held + heldMax
 }
 
+// connectedIDs lists the clients the model says are connected, sorted.
+func (l *localInterest) connectedIDs() []string {
+	var ids []string
+	for id, c := range l.clients {
+		if c.Connected && id != unknownClient {
+			ids = append(ids, id)
+		}
+	}
+	sort.Strings(ids)
+	return ids
+}
+
 // presentClients counts the clients this log stream proves the broker holds (see present),
 // whether or not their subscriptions are known.
 func (l *localInterest) presentClients() int {
@@ -450,6 +467,23 @@ func (l *localInterest) brokerRestarted() {
 	}
 }
 
+// markOwn records, after ev was applied, whether its client's connection is the agent's own.
+func (l *localInterest) markOwn(ev sysparse.Event, own bool) {
+	if c := l.clients[ev.ClientID]; c != nil && (ev.Kind == sysparse.Connected || ev.Kind == sysparse.Disconnected) {
+		c.OwnConn = own && ev.Kind == sysparse.Connected
+	}
+}
+
+// ownConnsClosed runs when the agent starts: the connections an earlier run of it made with
+// clients' ids closed with that run.
+func (l *localInterest) ownConnsClosed() {
+	for _, c := range l.clients {
+		if c.OwnConn {
+			c.Connected, c.OwnConn = false, false
+		}
+	}
+}
+
 // stateFile is the JSON the agent keeps so a restart does not forget its broker's clients.
 type stateFile struct {
 	Version int                `json:"version"`
@@ -497,7 +531,7 @@ func (l *localInterest) restore(path, node string) (bool, error) {
 			continue
 		}
 		nc := l.get(id)
-		nc.Persistent, nc.Connected, nc.SubsUnknown = c.Persistent, c.Connected, c.SubsUnknown
+		nc.Persistent, nc.Connected, nc.SubsUnknown, nc.OwnConn = c.Persistent, c.Connected, c.SubsUnknown, c.OwnConn
 		for f, q := range c.Subs {
 			l.subscribe(id, f, q)
 		}

@@ -82,6 +82,8 @@ type journalEntry struct {
 	// Op is "malformed" (a subscribe line that did not parse: interest in everything) or
 	// "restart" (the broker restarted: clean sessions are gone).
 	Op string `json:"op,omitempty"`
+	// Own: a connect line of one of the agent's own connections with a client's id.
+	Own bool `json:"own,omitempty"`
 }
 
 func openJournal(statePath string) (*journal, error) {
@@ -212,6 +214,7 @@ func replayJournal(path string, l *localInterest) (applied, skipped int, err err
 		switch {
 		case e.Event != nil:
 			l.Apply(*e.Event)
+			l.markOwn(*e.Event, e.Own)
 		case e.Op == "malformed":
 			l.MalformedSubscribe()
 		case e.Op == "restart":
@@ -267,6 +270,7 @@ func (a *Agent) restoreState() error {
 	if restored || replayed > 0 {
 		a.log.Info("interest restored from state file", "path", path, "journal_entries", replayed, "filters", a.model.tree.Len())
 	}
+	a.model.ownConnsClosed()
 	a.model.Ambiguous, a.model.Truncated, a.model.Malformed = 0, 0, 0
 	a.model.Drain()
 	if a.journal, err = openJournal(path); err != nil {

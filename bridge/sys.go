@@ -105,7 +105,8 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 		}
 	}
 	a.model.Apply(ev)
-	a.record(journalEntry{Event: &ev})
+	a.model.markOwn(ev, own)
+	a.record(journalEntry{Event: &ev, Own: own})
 	if a.sessionsOn() {
 		if fresh && len(ev.Readings) <= 1 && !ev.Truncated {
 			// The agent's previous connection with this id ended its session (clean): the
