@@ -95,3 +95,51 @@ func TestAccountedByIdentity(t *testing.T) {
 		t.Errorf("an MQTT 5 session followed since it began and resumed: %+v", l.clients["m"])
 	}
 }
+
+// A connection the agent made with a client's id (a drain holding its connection) closes with
+// the agent's process. A restarted agent that restored it as connected, from the state file or
+// the journal, would count one connection more than the broker at every tick, and prove no
+// restored connection of a real client until that id connected again.
+func TestOwnConnectionsClosedWithTheAgent(t *testing.T) {
+	dir := t.TempDir()
+	path := dir + "/state.json"
+	connect := func(id string) sysparse.Event {
+		return sysparse.Event{Kind: sysparse.Connected, ClientID: id, Protocol: sysparse.ProtocolMQTT311}
+	}
+	l := newLocalInterest(func(string) bool { return false })
+	for _, ev := range []sysparse.Event{connect("client"), connect("drained")} {
+		l.Apply(ev)
+		l.markOwn(ev, ev.ClientID == "drained")
+	}
+	if err := l.save(path, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	// One more own connect, only in the journal.
+	j, err := openJournal(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := connect("drained2")
+	j.add(journalEntry{Event: &ev, Own: true})
+	if err := j.flush(); err != nil {
+		t.Fatal(err)
+	}
+	j.close()
+
+	r := newLocalInterest(func(string) bool { return false })
+	if _, err := r.restore(path, "b1"); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := replayJournal(path+".journal", r); err != nil {
+		t.Fatal(err)
+	}
+	if !r.clients["drained"].Connected || !r.clients["drained2"].Connected {
+		t.Fatal("the restored model lost the own connections before ownConnsClosed: the test proves nothing")
+	}
+	r.ownConnsClosed()
+	for id, want := range map[string]bool{"client": true, "drained": false, "drained2": false} {
+		if c := r.clients[id]; c == nil || c.Connected != want {
+			t.Errorf("%s: connected %v after a restart, want %v", id, c != nil && c.Connected, want)
+		}
+	}
+}
