@@ -315,9 +315,8 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 			held.add(m) // what the older connection never acknowledged: handed to the client
 			return
 		}
-		if handOver && m.QoS > 0 && (m.Dup || j.forward.drainedThere(m)) {
-			inFlight.add(m)
-			return
+		if handOver && m.QoS > 0 && (m.Dup || j.forward.drainedThere(m)) && inFlight.addOpen(m) {
+			return // handed over by handOverInFlight; what comes after it, by drainAcks
 		}
 		if j.drain && !stopped.Load() {
 			held.add(m) // acknowledged by drainAcks once the holder answers
@@ -468,9 +467,31 @@ func (w *sessionWorker) setDraining(id string, on bool) {
 
 // heldMessages are what a drain received and has not acknowledged yet, in the order they came.
 type heldMessages struct {
-	mu sync.Mutex
-	ms []*message
-	at []time.Time
+	mu     sync.Mutex
+	ms     []*message
+	at     []time.Time
+	closed bool // closeAndTake: addOpen takes no more
+}
+
+// addOpen adds m unless the messages were taken for good (closeAndTake); it reports whether.
+func (h *heldMessages) addOpen(m *message) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return false
+	}
+	h.ms = append(h.ms, m)
+	h.at = append(h.at, time.Now())
+	return true
+}
+
+// closeAndTake removes and returns every message, and takes no more.
+func (h *heldMessages) closeAndTake() []*message {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	ms := h.ms
+	h.ms, h.at, h.closed = nil, nil, true
+	return ms
 }
 
 func (h *heldMessages) len() int {
@@ -578,7 +599,7 @@ func (w *sessionWorker) handOverDue(id string) bool {
 // reconnects. It reports whether every one was handed over (then the hand-over is done).
 func (w *sessionWorker) handOverInFlight(ctx context.Context, c *mqttconn.Conn, j sessionJob, inFlight *heldMessages) bool {
 	time.Sleep(drainQuiet) // the broker sends them at once after CONNACK: all came by now
-	ms := inFlight.takeBefore(time.Now().Add(time.Hour))
+	ms := inFlight.closeAndTake() // what comes later (the backlog behind) goes to drainAcks
 	if j.check != nil && !j.check() {
 		return false
 	}
