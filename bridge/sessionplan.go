@@ -76,6 +76,16 @@ func (a *Agent) publishSessions(newest map[string]heldBy) {
 	if err != nil {
 		return
 	}
+	if lim := a.limits.Load().MaxInterestBytes; len(b) > lim && len(drained) > 0 {
+		// Without the drained filters rather than not at all: hand-overs then relay
+		// everything (duplicates), while a registry not published stops every drain.
+		for i := range msg.Sessions {
+			msg.Sessions[i].Drained = nil
+		}
+		if b, err = json.Marshal(msg); err != nil {
+			return
+		}
+	}
 	if lim := a.limits.Load().MaxInterestBytes; len(b) > lim {
 		// Not published, and tried again (still dirty) as the size spaces it: peers stop
 		// draining on the last one they have once it ages (registryFresh).
