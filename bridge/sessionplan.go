@@ -248,7 +248,8 @@ func (a *Agent) planSessions() {
 			// What its last connection here had in flight may never have reached it (a
 			// connection that died unseen): the next drain hands that to its new node.
 			w.mu.Lock()
-			w.stateOf(id).handOver = true
+			st := w.stateOf(id)
+			st.handOver, st.leftAt = true, time.Now()
 			w.mu.Unlock()
 		}
 		if a.planReplica(id, h, w) {

@@ -110,6 +110,11 @@ type replicaState struct {
 	// session had in flight to its last connection is handed to its new node by the next drain
 	// (sessionwork.go handOverInFlight) instead of being acknowledged.
 	handOver bool
+	// leftAt: when the client was last seen leaving this node's session. For drainedKeep after
+	// it, every drain of the session relays what the client's new node drained (its registry's
+	// filter) instead of acknowledging it: a drain that let go for another job leaves the rest
+	// of the backlog to the next one.
+	leftAt time.Time
 }
 
 // prune forgets the ids keep refuses that no job waits for.
@@ -308,6 +313,7 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	// in flight to the client's last connection here, and the ones the client's new node
 	// drained from its replica (its filter) may never have reached the client.
 	handOver := j.drain && j.forward != nil && w.handOverDue(j.id)
+	leftHere := j.drain && j.forward != nil && w.leftRecently(j.id)
 	inFlight := &heldMessages{}
 	onPublish := func(m *message) {
 		last.Store(time.Now().UnixNano())
@@ -355,7 +361,7 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 			w.drains.Add(1)
 			w.log.Debug("session drain begun", "client", j.id, "job", jobDrain, "with", j.kind)
 			// Not bounded by dctx: a drain holds its connection while nothing else waits.
-			released = w.drainAcks(ctx, c, j, handOver, held, &last, &stopped, &got)
+			released = w.drainAcks(ctx, c, j, leftHere, held, &last, &stopped, &got)
 		}
 		c.Close()
 	}
@@ -529,9 +535,9 @@ func (h *heldMessages) takeBefore(t time.Time) []*message {
 // drainQuiet, or after drainMax. It also returns when the holder does not answer (stopped:
 // nothing more is acknowledged; the rest stays in flight in the session), when the cluster no
 // longer says what the drain was planned on, or when the broker closes the connection (its
-// client connected here). With handOver (a session its client left here), a message the
-// client's new node drained from its replica goes there instead of being acknowledged.
-func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessionJob, handOver bool, held *heldMessages,
+// client connected here). With leftHere (a session its client left here lately), a message
+// the client's new node drained from its replica goes there instead of being acknowledged.
+func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessionJob, leftHere bool, held *heldMessages,
 	last *atomic.Int64, stopped *atomic.Bool, got *atomic.Uint64) (released bool) {
 	deadline := time.Now().Add(drainMax)
 	var trip time.Time // the last round trip (or check) begun
@@ -547,7 +553,7 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 					return false
 				}
 				for _, m := range ms {
-					if handOver && j.forward.drainedThere(m) {
+					if leftHere && j.forward.drainedThere(m) {
 						// Queued behind the hand-over's first messages: the client's new
 						// node drained it, so the client may never have got it.
 						j.forward.send(m) // acknowledged once that node's broker has it
@@ -589,6 +595,14 @@ func (w *sessionWorker) handOverDue(id string) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.stateOf(id).handOver
+}
+
+// leftRecently reports whether the client left this node's session within drainedKeep.
+func (w *sessionWorker) leftRecently(id string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	at := w.stateOf(id).leftAt
+	return !at.IsZero() && time.Since(at) < drainedKeep
 }
 
 // handOverInFlight forwards what a session the client left here had in flight to its last
