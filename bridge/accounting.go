@@ -123,7 +123,10 @@ func (a *Agent) settleTick() {
 	if s.total == s.tickPresent && s.tickPresent > s.tickKnown {
 		a.dropAbsent(s.tickLine)
 	}
-	if s.connected >= 0 && s.connected == s.tickConnected && s.total >= s.tickHeld && s.total <= s.tickHeldMax {
+	// Connections the agent never saw (a client that connected before its log subscription,
+	// e.g. right after a broker restart) add as many sessions as connections: what is left
+	// over must be exactly that, so that none of the connections the model counts is missing.
+	if dc := s.connected - s.tickConnected; s.connected >= 0 && dc >= 0 && s.total-s.tickHeldMax <= dc && dc <= s.total-s.tickHeld {
 		a.verifyConnections()
 	} else if a.sessionsOn() && a.sess.unproven() > 0 {
 		a.log.Debug("restored connections not proven at this tick: the broker's counts differ from the model's",
@@ -133,14 +136,15 @@ func (a *Agent) settleTick() {
 	}
 }
 
-// verifyConnections runs when, at a tick, the broker counted exactly the connected clients and
-// the held sessions the model says it has: the connections the model restored from an earlier
-// run of the agent, or kept across a gap in its log, are then still there (a client that
-// disconnected unseen would leave the broker one connection short; one that connected unseen
-// in its place would add a session the model lacks), and the session registry says so again,
-// so its replicas elsewhere are drained again. What this cannot tell apart: in the same gap, a
-// restored client disconnected and another client whose offline session the model knew
-// connected (docs/semantics.md#sessions).
+// verifyConnections runs when, at a tick, the broker counted the connected clients and the
+// held sessions the model says it has, plus as many connections as sessions it does not know
+// (clients that connected unseen with a new id): the connections the model restored from an
+// earlier run of the agent, or kept across a gap in its log, are then still there (a client
+// that disconnected unseen would leave the broker one connection short, and its session, kept,
+// would not make up for it), and the session registry says so again, so its replicas elsewhere
+// are drained again. What this cannot tell apart: in the same gap, a restored client
+// disconnected and another client whose offline session the model knew connected
+// (docs/semantics.md#sessions).
 func (a *Agent) verifyConnections() {
 	if !a.sessionsOn() {
 		return
