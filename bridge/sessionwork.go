@@ -560,8 +560,12 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 						w.forwarded.Add(1)
 						continue
 					}
-					m.Ack()
+					// Noted before the acknowledgement: the client's connect, which ends the
+					// drain, is read after the broker took the acknowledgement, and its
+					// registry's filter must hold the message (a note whose acknowledgement
+					// fails only repeats it).
 					w.drainedLog.note(j.id, m)
+					m.Ack()
 				}
 				got.Add(uint64(len(ms)))
 				w.drained.Add(uint64(len(ms)))
