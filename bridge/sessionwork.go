@@ -616,7 +616,7 @@ func (w *sessionWorker) leftRecently(id string) bool {
 // had those in flight and never got them; one broker would send them again when the client
 // reconnects. It reports whether every one was handed over (then the hand-over is done).
 func (w *sessionWorker) handOverInFlight(ctx context.Context, c *mqttconn.Conn, j sessionJob, inFlight *heldMessages) bool {
-	time.Sleep(drainQuiet) // the broker sends them at once after CONNACK: all came by now
+	time.Sleep(drainQuiet)        // the broker sends them at once after CONNACK: all came by now
 	ms := inFlight.closeAndTake() // what comes later (the backlog behind) goes to drainAcks
 	if j.check != nil && !j.check() {
 		return false
