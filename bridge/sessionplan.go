@@ -408,8 +408,9 @@ func (a *Agent) planReplica(id string, h heldBy, w *sessionWorker) (replica bool
 	}
 	drain := h.e.Conn && holderLive && held()
 	switch {
-	case cl != nil && cl.SubsUnknown && drain && time.Since(synced) >= syncRetry:
-		// Made anew: then every subscription it holds is in the log (sessionJob.fresh).
+	case cl != nil && cl.SubsUnknown && drain && time.Since(synced) >= syncRetry && !w.leftRecently(id):
+		// Made anew: then every subscription it holds is in the log (sessionJob.fresh). Not a
+		// session its client left lately: ending it would discard what the hand-over relays.
 		w.submit(sessionJob{kind: jobSync, id: id, want: want, add: maps.Clone(want), drain: true, check: held, holderAnswers: answers, fresh: true, forward: forwardTo(h)})
 	case cl == nil || len(add) > 0 || len(del) > 0:
 		// At once for filters not synced yet; again only after syncRetry for ones a sync sent
