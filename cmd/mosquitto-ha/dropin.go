@@ -325,20 +325,20 @@ func (d *dropin) logging() {
 func (d *dropin) tuning() {
 	d.b.WriteString("\n")
 	// sys_interval: the agent leaves its "want everything" start once $SYS/broker/clients/total
-	// has been accounted for, at the first tick after it started; an agent restarted with its
-	// clients connected proves them (and its peers drain their replicas again) at that tick too.
+	// has been accounted for, about two intervals; an agent restarted with its clients
+	// connected proves them (and its peers drain their replicas again) at the first tick.
 	if l, ok := d.bc.Last("sys_interval"); ok {
 		if v, _ := strconv.Atoi(l.Value()); v <= 0 {
 			d.comment("%s sets `%s`: Mosquitto then never publishes $SYS/broker/clients/total, and the agent "+
 				"asks its peers for every message forever (the savings are lost).", l.Where(), l.String())
 			d.step("%s: change `%s` to `sys_interval 10` (Mosquitto's default). SIDE EFFECT: every $SYS subscriber gets the broker's statistics every 10 s", l.Where(), l.String())
 		} else {
-			d.comment("kept: `%s` (%s): a freshly started agent asks its peers for everything for up to one interval, and the replicas of its clients' sessions elsewhere keep their messages for as long.", l.String(), l.Where())
+			d.comment("kept: `%s` (%s): a freshly started agent asks its peers for everything for about two intervals, and the replicas of its clients' sessions elsewhere keep their messages for up to one.", l.String(), l.Where())
 		}
 	} else {
 		d.comment("sys_interval: Mosquitto's default (10 s) is kept: a freshly started agent asks its peers for " +
-			"everything for up to one interval, and the replicas of its clients' sessions elsewhere keep their " +
-			"messages for as long (a client that moves then gets them twice). `sys_interval 2` shortens both, " +
+			"everything for about two intervals, and the replicas of its clients' sessions elsewhere keep their " +
+			"messages for up to one (a client that moves then gets them twice). `sys_interval 2` shortens both, " +
 			"with a SIDE EFFECT: every $SYS subscriber gets the broker's statistics five times as often.")
 	}
 
