@@ -61,9 +61,6 @@ func messageHash(m *message) uint64 { return fnv64([]byte(m.Topic), m.Payload) }
 
 // note records that a drain discarded m from id's replica.
 func (l *drainedLog) note(id string, m *message) {
-	if l == nil {
-		return
-	}
 	idh, mh, now := fnv64([]byte(id)), messageHash(m), time.Now().UnixMilli()
 	l.mu.Lock()
 	l.ids[l.next], l.msgs[l.next], l.at[l.next] = idh, mh, now
@@ -79,7 +76,7 @@ func (l *drainedLog) note(id string, m *message) {
 // covers gets none. One pass over the ring.
 func (l *drainedLog) filters(connects map[string]time.Time) map[string]drainedFilter {
 	out := map[string]drainedFilter{}
-	if l == nil || len(connects) == 0 {
+	if len(connects) == 0 {
 		return out
 	}
 	type want struct {

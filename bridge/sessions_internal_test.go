@@ -78,6 +78,11 @@ func TestConnectAddress(t *testing.T) {
 // The replicas of a client id are the first of its rendezvous order: stable, and a node that
 // leaves moves only the replicas it held.
 func TestRendezvous(t *testing.T) {
+	// The order is part of the wire contract: agents of two releases must pick the same replica
+	// nodes (FNV-1a 64 of "<id>\x00<node>", highest first).
+	if got := strings.Join(rendezvous("client-7", []string{"b1", "b2", "b3", "b4", "b5"}), ","); got != "b3,b2,b1,b5,b4" {
+		t.Errorf("rendezvous order changed: %s, want b3,b2,b1,b5,b4", got)
+	}
 	a := rendezvous("client-7", []string{"b1", "b2", "b3", "b4"})
 	b := rendezvous("client-7", []string{"b4", "b3", "b2", "b1"})
 	if strings.Join(a, ",") != strings.Join(b, ",") {

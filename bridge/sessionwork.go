@@ -506,12 +506,7 @@ func (h *heldMessages) len() int {
 	return len(h.ms)
 }
 
-func (h *heldMessages) add(m *message) {
-	h.mu.Lock()
-	h.ms = append(h.ms, m)
-	h.at = append(h.at, time.Now())
-	h.mu.Unlock()
-}
+func (h *heldMessages) add(m *message) { h.addOpen(m) }
 
 // takeBefore removes and returns the messages that came before t.
 func (h *heldMessages) takeBefore(t time.Time) []*message {
@@ -650,7 +645,7 @@ func (t *handOverTarget) wants(m *message) bool {
 
 // drainedThere reports whether the client's new node says it drained m (false without a filter).
 func (t *handOverTarget) drainedThere(m *message) bool {
-	return t != nil && t.drained != nil && t.drained.has(messageHash(m))
+	return t.drained != nil && t.drained.has(messageHash(m))
 }
 
 // forwardAll hands ms to the client's node (j.forward) and waits until each is acknowledged (its
@@ -737,12 +732,7 @@ func rendezvous(id string, nodes []string) []string {
 	}
 	ws := make([]w, len(nodes))
 	for i, n := range nodes {
-		h := uint64(14695981039346656037) // FNV-1a 64
-		for _, b := range []byte(id + "\x00" + n) {
-			h ^= uint64(b)
-			h *= 1099511628211
-		}
-		ws[i] = w{n, h}
+		ws[i] = w{n, fnv64([]byte(id + "\x00" + n))}
 	}
 	sort.Slice(ws, func(i, j int) bool { return ws[i].h > ws[j].h || ws[i].h == ws[j].h && ws[i].node < ws[j].node })
 	out := make([]string, len(ws))
