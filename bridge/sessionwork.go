@@ -10,6 +10,7 @@ package bridge
 import (
 	"context"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"log/slog"
 	"net"
@@ -415,7 +416,16 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 			st.drained = time.Time{}
 		}
 	}
-	w.log.Debug("session job done", "client", j.id, "job", j.kind, "acknowledged", got.Load())
+	for _, m := range append(held.closeAndTake(), inFlight.closeAndTake()...) {
+		if !m.Acked() {
+			w.trace(j, "left in session", m)
+		}
+	}
+	filter := -1 // no hand-over
+	if j.forward != nil {
+		filter = len(j.forward.drained)
+	}
+	w.log.Debug("session job done", "client", j.id, "job", j.kind, "acknowledged", got.Load(), "filter_bytes", filter)
 	return true
 }
 
@@ -553,6 +563,7 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 						// node drained it, so the client may never have got it.
 						j.forward.send(m) // acknowledged once that node's broker has it
 						w.forwarded.Add(1)
+						w.trace(j, "handed over", m)
 						continue
 					}
 					// Noted before the acknowledgement: the client's connect, which ends the
@@ -561,6 +572,7 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 					// fails only repeats it).
 					w.drainedLog.note(j.id, m)
 					m.Ack()
+					w.trace(j, "drained", m)
 				}
 				got.Add(uint64(len(ms)))
 				w.drained.Add(uint64(len(ms)))
@@ -658,9 +670,11 @@ func (w *sessionWorker) forwardAll(ctx context.Context, c *mqttconn.Conn, j sess
 		if after[i] = !j.forward.wants(m); after[i] {
 			m.Ack()
 			w.forwardSkipped.Add(1)
+			w.trace(j, "skipped", m)
 			continue
 		}
 		j.forward.send(m)
+		w.trace(j, "forwarded", m)
 		sent++
 	}
 	for i, m := range ms {
@@ -675,6 +689,16 @@ func (w *sessionWorker) forwardAll(ctx context.Context, c *mqttconn.Conn, j sess
 		}
 	}
 	return len(ms), sent
+}
+
+// trace logs, at debug level, what a session job did with one message, by the first 8 bytes of
+// its payload: the trail by which a chaos run's lost or repeated message is followed.
+func (w *sessionWorker) trace(j sessionJob, action string, m *message) {
+	if !w.log.Enabled(context.Background(), slog.LevelDebug) {
+		return
+	}
+	w.log.Debug("session message", "client", j.id, "job", j.kind, "action", action, "mid", m.ID, "dup", m.Dup,
+		"head", hex.EncodeToString(m.Payload[:min(8, len(m.Payload))]))
 }
 
 // forwardWait bounds the wait for the relays of a takeover's forwarded messages to be settled.
