@@ -172,6 +172,8 @@ func (a *Agent) adoptSessions(payload []byte) {
 		r.own[id] = s
 		cl := a.model.clients[id]
 		r.setConn(id, s, e.Conn && cl != nil && cl.Connected)
+		a.log.Debug("session of the earlier run adopted", "client", id, "listed_connected", e.Conn,
+			"model_knows", cl != nil, "model_connected", cl != nil && cl.Connected)
 	}
 }
 
