@@ -153,16 +153,20 @@ for m in r.get("marks", []):
     by_kind[k] = by_kind.get(k, 0) + m.get("duplicates", 0)
     n_kind[k] = n_kind.get(k, 0) + 1
     f = fig_kind.setdefault(k, {"faults": 0, "published": 0, "received": 0, "lost": 0, "stranded": 0, "duplicates": 0,
-                                "longest_gap_ms": 0})
+                                "duplicates_resent": 0, "longest_gap_ms": 0})
     f["faults"] += 1
     f["longest_gap_ms"] = max(f["longest_gap_ms"], m.get("longest_gap_ms", 0))
-    for key in ("published", "received", "stranded", "duplicates"):
+    for key in ("published", "received", "stranded", "duplicates", "duplicates_resent"):
         f[key] += m.get(key, 0)
     f["lost"] += m.get("lost_on_survivors", m.get("lost", 0))
 if r.get("duplicates_before_marks"):
     by_kind["before-any-fault"] = r["duplicates_before_marks"]
 lost = r.get("lost_on_survivors", r["lost"])
 dup_pct = 100.0 * r["duplicates"] / max(r["sent"], 1)
+# The publisher's own: sent on a connection that broke before the PUBACK and sent again, while
+# the first copy got through anyway (labcheck's duplicates_resent; one broker repeats those too).
+resent = r.get("duplicates_resent", 0)
+cluster_pct = 100.0 * (r["duplicates"] - resent) / max(r["sent"], 1)
 longest_gap = max([g["ms"] for g in r.get("gaps", [])] or [0])
 targets_met = lost == 0 and r.get("stranded", 0) == 0 and dup_pct <= 1.0 and longest_gap <= 10000
 if binding:
@@ -178,10 +182,14 @@ summary = {"seed": int(seed), "duration_s": int(duration), "subscribe": subscrib
            "waiting_in_left_sessions": r.get("waiting_in_left_sessions", 0),
            "longest_gap_ms": max([g["ms"] for g in r.get("gaps", [])] or [0]),
            "lost_on_survivors": lost, "duplicates_pct": round(dup_pct, 2),
+           "duplicates_resent_by_publisher": resent, "duplicates_of_the_cluster_pct": round(cluster_pct, 2),
            "duplicates_by_fault": by_kind, "faults_by_kind": n_kind, "by_fault_kind": fig_kind,
            "session_targets_met": targets_met, "memory_flat": flat, "passed": ok}
 print(f"chaos: {faults} faults in {duration} s (seed {seed}): sent {r['sent']}, acked {r['acked']}, received {r['received']}, "
       f"lost {r['lost']}, duplicates {r['duplicates']}, longest reception gap {summary['longest_gap_ms'] / 1000:.2f} s")
+print(f"   duplicates: {dup_pct:.2f}% of the messages sent; {resent} of them the publisher's own resends (sent on a "
+      f"connection that broke before the PUBACK, and again on the next: one broker repeats those too); "
+      f"the rest, the cluster's: {cluster_pct:.2f}%")
 if summary["waiting_in_left_sessions"]:
     print(f"   sessions the subscriber left behind held {summary['waiting_in_left_sessions']} messages, "
           f"{summary['stranded']} of them never delivered live (stranded on {r.get('stranded_on', {})}); "
@@ -190,7 +198,8 @@ print("   duplicates per fault kind: " + (", ".join(f"{k} {v} ({n_kind.get(k, 0)
 print(f"   subscriber subscribes {subscribe}; per fault kind, the messages published after its faults:")
 for k, f in sorted(fig_kind.items()):
     print(f"     {k}: {f['faults']} faults, published {f['published']}, received {f['received']}, lost {f['lost']}, "
-          f"stranded {f['stranded']}, duplicates {f['duplicates']} ({100.0 * f['duplicates'] / max(f['published'], 1):.1f}%), "
+          f"stranded {f['stranded']}, duplicates {f['duplicates']} ({100.0 * f['duplicates'] / max(f['published'], 1):.1f}%; "
+          f"{f['duplicates_resent']} resent by the publisher), "
           f"longest gap after one {f['longest_gap_ms'] / 1000:.2f} s")
 print(f"   issue 13 targets (0 lost, 0 stranded, duplicates <= 1%: {dup_pct:.2f}%, longest gap <= 10 s: {longest_gap / 1000:.2f} s): "
       f"{'met' if targets_met else 'not met'}{'' if binding else ' (not binding; MHA_SESSION_TARGETS=1 makes them so)'}")

@@ -28,6 +28,8 @@ type connCounter struct {
 	skip atomic.Int64
 	// cur is the connection dialled last (a net.Conn).
 	cur atomic.Value
+	// up: connection n completed CONNECT and its loss was not noticed yet.
+	up atomic.Bool
 }
 
 func (c *connCounter) dial(uri *url.URL, o mqtt.ClientOptions) (net.Conn, error) {
@@ -53,7 +55,8 @@ func pairOptions(o options, id string, cc *connCounter) *mqtt.ClientOptions {
 		SetCleanSession(false).SetAutoReconnect(true).SetConnectRetry(true).
 		SetConnectRetryInterval(o.retry).SetMaxReconnectInterval(o.retry).
 		SetConnectTimeout(time.Second).SetKeepAlive(o.keepalive).SetPingTimeout(time.Second).
-		SetWriteTimeout(2 * time.Second).SetCustomOpenConnectionFn(cc.dial)
+		SetWriteTimeout(2 * time.Second).SetCustomOpenConnectionFn(cc.dial).
+		SetConnectionLostHandler(func(mqtt.Client, error) { cc.up.Store(false) })
 }
 
 func check(ctx context.Context, o options, brokers brokerList, stdin io.Reader, stderr io.Writer) (*report, error) {
@@ -84,7 +87,7 @@ func check(ctx context.Context, o options, brokers brokerList, stdin io.Reader, 
 	// Whatever happens, leave no session behind on any broker labcheck can reach.
 	defer deleteSessions(brokers, []string{subID, pubID})
 
-	rec := &recorder{sent: []time.Time{{}}, acks: map[uint64]ack{}, warm: make(chan struct{})}
+	rec := &recorder{sent: []time.Time{{}}, sentOn: []int64{0}, acks: map[uint64]ack{}, warm: make(chan struct{})}
 	var subConns, pubConns connCounter
 
 	onMessage := func(_ mqtt.Client, m mqtt.Message) { rec.record(topic, runID, m, subConns.n.Load(), "") }
@@ -99,7 +102,10 @@ func check(ctx context.Context, o options, brokers brokerList, stdin io.Reader, 
 		c.SubscribeMultiple(map[string]byte{topic: 1, marker("sub", subConns.n.Load()): 0}, onMessage)
 	})
 	pubOpts := pairOptions(o, pubID, &pubConns)
-	pubOpts.SetOnConnectHandler(func(c mqtt.Client) { c.Subscribe(marker("pub", pubConns.n.Load()), 0, nil) })
+	pubOpts.SetOnConnectHandler(func(c mqtt.Client) {
+		pubConns.up.Store(true)
+		c.Subscribe(marker("pub", pubConns.n.Load()), 0, nil)
+	})
 
 	// connectOn connects until the client lands where placement said: always at once behind a
 	// client-id hash; behind round robin (the study's HAProxy) only every so often.
@@ -214,6 +220,11 @@ warm:
 		now := time.Now()
 		rec.mu.Lock()
 		rec.sent = append(rec.sent, now)
+		on := int64(0) // sent while no connection was up: paho sends it once, on the next one
+		if pubConns.up.Load() {
+			on = pubConns.n.Load()
+		}
+		rec.sentOn = append(rec.sentOn, on)
 		rec.mu.Unlock()
 		tok := pub.Publish(topic, 1, false, payload(seq, now))
 		pending.Add(1)
@@ -273,6 +284,7 @@ warm:
 	rec.mu.Lock()
 	in := analysisInput{
 		sent:      append([]time.Time(nil), rec.sent...),
+		sentOn:    append([]int64(nil), rec.sentOn...),
 		acks:      make(map[uint64]ack, len(rec.acks)),
 		arrivals:  append([]arrival(nil), rec.arrivals...),
 		invalid:   rec.invalid,

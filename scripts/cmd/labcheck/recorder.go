@@ -31,6 +31,7 @@ type ack struct {
 type recorder struct {
 	mu       sync.Mutex
 	sent     []time.Time // by seq; index 0 unused
+	sentOn   []int64     // by seq: the publisher's connection up when it was sent, 0 when none was
 	acks     map[uint64]ack
 	arrivals []arrival
 	warm     chan struct{}

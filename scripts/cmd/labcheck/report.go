@@ -24,6 +24,8 @@ type mark struct {
 	// Duplicates are the repeated live deliveries that arrived after this mark and before the
 	// next one: what the fault the mark names cost in duplicates.
 	Duplicates int `json:"duplicates"`
+	// DuplicatesResent: of those, the ones the publisher caused (see report.DuplicatesResent).
+	DuplicatesResent int `json:"duplicates_resent"`
 	// DupOldestMs is how long before the mark the subscriber had first received the oldest of
 	// those duplicates (0: none, or all first received after the mark): the time side of the
 	// duplicate bound.
@@ -75,6 +77,12 @@ type report struct {
 	Received   int `json:"received"`
 	Deliveries int `json:"deliveries"`
 	Duplicates int `json:"duplicates"`
+	// DuplicatesResent are the duplicates of messages the publisher sent on a connection that
+	// broke before their PUBACK came, and sent again on a later one [MQTT-4.4.0-1]: the first
+	// copy may have reached a broker anyway (TCP delivers what it buffered once a cut link
+	// heals), and then one broker delivers the message twice as well. QoS 1 is at least once;
+	// these are the publisher's, the rest (Duplicates less these) the cluster's.
+	DuplicatesResent int `json:"duplicates_resent"`
 	// DuplicatesBeforeMarks arrived before the first mark (no fault to blame).
 	DuplicatesBeforeMarks int `json:"duplicates_before_marks"`
 	// ReceivedUnacked arrived without a PUBACK reaching the publisher (harmless: QoS 1 is at
@@ -131,6 +139,7 @@ type report struct {
 
 type analysisInput struct {
 	sent                     []time.Time
+	sentOn                   []int64 // by seq: the publisher's connection when sent (0: none up; nil: not known)
 	acks                     map[uint64]ack
 	arrivals                 []arrival
 	invalid                  int
@@ -147,6 +156,13 @@ type analysisInput struct {
 	// dupMsgs < 0 and dupAge <= 0: the duplicate bound is not checked.
 	dupMsgs int
 	dupAge  time.Duration
+}
+
+// resent reports whether the publisher sent seq on a connection that broke before its PUBACK
+// came (the PUBACK came on a later one): it sent the message again there.
+func (in analysisInput) resent(seq uint64) bool {
+	a, acked := in.acks[seq]
+	return acked && seq < uint64(len(in.sentOn)) && in.sentOn[seq] > 0 && a.conn > in.sentOn[seq]
 }
 
 // maxSeqs bounds the sequence lists in the report.
@@ -188,12 +204,19 @@ func analyse(in analysisInput) *report {
 	for _, a := range in.arrivals {
 		if _, dup := first[a.seq]; dup {
 			r.Duplicates++
+			resent := in.resent(a.seq)
+			if resent {
+				r.DuplicatesResent++
+			}
 			// Blamed on the last mark at or before its arrival.
 			i := sort.Search(len(in.marks), func(i int) bool { return in.marks[i].t.After(a.t) }) - 1
 			if i < 0 {
 				r.DuplicatesBeforeMarks++
 			} else {
 				in.marks[i].Duplicates++
+				if resent {
+					in.marks[i].DuplicatesResent++
+				}
 				if age := in.marks[i].t.Sub(first[a.seq].t).Milliseconds(); age > in.marks[i].DupOldestMs {
 					in.marks[i].DupOldestMs = age
 				}

@@ -208,3 +208,25 @@ func TestAnalyseDuplicatesBlamedOnTheLastMarkBeforeThem(t *testing.T) {
 		t.Errorf("duplicates per mark %v, want agent-kill b2: 2, link-cut b1: 1", got)
 	}
 }
+
+// A duplicate counts as the publisher's only when the publisher sent the message on a connection
+// that broke before its PUBACK (acknowledged on a later one); one sent while no connection was
+// up, or acknowledged where it was sent, is the cluster's.
+func TestAnalyseDuplicatesResentByThePublisher(t *testing.T) {
+	in := stream(10, "b1", func(int) int64 { return 1 })
+	in.sentOn = make([]int64, 11)
+	for seq := 1; seq <= 10; seq++ {
+		in.sentOn[seq] = 1
+	}
+	in.acks[4] = ack{t: in.sent[4].Add(time.Second), conn: 2} // connection 1 broke: sent again on 2
+	in.sentOn[5] = 0                                          // sent while none was up: sent once, on 2
+	in.acks[5] = ack{t: in.sent[5].Add(time.Second), conn: 2}
+	in.marks = []mark{{Label: "fault", t: in.sent[1]}}
+	for _, seq := range []int{4, 5, 6} {
+		in.arrivals = append(in.arrivals, arrival{seq: uint64(seq), sent: in.sent[seq], t: in.sent[seq].Add(2 * time.Second), conn: 1})
+	}
+	r := analyse(in)
+	if r.Duplicates != 3 || r.DuplicatesResent != 1 || r.Marks[0].DuplicatesResent != 1 {
+		t.Errorf("duplicates %d, resent by the publisher %d (mark %d), want 3 and 1 (1)", r.Duplicates, r.DuplicatesResent, r.Marks[0].DuplicatesResent)
+	}
+}
