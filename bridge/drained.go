@@ -1,7 +1,8 @@
-// drained.go owns the record of what this node's drains discarded from its replicas, and the
-// filter of it a registry entry carries: the node a client left hands over (sessionwork.go)
-// the messages its new node's replica was drained of, which the client may never have got,
-// and acknowledges the rest, which it gets at its new node.
+// drained.go owns the record of what this node's session connections took out of a client's
+// session here without the client getting it (a drain of a replica, a hand-over of a session
+// the client left), and the filter of it a registry entry carries: the node a client left hands
+// over (sessionwork.go) the messages its new node took out like that, which the client may
+// never have got, and acknowledges the rest, which it gets at its new node.
 
 package bridge
 

@@ -560,7 +560,11 @@ func (w *sessionWorker) drainAcks(ctx context.Context, c *mqttconn.Conn, j sessi
 				for _, m := range ms {
 					if leftHere && j.forward.drainedThere(m) {
 						// Queued behind the hand-over's first messages: the client's new
-						// node drained it, so the client may never have got it.
+						// node drained it, so the client may never have got it. Noted as
+						// drained all the same: it leaves this session undelivered, and the
+						// filter may have said so falsely (about 1%): should the client come
+						// back here, its node then hands this message over again.
+						w.drainedLog.note(j.id, m)
 						j.forward.send(m) // acknowledged once that node's broker has it
 						w.forwarded.Add(1)
 						w.trace(j, "handed over", m)
@@ -667,6 +671,9 @@ func (t *handOverTarget) drainedThere(m *message) bool {
 func (w *sessionWorker) forwardAll(ctx context.Context, c *mqttconn.Conn, j sessionJob, ms []*message, deadline time.Time) (acked, sent int) {
 	after := make([]bool, len(ms)) // acknowledged here, not forwarded
 	for i, m := range ms {
+		// Each leaves this session undelivered here: noted as drained, so that a client that
+		// comes back here has it handed over from where it was (drainAcks).
+		w.drainedLog.note(j.id, m)
 		if after[i] = !j.forward.wants(m); after[i] {
 			m.Ack()
 			w.forwardSkipped.Add(1)
