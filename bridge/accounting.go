@@ -74,6 +74,10 @@ func (a *Agent) clientsTotal(n int) { a.acct.total = n }
 func (a *Agent) sysTick() {
 	s := &a.acct
 	s.rounds++
+	if a.sessionsOn() && a.sess.unproven() > 0 {
+		a.log.Debug("tick with restored connections unproven", "round", s.rounds, "total", s.total,
+			"connected", s.connected, "pending", s.connsPending, "unproven", a.sess.unproven())
+	}
 	if s.tick && s.total >= 0 {
 		a.compareTick(s.total, s.tickKnown, s.tickLine)
 		if s.total == s.tickPresent && s.tickPresent > s.tickKnown {
