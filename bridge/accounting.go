@@ -67,13 +67,20 @@ type sysAccount struct {
 func (s *sysAccount) reset() { *s = sysAccount{total: -1, connected: -1, known: s.known} }
 
 // clientsTotal records $SYS/broker/clients/total.
-func (a *Agent) clientsTotal(n int) { a.acct.total = n }
+func (a *Agent) clientsTotal(n int) {
+	a.acct.total = n
+	a.countsRead.Store(a.acct.countsKnown())
+}
 
 // sysTick handles $SYS/broker/uptime: it settles the previous tick (its connections, if
-// sysSettle did not) and counts this one.
-func (a *Agent) sysTick() {
+// sysSettle did not) and counts this one. Two ticks without the broker's counts, it has them
+// published again (countnudge.go).
+func (a *Agent) sysTick(ctx context.Context) {
 	s := &a.acct
 	s.rounds++
+	if s.rounds >= 2 && !s.countsKnown() {
+		a.nudgeCounts(ctx) // the first tick's retained counts did not come: expired
+	}
 	if a.sessionsOn() && a.sess.unproven() > 0 {
 		a.log.Debug("tick with restored connections unproven", "round", s.rounds, "total", s.total,
 			"connected", s.connected, "pending", s.connsPending, "unproven", a.sess.unproven())

@@ -66,6 +66,9 @@ type Agent struct {
 	// localOnce: the local connection came up before; sessionLost: a later one found no
 	// session (noteSession, sys.go).
 	localOnce, sessionLost atomic.Bool
+	// countNudging: a connection that makes the broker publish its client counts is up;
+	// countsRead: the dispatcher has both counts (countnudge.go).
+	countNudging, countsRead atomic.Bool
 
 	// Owned by the dispatch goroutine.
 	journal     *journal // nil without a state file

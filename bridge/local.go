@@ -181,7 +181,7 @@ func (a *Agent) handleLocal(ctx context.Context, m *message) {
 		m.Ack()
 	case strings.HasPrefix(topic, "$SYS/"):
 		a.model.readAt = m.Received
-		a.handleSys(topic, m.Payload)
+		a.handleSys(ctx, topic, m.Payload)
 		m.Ack()
 	case a.in.handle(ctx, m): // a relay addressed to this node, republished
 	case a.topics.IsReserved(topic):

@@ -5,6 +5,7 @@
 package bridge
 
 import (
+	"context"
 	"strconv"
 	"strings"
 	"time"
@@ -15,7 +16,7 @@ import (
 // logPrefix starts every log line topic.
 var logPrefix = strings.TrimSuffix(sysparse.TopicLog, "#")
 
-func (a *Agent) handleSys(topic string, payload []byte) {
+func (a *Agent) handleSys(ctx context.Context, topic string, payload []byte) {
 	switch {
 	case topic == topicClientsTotal:
 		if n, err := strconv.Atoi(strings.TrimSpace(string(payload))); err == nil {
@@ -25,6 +26,7 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 	case topic == topicClientsConnected:
 		if n, err := strconv.Atoi(strings.TrimSpace(string(payload))); err == nil {
 			a.acct.connected = n
+			a.countsRead.Store(a.acct.countsKnown())
 		}
 		return
 	case topic == topicUptime:
@@ -50,7 +52,7 @@ func (a *Agent) handleSys(topic string, payload []byte) {
 			a.log.Warn("the agent's session on its broker was discarded while the broker kept running: another client used the agent's client id; messages queued for the agent were lost", "client", a.localID)
 		}
 		a.brokerStart = start
-		a.sysTick()
+		a.sysTick(ctx)
 		return
 	case !strings.HasPrefix(topic, logPrefix):
 		return

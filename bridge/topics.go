@@ -126,6 +126,10 @@ func (t Topics) PullID(from, to string) string { return t.clientID(from + "-pull
 // ReaderID is node's agent's reader of its own broker's retained messages, for a pull from peer.
 func (t Topics) ReaderID(node, peer string) string { return t.clientID(node + "-retained-" + peer) }
 
+// CountID is node's agent's connection that makes its broker publish its client counts again
+// (countnudge.go).
+func (t Topics) CountID(node string) string { return t.clientID(node + "-count") }
+
 // ProbeID is node's agent's startup probe.
 func (t Topics) ProbeID(node string) string { return t.clientID(node + "-probe") }
 
