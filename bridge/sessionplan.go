@@ -217,7 +217,8 @@ func (a *Agent) planSessions() {
 		a.sess.upAt = time.Now()
 	}
 	changed := a.sessChanged.Swap(false)
-	if !changed && !a.sess.dirty && time.Since(a.sessPlanned) < sessionPlanEvery {
+	replan := a.sessWork.replan.Swap(false)
+	if !changed && !replan && !a.sess.dirty && time.Since(a.sessPlanned) < sessionPlanEvery {
 		return
 	}
 	a.sessPlanned = time.Now()

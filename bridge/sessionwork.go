@@ -159,6 +159,12 @@ type sessionWorker struct {
 	forwardSkipped atomic.Uint64
 	// drainedLog records what the drains discarded, for the registry's filters (drained.go).
 	drainedLog drainedLog
+	// replan: a drain let go for another job with messages still coming; it is due again at
+	// once, and the plan (sessionplan.go) runs at the next batch instead of up to
+	// sessionPlanEvery later. Meanwhile the job that took the worker holds its connection while
+	// nothing waits, so without it the busy replica went undrained 250 ms at a time: 25 of its
+	// messages repeated on a move at 100 msg/s (chaos runs, 15-30 per fault).
+	replan atomic.Bool
 }
 
 func newSessionWorker(addr string, tlsConf *tls.Config, conn connSettings, reg *sessionRegistry, rate int, log *slog.Logger) *sessionWorker {
@@ -297,7 +303,14 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 		}
 		c.Close()
 	}
-	start, released := time.Now(), false
+	start, released, replanAfter := time.Now(), false, false
+	// Runs after draining is cleared (deferred first, so run last): a plan in between would
+	// skip the replica as still draining.
+	defer func() {
+		if replanAfter {
+			w.replan.Store(true)
+		}
+	}()
 	if j.drain {
 		w.setDraining(j.id, true)
 		defer w.setDraining(j.id, false)
@@ -414,6 +427,7 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 		st.drained = start
 		if released && got.Load() > 0 {
 			st.drained = time.Time{}
+			replanAfter = true
 		}
 	}
 	for _, m := range append(held.closeAndTake(), inFlight.closeAndTake()...) {
