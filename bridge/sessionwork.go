@@ -91,6 +91,11 @@ const (
 	// syncRetry is the least time between two syncs of one replica (the log must show the
 	// first before the plan sees it done).
 	syncRetry = 2 * time.Second
+	// drainBusyKeep: a replica a drain took messages from this recently is busy: when its drain
+	// lets go for another job it is due again at once, also when it let go in a lull (nothing
+	// came for drainQuiet). Otherwise an idle replica's drain took the worker and held it for a
+	// drain_interval, and the busy one collected that long (1.15 s in a chaos run).
+	drainBusyKeep = time.Second
 	// refusedRetry is how long a client id the broker refused is left alone.
 	refusedRetry = time.Minute
 )
@@ -111,6 +116,8 @@ type replicaState struct {
 	// session had in flight to its last connection is handed to its new node by the next drain
 	// (sessionwork.go handOverInFlight) instead of being acknowledged.
 	handOver bool
+	// busyAt: when a drain of it last acknowledged something (drainBusyKeep).
+	busyAt time.Time
 	// leftAt: when the client was last seen leaving this node's session. For drainedKeep after
 	// it, every drain of the session relays what the client's new node drained (its registry's
 	// filter) instead of acknowledging it: a drain that let go for another job leaves the rest
@@ -421,11 +428,14 @@ func (w *sessionWorker) do(ctx context.Context, j sessionJob) bool {
 	if j.drain {
 		// Due again drain_interval after this one began: one that held its connection that
 		// long (nothing else waited) is due at once when something else made it let go. A
-		// replica that had messages to drain and let go for another job is due at once: the
-		// replicas that take messages share the worker in turns, the idle ones once a
-		// drain_interval.
+		// busy replica (messages taken within drainBusyKeep) that let go for another job is
+		// due at once, and the plan runs at once (replan): the replicas that take messages
+		// share the worker in turns, the idle ones once a drain_interval.
 		st.drained = start
-		if released && got.Load() > 0 {
+		if got.Load() > 0 {
+			st.busyAt = time.Now()
+		}
+		if released && time.Since(st.busyAt) < drainBusyKeep {
 			st.drained = time.Time{}
 			replanAfter = true
 		}
