@@ -1,5 +1,5 @@
 // Tests of the drained log and its filters (drained.go): no message that was drained is ever
-// missing from a filter, false positives stay near the designed 1%, and a window the ring no
+// missing from a filter, false positives stay near the designed 0.02%, and a window the ring no
 // longer covers yields no filter at all (the hand-over then forwards everything).
 
 package bridge
@@ -21,7 +21,7 @@ func TestDrainedFilterHoldsEveryDrainedMessage(t *testing.T) {
 				t.Fatalf("n=%d: message %d drained but not in the filter: a hand-over would miss it", n, i)
 			}
 		}
-		if n == 0 || n > 10000 {
+		if n == 0 || n > 6000 {
 			continue // empty; or over drainedMaxBytes, where false positives may grow (duplicates, never losses)
 		}
 		fp := 0
@@ -31,8 +31,14 @@ func TestDrainedFilterHoldsEveryDrainedMessage(t *testing.T) {
 				fp++
 			}
 		}
-		if rate := float64(fp) / probes; rate > 0.03 {
-			t.Errorf("n=%d: %.1f%% false positives, designed for about 1%%", n, 100*rate)
+		// Small filters do worse than the design (their probes, by double hashing modulo a
+		// small size, collide more): 0.27% at 20 messages, 0.04% at 500, 0.02% at 5,000.
+		limit := 0.001
+		if n < 500 {
+			limit = 0.01
+		}
+		if rate := float64(fp) / probes; rate > limit {
+			t.Errorf("n=%d: %.2f%% false positives, designed for about 0.02%% (limit %.1f%%)", n, 100*rate, 100*limit)
 		}
 	}
 }
