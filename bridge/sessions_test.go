@@ -484,6 +484,17 @@ func TestSessionRegistryAgreesAndRestart(t *testing.T) {
 	})
 }
 
+// waitDrains waits until agent i has begun at least n replica drains.
+func (c *testCluster) waitDrains(i int, n uint64, limit time.Duration, what string) {
+	c.t.Helper()
+	waitFor(c.t, limit, what, func() string {
+		if d := c.agent(i).Status().Sessions.Drains; d < n {
+			return fmt.Sprintf("%d drains", d)
+		}
+		return ""
+	})
+}
+
 // Mosquitto publishes its client counts only when they change, retained for 60 s: an agent that
 // restarts after a quiet minute reads none at subscribe. It has them published again
 // (countnudge.go), proves the connection it restored, and the replica elsewhere is drained
@@ -494,25 +505,14 @@ func TestSessionRestoredConnectionProvenAfterAQuietMinute(t *testing.T) {
 	x, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, "quiet-x")
 	x.subscribe("quiet/x", 1)
 	c.waitReplicas(0, 1, 1)
-	drains := func() uint64 { return c.agent(0).Status().Sessions.Drains }
-	waitFor(t, 5*time.Second, "b1 to drain its replica", func() string {
-		if d := drains(); d < 1 {
-			return fmt.Sprint(d)
-		}
-		return ""
-	})
+	c.waitDrains(0, 1, 5*time.Second, "b1 to drain its replica")
 	c.stopAgent(1)
 	// Nobody connects to b2 or leaves it: its retained counts expire (a reader would change
 	// them; without the nudge this test fails: the drains do not resume).
 	time.Sleep(65 * time.Second)
-	d0 := drains()
+	d0 := c.agent(0).Status().Sessions.Drains
 	c.startAgent(1)
-	waitFor(t, 8*time.Second, "b1 to drain again once b2's restarted agent proved quiet-x's connection", func() string {
-		if d := drains(); d < d0+1 {
-			return fmt.Sprint(d - d0)
-		}
-		return ""
-	})
+	c.waitDrains(0, d0+1, 8*time.Second, "b1 to drain again once b2's restarted agent proved quiet-x's connection")
 }
 
 // An agent whose sessions are turned off publishes an empty registry (retained), so peers stop
