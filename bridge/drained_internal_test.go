@@ -32,12 +32,15 @@ func TestDrainedFilterHoldsEveryDrainedMessage(t *testing.T) {
 			}
 		}
 		// Small filters do worse than the design (their probes, by double hashing modulo a
-		// small size, collide more): 0.27% at 20 messages, 0.04% at 500, 0.02% at 5,000.
+		// small size, collide more): about 0.3% at 20 messages, 0.05% at 500, 0.02% at 5,000
+		// (`go test -v -run TestDrainedFilterHoldsEveryDrainedMessage ./bridge` prints them).
 		limit := 0.001
 		if n < 500 {
 			limit = 0.01
 		}
-		if rate := float64(fp) / probes; rate > limit {
+		rate := float64(fp) / probes
+		t.Logf("n=%d: %d bytes, %.3f%% false positives", n, len(f), 100*rate) // the figures drained.go cites (go test -v)
+		if rate > limit {
 			t.Errorf("n=%d: %.2f%% false positives, designed for about 0.02%% (limit %.1f%%)", n, 100*rate, 100*limit)
 		}
 	}
