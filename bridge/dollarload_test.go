@@ -14,6 +14,8 @@ import (
 // Finding 5: a client with tens of thousands of '$' filters does not stall relaying: the peers
 // mirror them in bounded packets, off the dispatcher, and still deliver on them.
 func TestFinding5DollarFiltersDoNotStallRelaying(t *testing.T) {
+	// Parallel only with TestSessionRestoredConnectionProvenAfterAQuietMinute, which sleeps.
+	t.Parallel()
 	// No autosave each second: writing 100,000 subscriptions to disk stalls a broker by itself.
 	c := newClusterExtra(t, 3, func(int) string { return "autosave_interval 3600\n" })
 	sub := connect(t, c.brokers[2].Addr, "flow-sub", true)

@@ -501,6 +501,9 @@ func (c *testCluster) waitDrains(i int, n uint64, limit time.Duration, what stri
 // again; without that, nothing is proven until some client connects or leaves (a chaos run's
 // subscriber then got 1,300 messages twice on its next move).
 func TestSessionRestoredConnectionProvenAfterAQuietMinute(t *testing.T) {
+	// Parallel: it sleeps through most of its 75 s, so TestFinding5DollarFiltersDoNotStallRelaying
+	// (parallel too) runs meanwhile instead of after it; every other test runs alone.
+	t.Parallel()
 	c := startSessionCluster(t, 2)
 	x, _ := reconnectNoSubscribe(t, c.brokers[1].Addr, "quiet-x")
 	x.subscribe("quiet/x", 1)
