@@ -89,12 +89,13 @@ type Agent struct {
 type connSettings struct {
 	keepalive          time.Duration
 	username, password string
+	readPause          time.Duration // Options.ReadPause
 }
 
 // options are the CONNECT options of one agent connection.
 func (s connSettings) options(clientID string, protocol byte, clean bool, tlsConf *tls.Config) mqttconn.ConnectOptions {
 	return mqttconn.ConnectOptions{ClientID: clientID, Protocol: protocol, CleanSession: clean,
-		Keepalive: s.keepalive, Username: s.username, Password: s.password, TLS: tlsConf}
+		Keepalive: s.keepalive, Username: s.username, Password: s.password, TLS: tlsConf, ReadPause: s.readPause}
 }
 
 // New checks the options and prepares an agent; it opens no connection.
@@ -123,7 +124,7 @@ func New(opts Options) (*Agent, error) {
 	a.model = newLocalInterest(func(id string) bool { return ignore[id] || strings.HasPrefix(id, prefix) })
 	a.shares = newShareRouter(a.model.shares)
 	a.inbox.notify = make(chan struct{}, 1)
-	conn := connSettings{keepalive: opts.Keepalive, username: opts.Username, password: opts.Password}
+	conn := connSettings{keepalive: opts.Keepalive, username: opts.Username, password: opts.Password, readPause: max(opts.ReadPause, 0)}
 	a.dollar = newDollarSubs(a.topics, a.log)
 	a.local = a.localLink(conn)
 	epochPath := ""

@@ -31,11 +31,14 @@ type Options struct {
 	// IgnoreClients never count as interest (health checkers); agent connections never do.
 	IgnoreClients []string
 	// StatePath is where the local interest is kept across restarts; "" keeps none.
-	StatePath        string
-	BufferMessages   int
-	BufferBytes      int
-	MaxInflight      int
-	Keepalive        time.Duration
+	StatePath      string
+	BufferMessages int
+	BufferBytes    int
+	MaxInflight    int
+	Keepalive      time.Duration
+	// ReadPause paces the reads of a busy agent connection, so that one wake-up reads the
+	// packets of a whole pause (mqttconn gather.go); negative reads every packet at once.
+	ReadPause        time.Duration
 	SnapshotInterval time.Duration
 	// ProbeTimeout bounds the wait for the probe's own log lines.
 	ProbeTimeout time.Duration
@@ -81,6 +84,10 @@ const (
 	// DefaultKeepalive is the MQTT keepalive of agent connections: a dead peer is noticed within
 	// 1.5 x this.
 	DefaultKeepalive = 10 * time.Second
+	// DefaultReadPause: while packets queue up, a connection reads at most once a millisecond
+	// (the Go runtime's timer granularity when idle). It adds at most 1 ms to a message under
+	// load and nothing to a lone one (mqttconn gather.go; docs/benchmarks.md).
+	DefaultReadPause = time.Millisecond
 	// DefaultSnapshotInterval is the least time between two retained interest snapshots: a
 	// joining peer waits at most about this for a fresh one.
 	DefaultSnapshotInterval = time.Second
@@ -135,6 +142,9 @@ func (o Options) withDefaults() Options {
 	o.BufferBytes = orDefault(o.BufferBytes, DefaultBufferBytes)
 	o.MaxInflight = orDefault(o.MaxInflight, DefaultMaxInflight)
 	o.Keepalive = orDefault(o.Keepalive, DefaultKeepalive)
+	if o.ReadPause == 0 {
+		o.ReadPause = DefaultReadPause
+	}
 	o.SnapshotInterval = orDefault(o.SnapshotInterval, DefaultSnapshotInterval)
 	o.ProbeTimeout = orDefault(o.ProbeTimeout, DefaultProbeTimeout)
 	o.Limits = o.Limits.withDefaults()

@@ -11,6 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,8 @@ type Conn struct {
 	subOpts byte
 
 	onPublish func(*Message) // called on the reader goroutine: must not block on this conn
+	// packets counts the packets read after CONNACK; the reader goroutine's (gather.go).
+	packets   int
 	keepalive time.Duration
 	lastRead  atomic.Int64 // unix nanoseconds
 
@@ -139,6 +142,9 @@ type ConnectOptions struct {
 	WillRetain  bool
 	// TLS, when set, makes Dial use TLS (the encoder ignores it).
 	TLS *tls.Config
+	// ReadPause, when positive, paces reads while packets come back to back (gather.go): one
+	// read per ReadPause at most, so one wake-up reads many packets. Zero reads each at once.
+	ReadPause time.Duration
 	// Dialed, when set, is called with the connection's local address once the TCP connection
 	// is up and before CONNECT is sent (the encoder ignores it): the agent tells its own
 	// connections made with a client's id from the client's in the broker's connect lines.
@@ -177,9 +183,14 @@ func handshake(ctx context.Context, addr string, o ConnectOptions, onPublish fun
 		o.Dialed(nc.LocalAddr())
 	}
 	// net sets TCP_NODELAY on TCP connections by default: no Nagle delay on relays.
-	c := &Conn{nc: nc, r: bufio.NewReaderSize(nc, 64<<10), w: bufio.NewWriterSize(nc, 64<<10),
+	c := &Conn{nc: nc, w: bufio.NewWriterSize(nc, 64<<10),
 		pending: map[uint16]func(error){}, received: map[uint16]func(){}, flush: make(chan struct{}, 1), onPublish: onPublish,
 		keepalive: o.Keepalive, done: make(chan struct{}), v5: o.Protocol == 5, subOpts: o.SubOptions}
+	var rd io.Reader = nc
+	if o.ReadPause > 0 {
+		rd = &gatherReader{r: nc, pause: o.ReadPause, lowat: lowatSetter(nc), packets: &c.packets}
+	}
+	c.r = bufio.NewReaderSize(rd, 64<<10)
 	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
 	// [MQTT-3.1.0-1] CONNECT is the first packet the client sends.
 	if _, err := c.w.Write(AppendConnect(nil, o)); err == nil {
@@ -226,6 +237,7 @@ func (c *Conn) readLoop() {
 			c.fail(err)
 			return
 		}
+		c.packets++
 		now := time.Now().UnixNano()
 		c.lastRead.Store(now)
 		if err := c.handle(h, body, now); err != nil {

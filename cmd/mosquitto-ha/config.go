@@ -81,6 +81,8 @@ type AgentConfig struct {
 	MaxInflight int `yaml:"max_inflight"`
 	// Keepalive is the MQTT keepalive of agent connections.
 	Keepalive time.Duration `yaml:"keepalive"`
+	// ReadPause paces the reads of a busy agent connection; negative reads every packet at once.
+	ReadPause time.Duration `yaml:"read_pause"`
 	// SnapshotInterval is the least time between two retained interest snapshots.
 	SnapshotInterval time.Duration `yaml:"snapshot_interval"`
 	// ClusterSecretFile holds the secret that signs every relay and interest message
@@ -222,6 +224,9 @@ func (c *Config) applyDefaults() {
 	}
 	if a.Keepalive == 0 {
 		a.Keepalive = bridge.DefaultKeepalive
+	}
+	if a.ReadPause == 0 {
+		a.ReadPause = bridge.DefaultReadPause
 	}
 	if a.SnapshotInterval == 0 {
 		a.SnapshotInterval = bridge.DefaultSnapshotInterval
@@ -416,6 +421,9 @@ func (c *Config) validate() *multierror.Error {
 	}
 	if a.Keepalive < time.Second {
 		add("agent.keepalive %s: want at least 1s", a.Keepalive)
+	}
+	if a.ReadPause > 10*time.Millisecond {
+		add("agent.read_pause %s: want at most 10ms (a negative value such as -1ms turns it off)", a.ReadPause)
 	}
 	if a.SnapshotInterval < 10*time.Millisecond {
 		add("agent.snapshot_interval %s: want at least 10ms", a.SnapshotInterval)

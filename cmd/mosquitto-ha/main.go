@@ -108,6 +108,7 @@ func agentOptions(cfg *Config, node string, log *slog.Logger) (bridge.Options, e
 		BufferBytes:      cfg.Agent.BufferBytes,
 		MaxInflight:      cfg.Agent.MaxInflight,
 		Keepalive:        cfg.Agent.Keepalive,
+		ReadPause:        cfg.Agent.ReadPause,
 		SnapshotInterval: cfg.Agent.SnapshotInterval,
 		LocalTLS:         localTLS,
 		ClusterSecret:    secret,

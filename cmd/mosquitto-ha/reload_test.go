@@ -38,7 +38,7 @@ func reloadBase(t *testing.T) *Config {
 		Agent: AgentConfig{
 			Local: "127.0.0.1:21", Username: "agent", PasswordFile: write("pw", "secret\n"),
 			ForwardPrefix: "$fwd/", IgnoreClients: []string{"hc"}, StateDir: dir,
-			BufferMessages: 10, BufferBytes: 100, MaxInflight: 5, Keepalive: time.Second,
+			BufferMessages: 10, BufferBytes: 100, MaxInflight: 5, Keepalive: time.Second, ReadPause: 2 * time.Millisecond,
 			SnapshotInterval: time.Second, ClusterSecretFile: write("secret", "0123456789abcdef0123\n"),
 			TLS:    tlsc(),
 			Limits: LimitsConfig{MaxFilters: 1, MaxFilterBytes: 2, MaxInterestBytes: 3, MaxPayloadBytes: 4},
@@ -163,7 +163,7 @@ func TestReloadPlanEveryField(t *testing.T) {
 		"nodes[2].name": live, "nodes[2].address": live, "nodes[2].local": unused,
 		"agent.local": restart, "agent.username": restart, "agent.password_file": restart, "agent.forward_prefix": restart,
 		"agent.ignore_clients": restart, "agent.state_dir": restart, "agent.buffer_messages": restart,
-		"agent.buffer_bytes": restart, "agent.max_inflight": restart, "agent.keepalive": restart,
+		"agent.buffer_bytes": restart, "agent.max_inflight": restart, "agent.keepalive": restart, "agent.read_pause": restart,
 		"agent.snapshot_interval": restart, "agent.cluster_secret_file": restart,
 		"agent.tls.ca": restart, "agent.tls.cert": restart, "agent.tls.key": restart, "agent.tls.server_name": restart,
 		"agent.limits.max_filters": live, "agent.limits.max_filter_bytes": live,
