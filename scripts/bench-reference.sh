@@ -17,6 +17,9 @@
 #                   session has a replica on the other broker, made before publishing starts) and
 #                   in a lab of its own without them (setup ha-nosess, MHA_LAB_SESSIONS=off): what
 #                   replicas cost in bytes between brokers and CPU
+# --unpaced adds the setup ha-unpaced to every workload but sessions: the ha lab with
+# agent.read_pause -1ms (MHA_LAB_READ_PAUSE), each agent connection reading every packet at once,
+# as before read pacing: the before and after of issue 15 in one run.
 # For each: publish and delivery rates, latency, loss, duplicates (mqbench), bytes between the
 # broker hosts measured by nftables counters in every broker namespace (each pair, each direction,
 # split into the subscribe, publish and disconnect phases) and by iftop on b1 (text mode, as the
@@ -26,13 +29,14 @@
 #
 #   scripts/bench-reference.sh [--runs 3] [--publishers 20] [--count 3000] [--size 100]
 #        [--subscribers 500] [--wild-count 1000] [--no-wildcard] [--no-sessions] [--sessions-only] [--no-iftop]
+#        [--unpaced]
 #        [--json FILE] [--smoke] [--keep]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 orig_args=("$@")
-runs=3 pubs=20 count=3000 size=100 nsubs=500 wcount=1000 wildcard=1 sessions=1 sessions_only=0 iftop=1 json="" smoke=0 keep=0
+runs=3 pubs=20 count=3000 size=100 nsubs=500 wcount=1000 wildcard=1 sessions=1 sessions_only=0 iftop=1 unpaced=0 json="" smoke=0 keep=0
 settle=1s post=2.2 teardown=1.5
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -46,6 +50,7 @@ while [ $# -gt 0 ]; do
     --no-sessions) sessions=0; shift ;;
     --sessions-only) sessions_only=1; shift ;; # only the sessions workload (both setups)
     --no-iftop) iftop=0; shift ;;
+    --unpaced) unpaced=1; shift ;;
     --json) json="$2"; shift 2 ;;
     --keep) keep=1; shift ;; # keep the raw files of every run (printed at exit)
     # seconds: every setup and workload once, tiny counts; no agent counters (they need 2 s waits)
@@ -558,6 +563,11 @@ for r in $(seq "$runs"); do
   lab_up 2 1
   for w in "${workloads2[@]}"; do measure native "$w" "$r"; done
   lab_down
+  if [ "$unpaced" = 1 ]; then
+    MHA_LAB_READ_PAUSE=-1ms lab_up 2 0
+    for w in "${workloads2[@]}"; do measure ha-unpaced "$w" "$r"; done
+    lab_down
+  fi
   if [ "$sessions" = 1 ]; then
     # Without replicas: a lab of its own, so that no agent restarts (a restarted agent asks for
     # everything until it accounts for its broker's clients, which this setup would pay for).
@@ -574,6 +584,11 @@ for r in $(seq "$runs"); do
     lab_up 3 1
     measure native wildcard "$r"
     lab_down
+    if [ "$unpaced" = 1 ]; then
+      MHA_LAB_READ_PAUSE=-1ms lab_up 3 0
+      measure ha-unpaced wildcard "$r"
+      lab_down
+    fi
   fi
 done
 
@@ -602,7 +617,7 @@ med = {}
 for r in rows:
     med.setdefault(r["workload"], {}).setdefault(r["setup"], []).append(r)
 med = {w: {s: median(rs) for s, rs in v.items()} for w, v in med.items()}
-order = [s for s in ("single", "native", "ha", "ha-nosess")]
+order = [s for s in ("single", "native", "ha", "ha-unpaced", "ha-nosess")]
 
 def g(w, s, k):
     return med.get(w, {}).get(s, {}).get(k)
@@ -621,7 +636,7 @@ for w in ("reference-qos1", "reference-qos0", "local", "wildcard", "sessions"):
         continue
     any_ = next(iter(med[w].values()))
     print(f"\n{w}: QoS {any_['qos']}, {any_['subscribers']} subscribers, {any_['publishers']} x {any_['count']} publishes, {any_['brokers']} brokers max")
-    print(f"{'setup':7} {'pub/s':>8} {'deliv/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lost':>5} {'dup':>4} "
+    print(f"{'setup':10} {'pub/s':>8} {'deliv/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'lost':>5} {'dup':>4} "
           f"{'MB run':>9} {'MB publ.':>9} {'MB floor':>9} {'x floor':>7} {'payl. x':>7} {'iftop MB':>8} {'CPU us/msg':>10} {'(agents)':>8}")
     for s in order:
         m = med[w].get(s)
@@ -630,7 +645,7 @@ for w in ("reference-qos1", "reference-qos0", "local", "wildcard", "sessions"):
         rf = m.get("ratio_floor_bytes")
         rp = m.get("ratio_floor_payload")
         it = (m.get("iftop") or {}).get("total_bytes")
-        print(f"{s:7} {m['publish_rate']:8.0f} {m['delivery_rate']:8.0f} {m['p50_ms']:7.1f} {m['p99_ms']:7.1f} {m['max_ms']:7.1f} "
+        print(f"{s:10} {m['publish_rate']:8.0f} {m['delivery_rate']:8.0f} {m['p50_ms']:7.1f} {m['p99_ms']:7.1f} {m['max_ms']:7.1f} "
               f"{m['lost']:5.0f} {m['duplicates']:4.0f} {mb(m['bytes_run']):>9} {mb(m['bytes_publish']):>9} {mb(m['floor_bytes']):>9} "
               f"{'-' if rf is None else f'{rf:.2f}':>7} {'-' if rp is None else f'{rp:.2f}':>7} {mb(it):>8} "
               f"{m['cpu_us_per_msg']:10.1f} {m['cpu_us_per_msg_agents']:8.1f}")
@@ -692,6 +707,19 @@ if "local" in targets:
           f"interest: {f(t['ha_bytes_setup'], 0)} B subscribing, {f(t['ha_bytes_teardown'], 0)} B disconnecting")
 print(f"  throughput QoS 1, deliveries/s ha/native: {f(t1.get('ha_over_native_delivery_rate'))}, publishes/s {f(t1.get('ha_over_native_publish_rate'))}; "
       f"ha/single {f(t1.get('ha_over_single_delivery_rate'))}")
+if any("ha-unpaced" in med[w] for w in med):
+    targets["paced"] = {}
+    print("  read pacing (issue 15), ha-unpaced -> ha: deliveries/s over native; total CPU per message over native; agents us/msg")
+    for w in ("reference-qos1", "reference-qos0", "local", "wildcard"):
+        if "ha-unpaced" not in med.get(w, {}):
+            continue
+        t = {k: ratio(g(w, s, "delivery_rate"), g(w, "native", "delivery_rate")) for k, s in (("unpaced_over_native_delivery_rate", "ha-unpaced"), ("ha_over_native_delivery_rate", "ha"))}
+        t.update({k: ratio(g(w, s, "cpu_us_per_msg"), g(w, "native", "cpu_us_per_msg")) for k, s in (("unpaced_over_native_cpu", "ha-unpaced"), ("ha_over_native_cpu", "ha"))})
+        t.update({"unpaced_agents_us_per_msg": g(w, "ha-unpaced", "cpu_us_per_msg_agents"), "ha_agents_us_per_msg": g(w, "ha", "cpu_us_per_msg_agents")})
+        targets["paced"][w] = t
+        print(f"    {w:15} {f(t['unpaced_over_native_delivery_rate'])} -> {f(t['ha_over_native_delivery_rate'])}; "
+              f"{f(t['unpaced_over_native_cpu'])} -> {f(t['ha_over_native_cpu'])}; "
+              f"{f(t['unpaced_agents_us_per_msg'], 1)} -> {f(t['ha_agents_us_per_msg'], 1)}")
 if "sessions" in targets:
     t = targets["sessions"]
     print(f"  session replicas (persistent subscribers, ha with replicas / without): bytes between brokers {mb(t['replicas_bytes_run'])} / "

@@ -10,10 +10,11 @@
 #
 #   scripts/bench-relay.sh [--runs 3] [--publishers 20] [--count 3000] [--size 100] [--qos 1]
 #                          [--json FILE] [--smoke] [--broker-conf 'max_inflight_messages 1000']
+#                          [--agent-conf 'read_pause: -1ms']
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-runs=3 pubs=20 count=3000 size=100 qos=1 json="" base=19400 brokerconf=""
+runs=3 pubs=20 count=3000 size=100 qos=1 json="" base=19400 brokerconf="" agentconf=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
@@ -24,8 +25,9 @@ while [ $# -gt 0 ]; do
     --json) json="$2"; shift 2 ;;
     --base-port) base="$2"; shift 2 ;;
     --broker-conf) brokerconf="$2"; shift 2 ;;  # extra mosquitto.conf lines for every broker of every setup
+    --agent-conf) agentconf="$2"; shift 2 ;;    # extra lines under agent: in the ha setup's cluster file
     --smoke) runs=1 pubs=2 count=500; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "bench-relay.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -74,6 +76,7 @@ run() {
     ha)
       broker a $a "$logconf"; broker b $b "$logconf"
       printf 'cluster: bench\nnodes:\n  - {name: a, address: 127.0.0.1:%s}\n  - {name: b, address: 127.0.0.1:%s}\nagent:\n  state_dir: %s/state\n' $a $b "$work" >"$work/cluster.yaml"
+      [ -n "$agentconf" ] && printf '  %s\n' "$agentconf" >>"$work/cluster.yaml"
       rm -rf "$work/state"
       "$work/mosquitto-ha" agent --config "$work/cluster.yaml" --node a >"$work/agent-a.log" 2>&1 & pids+=($!)
       "$work/mosquitto-ha" agent --config "$work/cluster.yaml" --node b >"$work/agent-b.log" 2>&1 & pids+=($!)

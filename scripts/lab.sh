@@ -24,7 +24,8 @@
 # MHA_AGENT_LOG_LEVEL (the agents' --log-level, default info), MHA_AGENT_CPUPROFILE (a directory:
 # every agent writes a CPU profile there until it stops), MHA_LAB_SESSIONS=off (the agents run
 # without session replicas: agent.sessions.enabled false), MHA_LAB_SYS_INTERVAL (the brokers'
-# sys_interval, as an operator would set it; default: Mosquitto's, 10 s).
+# sys_interval, as an operator would set it; default: Mosquitto's, 10 s), MHA_LAB_READ_PAUSE (the
+# agents' agent.read_pause, e.g. -1ms to read every packet at once; default: the agent's, 1ms).
 # Needs root. Processes are stopped by pid file, namespaces and links by name.
 set -euo pipefail
 
@@ -176,6 +177,7 @@ write_cluster() {
     echo "  snapshot_interval: 200ms"
     echo "  cluster_secret_file: $LAB/cluster.secret"
     [ "${MHA_LAB_SESSIONS:-on}" = off ] && echo "  sessions: {enabled: false}"
+    [ -n "${MHA_LAB_READ_PAUSE:-}" ] && echo "  read_pause: $MHA_LAB_READ_PAUSE"
     echo "  ignore_clients: [haproxy-hc-$lb, haproxy-hc-$other, labcheck-obs]"
     echo "load_balancer:"
     echo "  vip: $VIP/$PLEN"
