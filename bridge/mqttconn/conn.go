@@ -142,8 +142,8 @@ type ConnectOptions struct {
 	WillRetain  bool
 	// TLS, when set, makes Dial use TLS (the encoder ignores it).
 	TLS *tls.Config
-	// ReadPause, when positive, paces reads while packets come back to back (gather.go): one
-	// read per ReadPause at most, so one wake-up reads many packets. Zero reads each at once.
+	// ReadPause, when positive, paces reads while packets queue up (gather.go): one read per
+	// ReadPause at most, so one wake-up reads many packets. Zero reads each at once.
 	ReadPause time.Duration
 	// Dialed, when set, is called with the connection's local address once the TCP connection
 	// is up and before CONNECT is sent (the encoder ignores it): the agent tells its own

@@ -7,10 +7,11 @@ import (
 )
 
 // gatherReader is the socket side of Conn's read buffer. While packets queue up (the previous
-// read brought two or more, or the last three reads came within one pause), it waits until pause has
-// passed since the previous read before reading again, so the packets of that pause arrive in
-// one read system call and one wake-up instead of one each: on a paravirtualised guest a sleep
-// and a wake-up cost 25-35 us, more than the agent's work for a message (docs/benchmarks.md).
+// read brought two or more, or the last three reads came within one pause), it waits until
+// pause has passed since the previous read before reading again, so the packets of that pause
+// arrive in one read system call and one wake-up instead of one each: on a paravirtualised
+// guest a sleep and a wake-up cost 25-35 us, more than the agent's work for a message
+// (docs/benchmarks.md).
 // A connection whose packets come one at a time (a relay and its acknowledgement, then nothing
 // for a while) is never held: each packet is read as soon as it arrives, so pacing adds latency
 // only under load, at most one pause per read.
