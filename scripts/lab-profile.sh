@@ -8,10 +8,12 @@
 #   scripts/lab-profile.sh local|reference-qos0|reference-qos1 OUTDIR
 # Then: go tool pprof -top OUTDIR/mosquitto-ha OUTDIR/b1.*.pprof
 # Environment: GOMAXPROCS is passed to the agents (and only to them) when set; PERF=1 also
-# records b1's agent with `perf record -g` (kernel stacks included) during the publish phase.
+# records b1's agent with `perf record -g` (kernel stacks included) during the publish phase;
+# MHA_LAB_READ_PAUSE=-1ms runs the agents without read pacing (lab.sh).
+# Prints, per agent and broker, CPU, read and write calls and context switches per message.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -eq 2 ] || { sed -n '2,10p' "$0" >&2; exit 2; }
+[ $# -eq 2 ] || { sed -n '2,12p' "$0" >&2; exit 2; }
 wl=$1 out=$(realpath -m "$2")
 case $wl in
   local) subs=198.18.0.21:1883 pubs=198.18.0.21:1883 qos=0 ;;
@@ -64,3 +66,10 @@ rm -f "$out/phase"
 wait "$mp" || true
 for b in b1 b2; do MHA_KILL_SIGNAL=TERM bash scripts/lab.sh fault kill-agent "$b" >/dev/null; done
 echo "counters: $out/counters.txt; profiles: $(ls "$out"/*.pprof | tr '\n' ' ')"
+# Per published message (20 x 3000), publish phase (ready -> done); CPU from clock ticks.
+hz=$(getconf CLK_TCK)
+awk -v hz="$hz" -v n=60000 '{ t[$1, $2] = $4; c[$1, $2] = $6 + $7; r[$1, $2] = $9; w[$1, $2] = $11; p[$2] = 1 }
+  END { for (x in p) printf "%-13s CPU %6.1f us/msg  reads %.2f  writes %.2f  context switches %.2f per msg\n", x,
+          (t["done", x] - t["ready", x]) / hz * 1e6 / n, (r["done", x] - r["ready", x]) / n,
+          (w["done", x] - w["ready", x]) / n, (c["done", x] - c["ready", x]) / n }' "$out/counters.txt" | sort
+python3 -c 'import json, sys; j = json.load(open(sys.argv[1])); print("deliveries/s %.0f, lost %d, duplicates %d" % (j["delivery_rate"], j["lost"], j["duplicates"]))' "$out/mqbench.json"
