@@ -124,7 +124,7 @@ func New(opts Options) (*Agent, error) {
 	a.model = newLocalInterest(func(id string) bool { return ignore[id] || strings.HasPrefix(id, prefix) })
 	a.shares = newShareRouter(a.model.shares)
 	a.inbox.notify = make(chan struct{}, 1)
-	conn := connSettings{keepalive: opts.Keepalive, username: opts.Username, password: opts.Password, readPause: max(opts.ReadPause, 0)}
+	conn := connSettings{keepalive: opts.Keepalive, username: opts.Username, password: opts.Password, readPause: opts.ReadPause}
 	a.dollar = newDollarSubs(a.topics, a.log)
 	a.local = a.localLink(conn)
 	epochPath := ""

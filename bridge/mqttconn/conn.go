@@ -143,7 +143,7 @@ type ConnectOptions struct {
 	// TLS, when set, makes Dial use TLS (the encoder ignores it).
 	TLS *tls.Config
 	// ReadPause, when positive, paces reads while packets queue up (gather.go): one read per
-	// ReadPause at most, so one wake-up reads many packets. Zero reads each at once.
+	// ReadPause at most, so one wake-up reads many packets. Zero or negative reads each at once.
 	ReadPause time.Duration
 	// Dialed, when set, is called with the connection's local address once the TCP connection
 	// is up and before CONNECT is sent (the encoder ignores it): the agent tells its own

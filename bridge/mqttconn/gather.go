@@ -33,7 +33,7 @@ type gatherReader struct {
 	// lowat sets the socket's receive low-water mark; nil where it cannot (not TCP).
 	lowat func(bytes int)
 	// packets counts the packets parsed so far; Conn's reader goroutine, which also calls Read,
-	// increments it. nil: every read counts as one packet.
+	// increments it.
 	packets *int
 
 	seen int // *packets at the previous read
@@ -46,11 +46,8 @@ type gatherReader struct {
 const gatherLowat = 16 << 10
 
 func (g *gatherReader) Read(b []byte) (int, error) {
-	brought := 1
-	if g.packets != nil {
-		brought = *g.packets - g.seen
-		g.seen = *g.packets
-	}
+	brought := *g.packets - g.seen
+	g.seen = *g.packets
 	queueing := brought >= 2 || g.last.Sub(g.first) < g.pause
 	if queueing {
 		if d := g.pause - time.Since(g.last); d > 0 {
